@@ -1,0 +1,143 @@
+"""The farm's configuration schema: every field typed, bounded and documented."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class StageName(StrEnum):
+    """The five render stages; each has one actor pool."""
+
+    BASE_VIDEO = "base_video"
+    VOICE = "voice"
+    FACE_SWAP = "face_swap"
+    LIP_SYNC = "lip_sync"
+    COMPOSITE = "composite"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierConfig(_Strict):
+    """One product tier: output format, length limit and its scheduling share."""
+
+    width: int = Field(ge=64, le=7680, description="Output width in pixels (even).")
+    height: int = Field(ge=64, le=4320, description="Output height in pixels (even).")
+    max_seconds: float = Field(gt=0, le=600, description="Longest video this tier renders.")
+    fps: int = Field(default=25, ge=1, le=120, description="Output frame rate.")
+    video_bitrate_kbps: int = Field(default=4000, ge=100, le=200_000)
+    max_queued: int = Field(default=1000, ge=1, description="Queued jobs before submit refuses.")
+    max_running: int = Field(default=2, ge=1, description="Jobs of this tier running at once.")
+    capacity_share: float = Field(
+        default=0.5, gt=0, le=1, description="Share of farm job slots this tier is entitled to."
+    )
+    priority: int = Field(default=0, description="Higher tiers win ties when slots are scarce.")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even for H.264 4:2:0, got {value}")
+        return value
+
+
+class PoolConfig(_Strict):
+    """A stage's actor pool: how many replicas, their GPU share and backend."""
+
+    replicas: int = Field(default=1, ge=1, le=256, description="Actors in the pool.")
+    num_gpus: float = Field(
+        default=0.25, ge=0, le=8, description="GPU share each replica holds (fractional allowed)."
+    )
+    backend: str = Field(default="reference", min_length=1, description="Backend registry name.")
+    cache_cameos: int = Field(default=8, ge=1, description="Per-cameo assets kept per replica.")
+
+
+class StorageConfig(_Strict):
+    """Where media and cameo assets live: a local folder, or MinIO/S3."""
+
+    kind: Literal["local", "minio"] = "local"
+    root: str = Field(default="objects", description="Local folder (relative to data_dir).")
+    endpoint: str = Field(default="127.0.0.1:9000", description="MinIO host:port.")
+    bucket: str = Field(default="cameofarm", min_length=3, max_length=63)
+    secure: bool = Field(default=False, description="Use HTTPS to reach MinIO.")
+    region: str | None = None
+    access_key_env: str = Field(
+        default="CAMEOFARM_S3_ACCESS_KEY", description="Env var holding the access key."
+    )
+    secret_key_env: str = Field(
+        default="CAMEOFARM_S3_SECRET_KEY", description="Env var holding the secret key."
+    )
+
+
+class DatabaseConfig(_Strict):
+    """The metadata database: SQLite file by default, any SQLAlchemy URL otherwise."""
+
+    url: str = Field(
+        default="", description="SQLAlchemy URL; empty means sqlite in data_dir/cameofarm.db."
+    )
+
+
+class ClusterConfig(_Strict):
+    """Ray: start an embedded head node, or join an existing cluster."""
+
+    address: str | None = Field(
+        default=None, description="Ray address to join (e.g. ray://host:10001); none = embedded."
+    )
+    namespace: str = Field(default="cameofarm", min_length=1)
+    num_cpus: int | None = Field(default=None, ge=1, description="CPUs of the embedded node.")
+    logical_gpus: int = Field(
+        default=2, ge=0, le=64, description="GPUs the embedded node declares when it has none."
+    )
+    object_store_gb: float = Field(default=4.0, gt=0.1, le=1024)
+    dashboard: bool = False
+
+
+class SchedulerConfig(_Strict):
+    """The scheduler loop and its admission limits."""
+
+    tick_seconds: float = Field(default=0.5, gt=0, le=60)
+    max_running_jobs: int = Field(default=3, ge=1, description="Farm-wide concurrent jobs.")
+    max_attempts: int = Field(default=3, ge=1, description="Runs of one job before it fails.")
+    chunk_frames: int = Field(default=25, ge=1, le=1000, description="Frames per work chunk.")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no /metrics server.")
+
+
+class FarmConfig(_Strict):
+    """Everything the farm reads at start."""
+
+    data_dir: str = Field(default=".farm", description="Local state: DB, objects, keys, logs.")
+    tiers: dict[str, TierConfig]
+    pools: dict[StageName, PoolConfig]
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="after")
+    def _complete(self) -> FarmConfig:
+        missing = sorted(set(StageName) - set(self.pools))
+        if missing:
+            raise ValueError(f"pools: missing stage pools {missing}")
+        if not self.tiers:
+            raise ValueError("tiers: at least one tier is required")
+        for name in self.tiers:
+            if not name.isidentifier():
+                raise ValueError(f"tiers: tier name {name!r} must be a simple identifier")
+        gpu_demand = sum(p.replicas * p.num_gpus for p in self.pools.values())
+        if self.cluster.address is None and gpu_demand > self.cluster.logical_gpus > 0:
+            raise ValueError(
+                f"pools ask for {gpu_demand:g} GPUs but cluster.logical_gpus is "
+                f"{self.cluster.logical_gpus}; lower replicas/num_gpus or raise logical_gpus"
+            )
+        return self
+
+    def tier(self, name: str) -> TierConfig:
+        """Return the named tier or raise KeyError listing the known tiers."""
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise KeyError(f"unknown tier {name!r}; known tiers: {sorted(self.tiers)}") from None
