@@ -1,0 +1,1 @@
+"""One backend contract per stage, the data shapes they exchange, and their implementations."""

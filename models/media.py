@@ -1,0 +1,171 @@
+"""Media I/O through the ffmpeg binary that imageio-ffmpeg installs, and OpenCV decoding."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class MediaError(ValueError):
+    """A media file could not be read or written; the message says which and why."""
+
+
+def ffmpeg_exe() -> str:
+    """Return the path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds."""
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+
+    @property
+    def duration(self) -> float:
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Return the video stream's size, rate and frame count, or raise MediaError."""
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: no such file")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise MediaError(f"{path}: not a video OpenCV/ffmpeg can decode")
+        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        ok, _ = cap.read()
+        if not ok or width <= 0 or height <= 0:
+            raise MediaError(f"{path}: has no decodable video frames")
+    finally:
+        cap.release()
+    if not 1.0 <= fps <= 240.0:
+        raise MediaError(f"{path}: frame rate {fps:g} is not sane (expected 1..240 fps)")
+    return VideoInfo(width, height, fps, count)
+
+
+def read_frames(path: str | Path, indices: list[int]) -> dict[int, np.ndarray]:
+    """Decode the given frame indices (RGB); reads sequentially from the smallest one."""
+    wanted = sorted(set(indices))
+    if not wanted:
+        return {}
+    cap = cv2.VideoCapture(str(path))
+    out: dict[int, np.ndarray] = {}
+    try:
+        if wanted[0] > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, wanted[0])
+        position = wanted[0]
+        targets = set(wanted)
+        while position <= wanted[-1]:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if position in targets:
+                out[position] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            position += 1
+    finally:
+        cap.release()
+    missing = targets - set(out)
+    if missing:
+        raise MediaError(f"{path}: could not decode frames {sorted(missing)[:5]}...")
+    return out
+
+
+def read_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
+    """Return the first audio stream as mono float32 at sample_rate; empty if there is none."""
+    cmd = [
+        ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+        "-ar", str(sample_rate), "-f", "f32le", "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        if "does not contain any stream" in err or "matches no streams" in err:
+            return np.zeros(0, np.float32)
+        raise MediaError(f"{path}: cannot decode audio: {err[-300:]}")
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write mono float samples as 16-bit PCM WAV."""
+    import soundfile
+
+    soundfile.write(str(path), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    return Path(path)
+
+
+def encode_h264(
+    frames: Iterable[np.ndarray], size: tuple[int, int], fps: int, bitrate_kbps: int,
+    out: str | Path, threads: int = 1,
+) -> Path:
+    """Stream RGB frames (w, h = size) into a raw H.264 (Annex B) stream that concatenates
+    byte-wise with other segments encoded with the same settings."""
+    w, h = size
+    cmd = [
+        ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast",
+        "-b:v", f"{bitrate_kbps}k", "-maxrate", f"{bitrate_kbps * 2}k",
+        "-bufsize", f"{bitrate_kbps * 2}k", "-pix_fmt", "yuv420p", "-threads", str(threads),
+        "-f", "h264", str(out),
+    ]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        for frame in frames:
+            if frame.shape != (h, w, 3):
+                raise MediaError(f"frame is {frame.shape}, expected {(h, w, 3)}")
+            proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ffmpeg died; its stderr below says why
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = proc.stderr.read() if proc.stderr is not None else b""
+    if proc.wait() != 0:
+        raise MediaError(f"H.264 encode failed: {err.decode(errors='replace')[-300:]}")
+    return Path(out)
+
+
+def mux_mp4(video_h264: str | Path, fps: int, wav: str | Path | None, out: str | Path) -> Path:
+    """Wrap an H.264 stream (and optional WAV as AAC) into a fast-start MP4."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-framerate", str(fps),
+           "-i", str(video_h264)]
+    if wav is not None:
+        cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k", "-ar", "48000"]
+    cmd += ["-c:v", "copy", "-map", "0:v:0"]
+    if wav is not None:
+        cmd += ["-map", "1:a:0"]
+    cmd += ["-movflags", "+faststart", str(out)]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise MediaError(f"MP4 mux failed: {proc.stderr.decode(errors='replace')[-300:]}")
+    return Path(out)
+
+
+def write_video(
+    frames: Iterable[np.ndarray], size: tuple[int, int], fps: int, out: str | Path,
+    wav: str | Path | None = None, bitrate_kbps: int = 4000,
+) -> Path:
+    """Encode RGB frames (and optional WAV) to an MP4, using all cores."""
+    tmp = Path(out).with_suffix(".tmp.h264")
+    try:
+        encode_h264(frames, size, fps, bitrate_kbps, tmp, threads=0)
+        return mux_mp4(tmp, fps, wav, out)
+    finally:
+        tmp.unlink(missing_ok=True)

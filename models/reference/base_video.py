@@ -1,0 +1,99 @@
+"""Reference base video: the cameo's calibration footage re-framed as a presenter over a
+background image or colour (a feathered head-and-shoulders cut-out, not a segmentation)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from cameofarm.models.data import FrameSpec, PresenterSource, VideoChunk
+from cameofarm.models.media import read_frames
+
+DEFAULT_BACKGROUND = (38, 52, 74)  # dark slate blue, RGB
+
+
+def fit_background(background: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    """Return background cover-cropped to width×height, or the default colour."""
+    if background is None:
+        frame = np.empty((height, width, 3), np.uint8)
+        frame[:] = DEFAULT_BACKGROUND
+        return frame
+    bh, bw = background.shape[:2]
+    scale = max(width / bw, height / bh)
+    resized = cv2.resize(background, (max(width, round(bw * scale)), max(height, round(bh * scale))),
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    y0 = (resized.shape[0] - height) // 2
+    x0 = (resized.shape[1] - width) // 2
+    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
+
+
+def presenter_box(
+    face_box: tuple[int, int, int, int], width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Return a head-and-shoulders crop (x0, y0, x1, y1) around a face box, clamped to frame."""
+    x0, y0, x1, y1 = face_box
+    fw, fh = x1 - x0, y1 - y0
+    cx = (x0 + x1) / 2
+    box_h = min(height, 3.4 * fh)
+    box_w = min(width, box_h * 0.8)
+    top = max(0.0, y0 - 0.9 * fh)
+    bottom = min(float(height), top + box_h)
+    top = max(0.0, bottom - box_h)
+    left = min(max(0.0, cx - box_w / 2), width - box_w)
+    return (int(left), int(top), int(left + box_w), int(bottom))
+
+
+def pingpong(i: int, n: int) -> int:
+    """Map an ever-increasing index onto 0..n-1 going back and forth (no jump at the loop)."""
+    if n <= 1:
+        return 0
+    period = 2 * (n - 1)
+    k = i % period
+    return k if k < n else period - k
+
+
+class PresenterBaseVideo:
+    """Composites the presenter crop, scaled to 92 % of frame height, over the background."""
+
+    def __init__(self, presenter_height: float = 0.92) -> None:
+        self.presenter_height = presenter_height
+        self._mask_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _alpha(self, w: int, h: int) -> np.ndarray:
+        key = (w, h)
+        if key not in self._mask_cache:
+            mask = np.zeros((h, w), np.float32)
+            cv2.ellipse(mask, (w // 2, int(h * 0.62)), (int(w * 0.46), int(h * 0.62)), 0, 0, 360,
+                        1.0, -1)
+            mask[int(h * 0.6) :, int(w * 0.04) : int(w * 0.96)] = 1.0
+            sigma = max(2.0, 0.04 * w)
+            self._mask_cache[key] = cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
+        return self._mask_cache[key]
+
+    def render(
+        self, source: PresenterSource, background: np.ndarray | None, spec: FrameSpec,
+        index: int, start: int, count: int,
+    ) -> VideoChunk:
+        """Return output frames [start, start+count) of the scene."""
+        if count <= 0:
+            raise ValueError("count must be positive")
+        step = source.fps / spec.fps
+        wanted = [pingpong(int(round((start + i) * step)), source.frame_count) for i in range(count)]
+        decoded = read_frames(source.path, wanted)
+        bg = fit_background(background, spec.width, spec.height)
+        x0, y0, x1, y1 = source.box
+        ph = int(spec.height * self.presenter_height) // 2 * 2
+        pw = min(spec.width, int(round((x1 - x0) * ph / max(1, (y1 - y0)))))
+        alpha = self._alpha(pw, ph)
+        ox, oy = (spec.width - pw) // 2, spec.height - ph
+        frames = np.empty((count, spec.height, spec.width, 3), np.uint8)
+        for i, src_idx in enumerate(wanted):
+            crop = decoded[src_idx][y0:y1, x0:x1]
+            person = cv2.resize(crop, (pw, ph), interpolation=cv2.INTER_LINEAR)
+            frame = bg.copy()
+            region = frame[oy : oy + ph, ox : ox + pw].astype(np.float32)
+            frame[oy : oy + ph, ox : ox + pw] = (person * alpha + region * (1 - alpha)).astype(
+                np.uint8
+            )
+            frames[i] = frame
+        return VideoChunk(index=index, start=start, frames=frames)

@@ -1,0 +1,67 @@
+"""dlib face detection, 68-point landmarks and 128-d identity embedding (real weights from PyPI)."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import cv2
+import numpy as np
+
+from cameofarm.models.data import FaceObservation
+
+
+def _model_paths() -> tuple[str, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
+        import face_recognition_models as frm
+
+    return frm.pose_predictor_model_location(), frm.face_recognition_model_location()
+
+
+class DlibFaceAnalyzer:
+    """HOG face detector on a downscaled frame, then landmarks and embedding at full size."""
+
+    name = "dlib"
+    embedding_size = 128
+
+    def __init__(self, detect_side: int = 480) -> None:
+        import dlib
+
+        landmarks_path, embedding_path = _model_paths()
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(landmarks_path)
+        self._encoder = dlib.face_recognition_model_v1(embedding_path)
+        self._rect = dlib.rectangle
+        self._detect_side = detect_side
+        self._lock = threading.Lock()  # dlib objects are not safe across threads
+
+    def detect(self, frame: np.ndarray) -> list[FaceObservation]:
+        """Return every face in an RGB frame, largest first."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame, got {frame.shape} {frame.dtype}")
+        h, w = frame.shape[:2]
+        scale = min(1.0, self._detect_side / float(max(h, w)))
+        small = cv2.resize(frame, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+        with self._lock:
+            rects = self._detector(small, 0)
+            if len(rects) == 0:
+                rects = self._detector(small, 1)
+            faces = []
+            for r in rects:
+                box = (
+                    int(r.left() / scale), int(r.top() / scale),
+                    int(r.right() / scale), int(r.bottom() / scale),
+                )
+                shape = self._predictor(frame, self._rect(*box))
+                pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+                faces.append(FaceObservation(box=box, landmarks=pts))
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
+    def embed(self, frame: np.ndarray, face: FaceObservation) -> np.ndarray:
+        """Return the 128-d dlib identity embedding of one detected face."""
+        with self._lock:
+            shape = self._predictor(frame, self._rect(*face.box))
+            vec = self._encoder.compute_face_descriptor(frame, shape)
+        return np.asarray(vec, dtype=np.float32)

@@ -1,0 +1,213 @@
+"""Reference voice: espeak-ng speaks the words (with phoneme timings), WORLD moves the result's
+pitch and spectral envelope toward the cameo's voice profile."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import unicodedata
+
+import numpy as np
+
+from cameofarm.models.data import PhonemeTiming, SpeechTrack, VoiceProfile
+
+SAMPLE_RATE = 22050
+FFT_SIZE = 1024
+FRAME_PERIOD_MS = 5.0
+MAX_SCRIPT_CHARS = 5000
+
+_EV_LIST_TERMINATED, _EV_PHONEME = 0, 7
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INIT_PHONEME_EVENTS, _INIT_DONT_EXIT = 0x0001, 0x8000
+_POS_CHARACTER, _CHARS_UTF8 = 1, 1
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p), ("id", _EventId),
+    ]
+
+
+_Callback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
+
+
+class EspeakEngine:
+    """The espeak-ng library (shipped by espeakng-loader) driven through its C API."""
+
+    _lock = threading.Lock()  # the library keeps global state: one synthesis at a time
+    _lib: ctypes.CDLL | None = None
+    _rate = 0
+
+    def __init__(self, voice: str = "en-us") -> None:
+        self.voice = voice
+        with EspeakEngine._lock:
+            if EspeakEngine._lib is None:
+                import espeakng_loader
+
+                lib = ctypes.CDLL(espeakng_loader.get_library_path())
+                rate = lib.espeak_Initialize(
+                    _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
+                    _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT,
+                )
+                if rate <= 0:
+                    raise RuntimeError("espeak-ng failed to initialise; reinstall espeakng-loader")
+                EspeakEngine._lib, EspeakEngine._rate = lib, rate
+
+    @property
+    def sample_rate(self) -> int:
+        return EspeakEngine._rate
+
+    def speak(self, text: str, words_per_minute: int = 165, pitch: int = 50) -> SpeechTrack:
+        """Return the text spoken by espeak-ng with per-phoneme start/end times."""
+        text = clean_script(text)
+        lib = EspeakEngine._lib
+        assert lib is not None
+        chunks: list[np.ndarray] = []
+        events: list[tuple[int, str]] = []
+
+        def on_audio(wav: ctypes._Pointer, count: int, ev: ctypes._Pointer) -> int:
+            if count > 0:
+                chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            i = 0
+            while ev[i].type != _EV_LIST_TERMINATED:
+                if ev[i].type == _EV_PHONEME:
+                    events.append((ev[i].audio_position, ev[i].id.string.decode(errors="replace")))
+                i += 1
+            return 0
+
+        callback = _Callback(on_audio)
+        data = text.encode("utf-8")
+        with EspeakEngine._lock:
+            lib.espeak_SetSynthCallback(callback)
+            if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+                raise ValueError(f"espeak-ng has no voice {self.voice!r}")
+            lib.espeak_SetParameter(1, int(words_per_minute), 0)  # espeakRATE
+            lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
+            status = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8,
+                                      None, None)
+            lib.espeak_Synchronize()
+        if status != 0:
+            raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
+        samples = (np.concatenate(chunks).astype(np.float32) / 32768.0
+                   if chunks else np.zeros(0, np.float32))
+        duration = len(samples) / self.sample_rate
+        phonemes = []
+        for k, (ms, symbol) in enumerate(events):
+            end_ms = events[k + 1][0] if k + 1 < len(events) else duration * 1000.0
+            if end_ms > ms:
+                phonemes.append(PhonemeTiming(symbol, ms / 1000.0, end_ms / 1000.0))
+        return SpeechTrack(samples, self.sample_rate, tuple(phonemes))
+
+
+def clean_script(text: str) -> str:
+    """Return the script with control characters removed; raise if nothing speakable remains."""
+    if not isinstance(text, str):
+        raise ValueError("script must be text")
+    if len(text) > MAX_SCRIPT_CHARS:
+        raise ValueError(f"script is {len(text)} characters; the limit is {MAX_SCRIPT_CHARS}")
+    cleaned = "".join(
+        " " if unicodedata.category(ch).startswith(("C", "Z")) else ch for ch in text
+    )
+    # '<' would let a caller inject SSML-like markup into espeak; speak it as a word instead.
+    cleaned = " ".join(cleaned.replace("<", " less than ").replace(">", " greater than ").split())
+    if not any(ch.isalnum() for ch in cleaned):
+        raise ValueError("script has no speakable words; give at least one word to say")
+    return cleaned
+
+
+def world_analyze(samples: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return WORLD's (f0, spectral envelope, aperiodicity) for mono float samples."""
+    import pyworld
+
+    x = samples.astype(np.float64)
+    f0, t = pyworld.dio(x, sr, frame_period=FRAME_PERIOD_MS, f0_floor=60.0, f0_ceil=500.0)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    sp = pyworld.cheaptrick(x, f0, t, sr, fft_size=FFT_SIZE)
+    ap = pyworld.d4c(x, f0, t, sr, fft_size=FFT_SIZE)
+    return f0, sp, ap
+
+
+def speech_mask(samples: np.ndarray, sr: int, frame_ms: float = 30.0) -> np.ndarray:
+    """Return a per-frame boolean voice-activity mask from short-time energy."""
+    hop = max(1, int(sr * frame_ms / 1000))
+    n = len(samples) // hop
+    if n == 0:
+        return np.zeros(0, bool)
+    frames = samples[: n * hop].reshape(n, hop).astype(np.float64)
+    energy_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    floor = np.percentile(energy_db, 10)
+    peak = np.percentile(energy_db, 95)
+    if peak - floor < 12.0:  # no clear speech/pause contrast: all noise or all silence
+        return energy_db > max(floor + 6.0, -50.0) if peak > -50 else np.zeros(n, bool)
+    return np.asarray(energy_db > floor + 0.35 * (peak - floor), dtype=bool)
+
+
+def analyze_voice(samples: np.ndarray, sr: int) -> VoiceProfile:
+    """Build a voice profile (pitch statistics, mean envelope) from a speech recording."""
+    if sr != SAMPLE_RATE:
+        raise ValueError(f"analyze_voice expects {SAMPLE_RATE} Hz audio, got {sr}")
+    if len(samples) < sr or float(np.max(np.abs(samples), initial=0.0)) < 1e-3:
+        raise ValueError("the recording has no audible speech; record at least 30 s of speech")
+    mask = speech_mask(samples, sr)
+    hop = int(sr * 0.03)
+    speech_seconds = float(mask.sum() * hop / sr)
+    if speech_seconds < 1.0:
+        raise ValueError(f"only {speech_seconds:.1f} s of speech detected; need clear speech")
+    f0, sp, _ = world_analyze(samples[: 60 * sr], sr)
+    voiced = f0 > 0
+    if voiced.sum() < 20:
+        raise ValueError("no voiced speech found (pitch track empty); record clear speech")
+    log_f0 = np.log(f0[voiced])
+    envelope = np.log(sp[voiced] + 1e-12).mean(axis=0)
+    return VoiceProfile(
+        sample_rate=sr, f0_log_mean=float(log_f0.mean()), f0_log_std=float(log_f0.std()),
+        f0_p5=float(np.exp(np.percentile(log_f0, 5))),
+        f0_p95=float(np.exp(np.percentile(log_f0, 95))),
+        envelope=envelope.astype(np.float32), fft_size=FFT_SIZE, speech_seconds=speech_seconds,
+    )
+
+
+class WorldVoiceBackend:
+    """espeak-ng + WORLD voice conversion toward a cameo's voice profile."""
+
+    def __init__(self, voice: str = "en-us", envelope_limit_db: float = 12.0) -> None:
+        self.engine = EspeakEngine(voice)
+        self.envelope_limit = envelope_limit_db / 10.0 * np.log(10.0)  # dB → natural log power
+
+    def synthesize(self, script: str, profile: VoiceProfile) -> SpeechTrack:
+        """Speak script, then convert pitch and envelope toward the profile."""
+        import pyworld
+        from scipy.ndimage import uniform_filter1d
+
+        raw = self.engine.speak(script)
+        sr = raw.sample_rate
+        if profile.sample_rate != sr or profile.fft_size != FFT_SIZE:
+            raise ValueError("voice profile was made for another sample rate / FFT size")
+        f0, sp, ap = world_analyze(raw.samples, sr)
+        voiced = f0 > 0
+        if voiced.any():
+            log_f0 = np.log(f0[voiced])
+            z = (log_f0 - log_f0.mean()) / (log_f0.std() + 1e-6)
+            f0[voiced] = np.exp(profile.f0_log_mean + z * max(profile.f0_log_std, 0.05))
+            src_env = np.log(sp[voiced] + 1e-12).mean(axis=0)
+            delta = uniform_filter1d(profile.envelope.astype(np.float64) - src_env, 9)
+            delta = np.clip(delta, -self.envelope_limit, self.envelope_limit)
+            sp = sp * np.exp(delta)[None, :]
+        y = pyworld.synthesize(f0, sp, ap, sr, frame_period=FRAME_PERIOD_MS)
+        y = y[: len(raw.samples)].astype(np.float32)
+        rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
+        if rms > 0:
+            y *= 0.1 / rms  # about -20 dBFS
+        peak = float(np.max(np.abs(y), initial=0.0))
+        if peak > 0.98:
+            y *= 0.98 / peak
+        return SpeechTrack(y, sr, raw.phonemes)

@@ -1,0 +1,1 @@
+"""The enrollment and render pipelines, written as numbered steps."""

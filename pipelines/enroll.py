@@ -1,0 +1,154 @@
+"""Minimal enrollment: extract what rendering needs from a calibration recording and store a
+cameo. (Recording validation and liveness belong to the full enrollment flow.)"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cameofarm.cameos import CameoRecord, create_cameo
+from cameofarm.cameos.registry import new_cameo_id
+from cameofarm.models import codec
+from cameofarm.models.contracts import FaceAnalyzer
+from cameofarm.models.data import FaceIdentity, FaceObservation, MouthAtlas
+from cameofarm.models.media import MediaError, probe_video, read_audio, read_frames
+from cameofarm.models.reference.base_video import presenter_box
+from cameofarm.models.reference.lip_sync import (
+    build_mouth_shape,
+    choose_atlas_frames,
+    mouth_features,
+)
+from cameofarm.models.reference.voice import SAMPLE_RATE, analyze_voice
+from cameofarm.models.reference.warp import CANONICAL_SIZE
+from cameofarm.storage import FarmStorage
+
+log = logging.getLogger(__name__)
+SAMPLED_FRAMES = 96
+MIN_FACE_FRACTION = 0.5
+Progress = Callable[[str], None]
+
+
+class EnrollmentError(ValueError):
+    """The recording cannot make a cameo; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _Sample:
+    index: int
+    frame: np.ndarray
+    face: FaceObservation
+
+
+def _yaw_proxy(marks: np.ndarray) -> float:
+    """How far the nose tip sits off the eyes' midline, in eye-gap units (0 = frontal)."""
+    left, right = marks[36:42].mean(0), marks[42:48].mean(0)
+    mid = (left + right) / 2
+    return abs(float(marks[30][0] - mid[0])) / (float(np.linalg.norm(right - left)) + 1e-6)
+
+
+def _reference_crop(sample: _Sample) -> tuple[np.ndarray, np.ndarray]:
+    x0, y0, x1, y1 = sample.face.box
+    pad_x, pad_y = int(0.4 * (x1 - x0)), int(0.5 * (y1 - y0))
+    h, w = sample.frame.shape[:2]
+    cx0, cy0 = max(0, x0 - pad_x), max(0, y0 - pad_y)
+    cx1, cy1 = min(w, x1 + pad_x), min(h, y1 + pad_y)
+    crop = np.ascontiguousarray(sample.frame[cy0:cy1, cx0:cx1])
+    return crop, (sample.face.landmarks - [cx0, cy0]).astype(np.float32)
+
+
+def enroll_recording(
+    storage: FarmStorage, analyzer: FaceAnalyzer, video: str | Path, *, name: str, owner: str,
+    audio: str | Path | None = None, progress: Progress = lambda _: None,
+) -> CameoRecord:
+    """Extract identity, mouth atlas and voice profile from a recording; store the cameo."""
+    if not name.strip() or len(name) > 200:
+        raise EnrollmentError("name must be 1-200 characters")
+    # 1. Check inputs: decodable video, audio from --audio or the video's own track.
+    try:
+        info = probe_video(video)
+        samples = read_audio(audio if audio is not None else video, SAMPLE_RATE)
+    except MediaError as exc:
+        raise EnrollmentError(str(exc)) from exc
+    if samples.size == 0:
+        raise EnrollmentError(f"{audio or video}: no audio track; pass speech with --audio WAV")
+    progress(f"recording {info.width}x{info.height} @ {info.fps:g} fps, {info.duration:.1f} s")
+
+    # 2. Sample frames and find the face in each.
+    count = max(1, info.frame_count)
+    indices = sorted(set(np.linspace(0, count - 1, min(SAMPLED_FRAMES, count)).astype(int)))
+    frames = read_frames(video, indices)
+    found: list[_Sample] = []
+    for i in indices:
+        faces = analyzer.detect(frames[i])
+        if faces:
+            found.append(_Sample(i, frames[i], faces[0]))
+    fraction = len(found) / len(indices)
+    progress(f"face found in {len(found)}/{len(indices)} sampled frames")
+    if fraction < MIN_FACE_FRACTION:
+        raise EnrollmentError(
+            f"a face was found in only {fraction:.0%} of sampled frames (need "
+            f"{MIN_FACE_FRACTION:.0%}); record facing the camera, well lit, nothing covering it"
+        )
+
+    # 3. Identity: median embedding over frames; the most frontal, closed-mouth frame as reference.
+    step = max(1, len(found) // 12)
+    embeddings = np.stack([analyzer.embed(s.frame, s.face) for s in found[::step]])
+    embedding = np.median(embeddings, axis=0).astype(np.float32)
+    features = np.array([mouth_features(s.face.landmarks) for s in found], np.float32)
+    score = [_yaw_proxy(s.face.landmarks) + 2.0 * features[k, 0] for k, s in enumerate(found)]
+    ref = found[int(np.argmin(score))]
+    crop, crop_marks = _reference_crop(ref)
+    identity = FaceIdentity(embedding, crop, crop_marks, backend=analyzer.name)
+    progress(f"identity from {len(embeddings)} frames ({analyzer.name}, {embedding.size}-d)")
+
+    # 4. Mouth atlas: one canonical mouth shape per viseme from the recording itself.
+    picks = choose_atlas_frames(features)
+    atlas = MouthAtlas(CANONICAL_SIZE, {
+        vis: build_mouth_shape(vis, found[k].frame, found[k].face.landmarks)
+        for vis, k in picks.items()
+    })
+    progress(f"mouth atlas: {', '.join(sorted(atlas.shapes))}")
+
+    # 5. Voice profile from the speech.
+    try:
+        voice = analyze_voice(samples, SAMPLE_RATE)
+    except ValueError as exc:
+        raise EnrollmentError(str(exc)) from exc
+    progress(f"voice: {voice.speech_seconds:.1f} s speech, median F0 "
+             f"{np.exp(voice.f0_log_mean):.0f} Hz")
+
+    # 6. Store assets, then the record; nothing is left behind if any write fails.
+    cameo_id = new_cameo_id()
+    prefix = f"cameos/{cameo_id}"
+    boxes = np.array([s.face.box for s in found])
+    face_box = tuple(int(v) for v in np.median(boxes, axis=0))
+    summary = {
+        "width": info.width, "height": info.height, "fps": info.fps,
+        "frame_count": info.frame_count, "face_fraction": round(fraction, 3),
+        "presenter_box": list(presenter_box(face_box, info.width, info.height)),  # type: ignore[arg-type]
+        "embedding_backend": analyzer.name, "speech_seconds": round(voice.speech_seconds, 2),
+    }
+    written: list[str] = []
+    try:
+        written.append(storage.objects.put_file(f"{prefix}/recording.mp4", video, "video/mp4"))
+        if audio is not None:
+            written.append(storage.objects.put_file(f"{prefix}/speech.wav", audio, "audio/wav"))
+        for key, data in (
+            ("identity.npz", codec.identity_to_bytes(identity)),
+            ("voice.npz", codec.voice_to_bytes(voice)),
+            ("atlas.npz", codec.atlas_to_bytes(atlas)),
+        ):
+            written.append(storage.objects.put_bytes(f"{prefix}/{key}", data))
+        record = create_cameo(storage.db, cameo_id=cameo_id, name=name, owner=owner,
+                              recording_key=f"{prefix}/recording.mp4", assets_key=prefix,
+                              summary=summary, reason="minimal enrollment (no liveness check)")
+    except BaseException:
+        for key in written:
+            storage.objects.delete(key)
+        raise
+    progress(f"stored cameo {record.id}")
+    return record
