@@ -59,7 +59,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_frames(path: str | Path, indices: list[int]) -> dict[int, np.ndarray]:
-    """Decode the given frame indices (RGB); reads sequentially from the smallest one."""
+    """Decode the given frame indices (RGB), reading sequentially from the smallest one."""
     wanted = sorted(set(indices))
     if not wanted:
         return {}
@@ -79,9 +79,15 @@ def read_frames(path: str | Path, indices: list[int]) -> dict[int, np.ndarray]:
             position += 1
     finally:
         cap.release()
-    missing = targets - set(out)
-    if missing:
-        raise MediaError(f"{path}: could not decode frames {sorted(missing)[:5]}...")
+    if not out:
+        raise MediaError(f"{path}: could not decode any of frames {wanted[:5]}...")
+    # Containers often over-report the frame count by a frame or two: the tail repeats the
+    # last decodable frame rather than failing the whole read.
+    last = out[max(out)]
+    for index in targets - set(out):
+        if index < max(out):
+            raise MediaError(f"{path}: frame {index} could not be decoded")
+        out[index] = last
     return out
 
 
@@ -169,3 +175,35 @@ def write_video(
         return mux_mp4(tmp, fps, wav, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Mp4Report:
+    """What an output file holds, read back with PyAV."""
+
+    width: int
+    height: int
+    frames: int
+    duration: float
+    video_codec: str
+    audio_codec: str | None
+    audio_seconds: float
+
+
+def probe_mp4(path: str | Path) -> Mp4Report:
+    """Decode an MP4's streams and report size, frame count, duration and audio."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        audio_codec, audio_seconds = None, 0.0
+        if container.streams.audio:
+            stream = container.streams.audio[0]
+            audio_codec = stream.codec_context.name
+            samples = sum(f.samples for f in container.decode(audio=0))
+            audio_seconds = samples / float(stream.rate or 1)
+        rate = float(video.average_rate or 0) or 1.0
+        return Mp4Report(video.codec_context.width, video.codec_context.height, frames,
+                         frames / rate, video.codec_context.name, audio_codec, audio_seconds)

@@ -1,0 +1,1 @@
+"""Ray actor shells: load a stage backend once, serve calls, report timings and health."""

@@ -1,0 +1,1 @@
+"""Ray bootstrap, the scheduler actor, tier queues and the (Ray-free) dispatch policy."""

@@ -1,0 +1,185 @@
+"""The scheduler: a control loop that reads the queues from the database, asks the policy
+what to start, runs render pipelines on worker threads and records how each one ended.
+
+It is a plain class; `cluster.bootstrap` wraps it as a detached Ray actor. Each tick survives
+its own exceptions, and a crash in one job never stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from cameofarm.actors.pools import StageCallError, StagePools
+from cameofarm.cluster.jobs import (
+    JobStatus,
+    get_job,
+    list_jobs,
+    record_progress,
+    requeue_interrupted,
+    set_job_status,
+)
+from cameofarm.cluster.policy import (
+    QueuedJob,
+    RunningJob,
+    SchedulerInput,
+    SchedulerOutput,
+    TierLimits,
+    schedule,
+)
+from cameofarm.configs import FarmConfig
+from cameofarm.monitoring.metrics import JOB_SECONDS, JOBS_FINISHED, QUEUE_DEPTH, RUNNING_JOBS
+from cameofarm.pipelines.render import JobCancelled, RenderJob, render_job
+from cameofarm.storage import FarmStorage, open_farm_storage
+
+log = logging.getLogger("cameofarm.scheduler")
+
+
+class Scheduler:
+    """Owns dispatch for the whole farm. One instance per farm."""
+
+    def __init__(self, config: FarmConfig, pools: StagePools,
+                 storage: FarmStorage | None = None) -> None:
+        self.config = config
+        self.pools = pools
+        self.storage = storage or open_farm_storage(config)
+        self.tiers = {name: TierLimits(t.max_running, t.capacity_share, t.priority)
+                      for name, t in config.tiers.items()}
+        self.executor = ThreadPoolExecutor(max_workers=config.scheduler.max_running_jobs,
+                                           thread_name_prefix="render")
+        self.futures: dict[str, Future[None]] = {}
+        self.last_output = SchedulerOutput(())
+        self.ticks = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.recovered = requeue_interrupted(self.storage.db, "farm restarted; running again")
+        if self.recovered:
+            log.warning("re-queued %d interrupted jobs: %s", len(self.recovered), self.recovered)
+
+    # --- the control loop ----------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start the loop thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+            self._thread.start()
+        return True
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop dispatching; with wait, let running jobs finish."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.executor.shutdown(wait=wait, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                self.errors += 1
+                log.exception("scheduler tick failed; continuing")
+            self._stop.wait(self.config.scheduler.tick_seconds)
+
+    def tick(self) -> list[str]:
+        """One pass: reap finished jobs, start what the policy allows; return started ids."""
+        self.ticks += 1
+        self.futures = {jid: f for jid, f in self.futures.items() if not f.done()}
+        queued = list_jobs(self.storage.db, {JobStatus.QUEUED})
+        running = list_jobs(self.storage.db, {JobStatus.RUNNING})
+        depth = Counter(j.tier for j in queued)
+        active = Counter(j.tier for j in running)
+        for tier in self.tiers:
+            QUEUE_DEPTH.labels(tier=tier).set(depth[tier])
+            RUNNING_JOBS.labels(tier=tier).set(active[tier])
+        out = schedule(SchedulerInput(
+            queued=tuple(QueuedJob(j.id, j.tier, j.submitted_at, j.priority, j.customer)
+                         for j in queued),
+            running=tuple(RunningJob(j.id, j.tier, j.customer) for j in running),
+            tiers=self.tiers, max_running_jobs=self.config.scheduler.max_running_jobs,
+        ))
+        self.last_output = out
+        started = []
+        for job_id in out.start:
+            try:
+                set_job_status(self.storage.db, job_id, JobStatus.RUNNING, "dispatched")
+            except Exception:
+                log.exception("could not dispatch %s", job_id)
+                continue
+            self.futures[job_id] = self.executor.submit(self._run, job_id)
+            started.append(job_id)
+        return started
+
+    # --- one job ------------------------------------------------------------------------
+
+    def _run(self, job_id: str) -> None:
+        db = self.storage.db
+        try:
+            view = get_job(db, job_id)
+            job = RenderJob(view.id, view.tier, view.cameo_ids, view.script, view.background_key,
+                            attempt=view.attempts)
+            result = render_job(
+                job, self.config, self.pools, self.storage,
+                progress=lambda stage, frac: record_progress(db, job_id, str(stage), frac),
+                still_wanted=lambda: get_job(db, job_id).status is JobStatus.RUNNING,
+            )
+            done = set_job_status(db, job_id, JobStatus.SUCCEEDED, "published",
+                                  output_key=result.output_key, progress=1.0, stage="published")
+            if done.started_at is not None and done.finished_at is not None:
+                JOB_SECONDS.labels(tier=view.tier).observe(done.finished_at - done.started_at)
+            JOBS_FINISHED.labels(tier=view.tier, status="SUCCEEDED").inc()
+        except JobCancelled as exc:
+            log.info("%s", exc)
+            JOBS_FINISHED.labels(tier=self._tier_of(job_id), status="CANCELLED").inc()
+        except StageCallError as exc:
+            self._fail_or_retry(job_id, exc, exc.retryable)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            self._fail_or_retry(job_id, exc, False)
+
+    def _tier_of(self, job_id: str) -> str:
+        try:
+            return get_job(self.storage.db, job_id).tier
+        except LookupError:
+            return "unknown"
+
+    def _fail_or_retry(self, job_id: str, exc: Exception, retryable: bool) -> None:
+        db = self.storage.db
+        try:
+            view = get_job(db, job_id)
+            if view.status is not JobStatus.RUNNING:
+                return  # cancelled meanwhile: leave it as the user set it
+            if retryable and view.attempts < self.config.scheduler.max_attempts:
+                set_job_status(db, job_id, JobStatus.QUEUED, f"retrying after: {exc}")
+            else:
+                set_job_status(db, job_id, JobStatus.FAILED, str(exc))
+                JOBS_FINISHED.labels(tier=view.tier, status="FAILED").inc()
+        except Exception:
+            log.exception("could not record the end of job %s", job_id)
+
+    # --- introspection ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Pools with replica GPU ids, queue depth per tier, running jobs, loop health."""
+        queued = list_jobs(self.storage.db, {JobStatus.QUEUED})
+        running = list_jobs(self.storage.db, {JobStatus.RUNNING})
+        depth = Counter(j.tier for j in queued)
+        return {
+            "pools": self.pools.health(),
+            "queues": {tier: depth[tier] for tier in self.tiers},
+            "running": [{"id": j.id, "tier": j.tier, "stage": j.stage,
+                         "progress": round(j.progress, 3), "attempt": j.attempts,
+                         "running_s": round(time.time() - (j.started_at or time.time()), 1)}
+                        for j in running],
+            "waiting": dict(self.last_output.waiting),
+            "ticks": self.ticks, "tick_errors": self.errors, "recovered": self.recovered,
+        }
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,1 @@
+"""Stage timings, Prometheus metrics and the benchmark report."""

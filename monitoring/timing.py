@@ -1,0 +1,95 @@
+"""The one timing hook every stage runs inside: a benchmark row and a Prometheus sample."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cameofarm.monitoring.metrics import STAGE_CALL_SECONDS, STAGE_SECONDS
+from cameofarm.storage.db import Database, StageTimingRow
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CallTiming:
+    """How one actor call went: who ran it, on which GPU, when, over how many frames."""
+
+    replica: str
+    gpu_ids: str
+    started_at: float
+    finished_at: float
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.finished_at - self.started_at
+
+
+def timed_call(replica: str, gpu_ids: str, fn: Callable[[], T], frames: Callable[[T], int]) -> tuple[T, CallTiming]:
+    """Run fn and return its result with a CallTiming (used inside actors)."""
+    started = time.time()
+    result = fn()
+    return result, CallTiming(replica, gpu_ids, started, time.time(), frames(result))
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """A stage of one job: its wall time (first call start to last call end) and calls."""
+
+    job_id: str
+    tier: str
+    stage: str
+    started_at: float
+    finished_at: float
+    calls: tuple[CallTiming, ...]
+
+    @property
+    def seconds(self) -> float:
+        return self.finished_at - self.started_at
+
+
+class StageRecorder:
+    """Writes one stage_timings row per actor call and observes the stage histograms."""
+
+    def __init__(self, db: Database, attempt: int = 1) -> None:
+        self.db = db
+        self.attempt = attempt
+
+    def record(self, job_id: str, tier: str, stage: str, calls: Sequence[CallTiming],
+               started_at: float, finished_at: float) -> StageTiming:
+        """Persist the calls of one stage and return the stage's timing."""
+        with self.db.session() as s:
+            for chunk, call in enumerate(calls):
+                s.add(StageTimingRow(
+                    job_id=job_id, attempt=self.attempt, tier=tier, stage=stage, chunk=chunk,
+                    replica=call.replica, gpu_ids=call.gpu_ids, started_at=call.started_at,
+                    finished_at=call.finished_at, seconds=call.seconds, frames=call.frames,
+                ))
+        for call in calls:
+            STAGE_CALL_SECONDS.labels(tier=tier, stage=stage).observe(call.seconds)
+        STAGE_SECONDS.labels(tier=tier, stage=stage).observe(finished_at - started_at)
+        return StageTiming(job_id, tier, stage, started_at, finished_at, tuple(calls))
+
+    @contextmanager
+    def stage(self, job_id: str, tier: str, stage: str) -> Iterator[list[CallTiming]]:
+        """Time a stage: the body appends each call's CallTiming to the yielded list."""
+        calls: list[CallTiming] = []
+        started = time.time()
+        yield calls
+        finished = time.time()
+        if calls:  # a stage's wall time spans its calls, as the replicas saw them
+            started = min(started, min(c.started_at for c in calls))
+            finished = max(c.finished_at for c in calls)
+        self.record(job_id, tier, stage, calls, started, finished)
+
+
+def frames_of(result: Any) -> int:
+    """Count frames in a stage result (chunks have len(); other results count as 0)."""
+    try:
+        return len(result)
+    except TypeError:
+        return 0

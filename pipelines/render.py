@@ -1,0 +1,137 @@
+"""The render pipeline: script + cameo + tier in, a signed MP4 in the object store out."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cameofarm.actors.pools import StagePools
+from cameofarm.cameos import CameoRecord, require_usable
+from cameofarm.configs import FarmConfig, StageName
+from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
+from cameofarm.monitoring.timing import StageRecorder
+from cameofarm.storage import FarmStorage
+
+TAIL_SECONDS = 0.3  # a beat of silence after the last word
+OUTPUT_PREFIX = "outputs"
+
+
+class RenderError(ValueError):
+    """The job cannot be rendered as asked; the message says why and what to change."""
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled (or its consent withdrawn) while it ran."""
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """What the pipeline needs to know about one job."""
+
+    job_id: str
+    tier: str
+    cameo_ids: tuple[str, ...]
+    script: str
+    background_key: str | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    output_key: str
+    frames: int
+    seconds: float
+
+
+Progress = Callable[[str, float], None]
+StillWanted = Callable[[], bool]
+
+
+def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:
+    """Return how many frames the video needs, or raise if the speech is over the tier limit."""
+    if speech_seconds > max_seconds:
+        raise RenderError(
+            f"the script takes {speech_seconds:.1f} s to speak; this tier allows {max_seconds:g} s"
+            " — shorten the script or use a longer tier (e.g. --tier pro)"
+        )
+    return max(1, min(math.ceil((speech_seconds + TAIL_SECONDS) * fps),
+                      math.floor(max_seconds * fps)))
+
+
+def chunk_ranges(n_frames: int, chunk: int) -> list[tuple[int, int, int]]:
+    """Split [0, n_frames) into (index, start, count) chunks."""
+    return [(i, s, min(chunk, n_frames - s)) for i, s in enumerate(range(0, n_frames, chunk))]
+
+
+def render_job(
+    job: RenderJob, config: FarmConfig, pools: StagePools, storage: FarmStorage,
+    progress: Progress = lambda _s, _p: None, still_wanted: StillWanted = lambda: True,
+) -> RenderResult:
+    """Run every stage of one job and publish its MP4; return where it was published."""
+    recorder = StageRecorder(storage.db, attempt=job.attempt)
+    started = time.time()
+
+    def checkpoint(stage: str, fraction: float) -> None:
+        if not still_wanted():
+            raise JobCancelled(f"job {job.job_id} was cancelled before {stage}")
+        progress(stage, fraction)
+
+    # 1. Plan the output from the tier spec; the cameo must be usable right now.
+    tier = config.tier(job.tier)
+    spec = FrameSpec(tier.width, tier.height, tier.fps, tier.video_bitrate_kbps)
+    if len(job.cameo_ids) != 1:
+        raise RenderError("the reference pipeline casts exactly one cameo per video")
+    cameo: CameoRecord = require_usable(storage.db, job.cameo_ids)[0]
+
+    # 2. Voice: the script in the cameo's voice, with phoneme timings.
+    checkpoint(StageName.VOICE, 0.05)
+    with recorder.stage(job.job_id, job.tier, StageName.VOICE) as calls:
+        handles, timings = pools.map(StageName.VOICE, "voice", [(job.script, cameo.assets_key)])
+        calls += timings
+    speech: SpeechTrack = pools.fetch(handles)[0]
+    n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
+    chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
+
+    # 3. Base video: the scene at the tier's size and length, chunk by chunk.
+    checkpoint(StageName.BASE_VIDEO, 0.15)
+    with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
+        frames, timings = pools.map(StageName.BASE_VIDEO, "base_video", [
+            (cameo.recording_key, cameo.summary, job.background_key, spec, i, s, c)
+            for i, s, c in chunks
+        ])
+        calls += timings
+
+    # 4. Face swap across the pool.
+    checkpoint(StageName.FACE_SWAP, 0.3)
+    with recorder.stage(job.job_id, job.tier, StageName.FACE_SWAP) as calls:
+        frames, timings = pools.map(StageName.FACE_SWAP, "face_swap",
+                                    [(f, cameo.assets_key) for f in frames])
+        calls += timings
+
+    # 5. Lip sync the mouth to the speech.
+    checkpoint(StageName.LIP_SYNC, 0.6)
+    with recorder.stage(job.job_id, job.tier, StageName.LIP_SYNC) as calls:
+        frames, timings = pools.map(StageName.LIP_SYNC, "lip_sync",
+                                    [(f, handles[0], spec.fps, cameo.assets_key) for f in frames])
+        calls += timings
+
+    # 6. Composite: watermark + encode chunks, then mux audio and sign C2PA.
+    checkpoint(StageName.COMPOSITE, 0.75)
+    claim = ProvenanceClaim(job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}")
+    with recorder.stage(job.job_id, job.tier, StageName.COMPOSITE) as calls:
+        segments, timings = pools.map(StageName.COMPOSITE, "encode", [(f, spec) for f in frames])
+        calls += timings
+        mp4, timings = pools.map(StageName.COMPOSITE, "assemble",
+                                 [(pools.fetch(segments), handles[0], spec, claim)])
+        calls += timings
+    data: bytes = pools.fetch(mp4)[0]
+
+    # 7. Check consent a last time, then publish.
+    checkpoint("publish", 0.95)
+    require_usable(storage.db, job.cameo_ids)
+    key = f"{OUTPUT_PREFIX}/{job.job_id}.mp4"
+    storage.objects.put_bytes(key, data, "video/mp4")
+    progress("published", 1.0)
+    return RenderResult(key, n_frames, time.time() - started)

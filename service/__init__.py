@@ -1,0 +1,1 @@
+"""The `cameofarm` command line (and, later, the HTTP API)."""

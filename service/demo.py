@@ -1,0 +1,133 @@
+"""`cameofarm demo` and `cameofarm bench`: end-to-end runs on built-in material."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cameofarm.cameos import CameoStatus, list_cameos
+from cameofarm.configs import FarmConfig
+from cameofarm.storage import FarmStorage
+
+Echo = Callable[[str], None]
+PLUS_SCRIPT = "Hi! Welcome to this quick safety briefing."
+PRO_SCRIPT = (
+    "Welcome to the quarterly training. Today we cover three things: how to report an "
+    "incident, where to find the safety equipment, and who to call when something goes wrong. "
+    "Thank you for watching."
+)
+
+
+class DemoError(RuntimeError):
+    """The demo or benchmark could not complete; the message says where it stopped."""
+
+
+def ensure_sample_cameo(storage: FarmStorage, echo: Echo) -> str:
+    """Return the newest ACTIVE cameo, enrolling the built-in sample recording if none."""
+    for cameo in list_cameos(storage.db):
+        if cameo.status is CameoStatus.ACTIVE:
+            echo(f"using cameo {cameo.id} ({cameo.name})")
+            return cameo.id
+    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.enroll import enroll_recording
+    from cameofarm.pipelines.sample_clip import build_sample_clip
+
+    analyzer = DlibFaceAnalyzer()
+    with tempfile.TemporaryDirectory(prefix="cameofarm-demo-") as tmp:
+        clip = Path(tmp) / "calibration.mp4"
+        echo("building a 32 s sample calibration recording (astronaut photo + espeak-ng)...")
+        build_sample_clip(clip, analyzer)
+        echo("enrolling it...")
+        record = enroll_recording(storage, analyzer, clip, name="Sample Astronaut", owner="demo",
+                                  progress=lambda m: echo(f"  {m}"))
+    return record.id
+
+
+def check_output(path: str, config: FarmConfig, tier: str, root_pem: bytes) -> list[str]:
+    """Return what is wrong with a published video (empty when it meets its tier spec)."""
+    from cameofarm.models.media import probe_mp4
+    from cameofarm.models.reference.provenance import verify_mp4
+
+    spec = config.tier(tier)
+    report = probe_mp4(path)
+    problems = []
+    if (report.width, report.height) != (spec.width, spec.height):
+        problems.append(f"size {report.width}x{report.height}, expected {spec.width}x{spec.height}")
+    if report.duration > spec.max_seconds + 1e-6:
+        problems.append(f"{report.duration:.2f} s is over the {spec.max_seconds:g} s limit")
+    if report.audio_codec is None or report.audio_seconds < 0.5:
+        problems.append("no audio")
+    c2pa = verify_mp4(Path(path).read_bytes(), root_pem)
+    if not c2pa.valid:
+        problems.append(f"C2PA invalid: {c2pa.problems}")
+    return problems
+
+
+def run_demo(config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: str | None,
+             echo: Echo) -> list[str]:
+    """Enroll the sample, render Plus and Pro on a local farm, check and print both outputs."""
+    from cameofarm.cluster.bootstrap import farm_down, farm_up
+    from cameofarm.models.media import probe_mp4
+    from cameofarm.models.reference.provenance import ensure_signing_chain
+    from cameofarm.service.jobs_api import submit_render, wait_for_job
+
+    cameo_id = ensure_sample_cameo(storage, echo)
+    farm_up(config, progress=echo)
+    paths = []
+    try:
+        jobs = [submit_render(config, storage, [cameo_id], script, tier, "demo")
+                for tier, script in (("plus", PLUS_SCRIPT), ("pro", PRO_SCRIPT))]
+        root = ensure_signing_chain(storage.keys_dir).root_cert.read_bytes()
+        for job in jobs:
+            echo(f"rendering {job.tier} job {job.id}...")
+            done = wait_for_job(storage, job.id, 1800, progress=lambda m: echo(f"  {m}"))
+            if done.output_key is None:
+                raise DemoError(f"{done.tier} job {done.id} ended {done.status.value}: {done.error}")
+            path = storage.objects.locate(done.output_key)
+            if not Path(path).is_file():  # MinIO: fetch a local copy to check
+                local = Path(tempfile.mkdtemp()) / f"{done.id}.mp4"
+                path = str(storage.objects.get_file(done.output_key, local))
+            problems = check_output(path, config, done.tier, root)
+            if problems:
+                raise DemoError(f"{done.tier} output {path} failed its checks: {problems}")
+            r = probe_mp4(path)
+            echo(f"  ok: {r.width}x{r.height}, {r.frames} frames, {r.duration:.2f} s, "
+                 f"audio {r.audio_codec} {r.audio_seconds:.2f} s, C2PA valid")
+            if out_dir:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                path = shutil.copy(path, Path(out_dir) / f"{done.tier}-{done.id}.mp4")
+            paths.append(path)
+    finally:
+        if not keep_up:
+            farm_down(config, progress=echo)
+    echo("\ndemo videos:")
+    for path in paths:
+        echo(f"  {path}")
+    return paths
+
+
+def run_bench(config: FarmConfig, storage: FarmStorage, n_plus: int, n_pro: int,
+              cameo_id: str | None, echo: Echo) -> None:
+    """Submit n_plus + n_pro jobs to the running farm, wait, print the benchmark report."""
+    from cameofarm.cluster.bootstrap import FarmError, farm_status
+    from cameofarm.monitoring.bench import build_report, format_report
+    from cameofarm.service.jobs_api import submit_render, wait_for_job
+
+    try:
+        farm_status(config)
+    except FarmError as exc:
+        raise DemoError(f"{exc} (bench needs a running farm)") from exc
+    cameo_id = cameo_id or ensure_sample_cameo(storage, echo)
+    jobs = [submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", "bench")
+            for _ in range(n_plus)]
+    jobs += [submit_render(config, storage, [cameo_id], PRO_SCRIPT, "pro", "bench")
+             for _ in range(n_pro)]
+    echo(f"submitted {n_plus} plus + {n_pro} pro jobs; waiting...")
+    for job in jobs:
+        done = wait_for_job(storage, job.id, 3600)
+        echo(f"  {done.id} {done.tier:<4} {done.status.value}"
+             f"{'' if done.error is None else ': ' + done.error}")
+    echo("")
+    echo(format_report(build_report(storage.db, [j.id for j in jobs])))

@@ -1,0 +1,56 @@
+"""Shared fixtures: a temporary farm config and storage, and a sample cameo built once."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    """Return a real-material fixture, skipping the test when ../shared/fixtures is absent."""
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"real fixture {name} not present (../shared/fixtures)")
+    return path
+
+
+@pytest.fixture
+def farm_config(tmp_path):
+    from cameofarm.configs import load_config
+
+    return load_config(environ={"CAMEOFARM__DATA_DIR": str(tmp_path / "farm")})
+
+
+@pytest.fixture
+def storage(farm_config):
+    from cameofarm.storage import open_farm_storage
+
+    return open_farm_storage(farm_config)
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    from cameofarm.models.reference.face import DlibFaceAnalyzer
+
+    return DlibFaceAnalyzer()
+
+
+@pytest.fixture(scope="session")
+def sample_clip(tmp_path_factory, analyzer) -> Path:
+    from cameofarm.pipelines.sample_clip import build_sample_clip
+
+    out = tmp_path_factory.mktemp("sample") / "calibration.mp4"
+    return build_sample_clip(out, analyzer, seconds=8.0)
+
+
+@pytest.fixture
+def cameo(storage, analyzer, sample_clip):
+    from cameofarm.pipelines.enroll import enroll_recording
+
+    return enroll_recording(storage, analyzer, sample_clip, name="Sample", owner="tester")

@@ -1,0 +1,185 @@
+"""Each reference backend on real frames: the fixtures when present, generated otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cameofarm.models import codec
+from cameofarm.models.data import FrameSpec, PresenterSource, ProvenanceClaim, VideoChunk
+from cameofarm.models.media import probe_video, read_audio, read_frames
+from tests.conftest import fixture_path
+
+
+def _assets(storage, cameo):
+    get = storage.objects.get_bytes
+    return (codec.identity_from_bytes(get(f"{cameo.assets_key}/identity.npz")),
+            codec.voice_from_bytes(get(f"{cameo.assets_key}/voice.npz")),
+            codec.atlas_from_bytes(get(f"{cameo.assets_key}/atlas.npz")))
+
+
+def test_face_analyzer_on_real_fixture(analyzer):
+    clip = fixture_path("talking_720x1280.mp4")
+    frame = read_frames(clip, [0])[0]
+    faces = analyzer.detect(frame)
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+    emb = analyzer.embed(frame, faces[0])
+    assert emb.shape == (128,) and abs(np.linalg.norm(emb) - 1) < 0.2
+
+
+def test_face_analyzer_finds_no_face_in_dog(analyzer):
+    import cv2
+
+    dog = cv2.cvtColor(cv2.imread(str(fixture_path("dog_not_a_face.jpg"))), cv2.COLOR_BGR2RGB)
+    assert analyzer.detect(dog) == []
+
+
+def test_enrollment_extracts_identity_voice_and_atlas(storage, cameo):
+    identity, voice, atlas = _assets(storage, cameo)
+    assert identity.embedding.shape == (128,)
+    assert identity.reference_landmarks.shape == (68, 2)
+    assert 60 < np.exp(voice.f0_log_mean) < 400
+    assert set(atlas.shapes) == {"rest", "open", "wide", "round", "mid"}
+    assert sorted(storage.objects.list(cameo.assets_key + "/")) == [
+        f"{cameo.assets_key}/{n}" for n in ("atlas.npz", "identity.npz", "recording.mp4",
+                                            "voice.npz")]
+
+
+def test_enrollment_refuses_a_faceless_recording_and_stores_nothing(storage, analyzer, tmp_path):
+    from cameofarm.models.media import write_video, write_wav
+    from cameofarm.models.reference.voice import EspeakEngine
+    from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+
+    speech = EspeakEngine().speak("There is nobody in this picture at all, only a grey wall.")
+    wav = write_wav(tmp_path / "s.wav", speech.samples, speech.sample_rate)
+    frames = (np.full((360, 640, 3), 128, np.uint8) for _ in range(50))
+    clip = write_video(frames, (640, 360), 25, tmp_path / "empty.mp4", wav)
+    with pytest.raises(EnrollmentError, match="face was found in only 0%"):
+        enroll_recording(storage, analyzer, clip, name="Nobody", owner="t")
+    assert list(storage.objects.list()) == []
+
+
+def test_enrollment_refuses_corrupt_and_silent_input(storage, analyzer, tmp_path, sample_clip):
+    from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(EnrollmentError, match="not a video|no decodable"):
+        enroll_recording(storage, analyzer, bad, name="X", owner="t")
+    silence = tmp_path / "silence.wav"
+    from cameofarm.models.media import write_wav
+
+    write_wav(silence, np.zeros(22050 * 5, np.float32), 22050)
+    with pytest.raises(EnrollmentError, match="no audible speech"):
+        enroll_recording(storage, analyzer, sample_clip, name="X", owner="t", audio=silence)
+    assert list(storage.objects.list()) == []
+
+
+def test_voice_speaks_the_script_in_the_profile_pitch(storage, cameo):
+    import pyworld
+
+    from cameofarm.models.reference.voice import WorldVoiceBackend
+
+    _, voice, _ = _assets(storage, cameo)
+    track = WorldVoiceBackend().synthesize("Testing one two three, this is the farm.", voice)
+    assert 1.0 < track.duration < 5.0
+    assert len(track.phonemes) > 10
+    assert all(p.end > p.start for p in track.phonemes)
+    f0, _ = pyworld.dio(track.samples.astype(np.float64), track.sample_rate)
+    voiced = f0[f0 > 0]
+    assert abs(np.log(np.median(voiced)) - voice.f0_log_mean) < 0.25
+
+
+def test_voice_profile_from_real_speech():
+    from cameofarm.models.reference.voice import SAMPLE_RATE, analyze_voice
+
+    samples = read_audio(fixture_path("speech_en_60s.wav"), SAMPLE_RATE)
+    profile = analyze_voice(samples, SAMPLE_RATE)
+    assert profile.speech_seconds > 30
+    assert 60 < np.exp(profile.f0_log_mean) < 350
+
+
+def _base_chunk(storage, cameo, spec, count=6):
+    from cameofarm.models.reference.base_video import PresenterBaseVideo
+
+    s = cameo.summary
+    source = PresenterSource(storage.objects.locate(cameo.recording_key), s["fps"],
+                             s["frame_count"], tuple(s["presenter_box"]))
+    return PresenterBaseVideo().render(source, None, spec, 0, 0, count)
+
+
+def test_base_video_swap_and_lip_sync_on_generated_material(storage, cameo, analyzer):
+    from cameofarm.models.reference.face_swap import TriangleFaceSwap
+    from cameofarm.models.reference.lip_sync import AtlasLipSync, viseme_track
+    from cameofarm.models.reference.voice import EspeakEngine
+
+    identity, _, atlas = _assets(storage, cameo)
+    spec = FrameSpec(1280, 720, 25)
+    chunk = _base_chunk(storage, cameo, spec)
+    assert chunk.frames.shape == (6, 720, 1280, 3)
+    swapped = TriangleFaceSwap(analyzer).swap(chunk, identity)
+    assert swapped.landmarks is not None and not np.isnan(swapped.landmarks).any()
+    speech = EspeakEngine().speak("Open wide: aaah.")
+    synced = AtlasLipSync().sync(swapped, speech.phonemes, 25, atlas)
+    track = viseme_track(speech.phonemes, 25, 6)
+    changed = [not np.array_equal(a, b) for a, b in zip(synced.frames, swapped.frames, strict=True)]
+    assert any(changed) and len(track) == 6
+    # the mouth region changes, the background far from the face does not
+    diff = np.abs(synced.frames.astype(int) - swapped.frames.astype(int)).sum(axis=(0, 3))
+    assert diff[:50, :50].sum() == 0
+
+
+def test_face_swap_on_real_fixture(analyzer, storage, cameo):
+    from cameofarm.models.reference.face_swap import TriangleFaceSwap
+
+    identity, _, _ = _assets(storage, cameo)
+    clip = fixture_path("talking_512b_with_audio.mp4")
+    frames = np.stack(list(read_frames(clip, [0, 1, 2]).values()))
+    out = TriangleFaceSwap(analyzer).swap(VideoChunk(0, 0, frames), identity)
+    assert out.landmarks is not None and not np.isnan(out.landmarks).any()
+    face = analyzer.detect(frames[0])[0]
+    x0, y0, x1, y1 = face.box
+    assert np.abs(out.frames[0, y0:y1, x0:x1].astype(int) - frames[0, y0:y1, x0:x1]).mean() > 3
+
+
+def test_compositor_watermarks_encodes_and_signs(storage, cameo, tmp_path):
+    import av
+
+    from cameofarm.models.media import probe_mp4
+    from cameofarm.models.reference.compositor import FfmpegCompositor, watermark_mask
+    from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
+    from cameofarm.models.reference.voice import EspeakEngine
+
+    chain = ensure_signing_chain(tmp_path / "keys")
+    spec = FrameSpec(1280, 720, 25, 3000)
+    chunk = _base_chunk(storage, cameo, spec, count=25)
+    comp = FfmpegCompositor(chain)
+    segments = [comp.encode(VideoChunk(0, 0, chunk.frames[:13]), spec),
+                comp.encode(VideoChunk(1, 13, chunk.frames[13:]), spec)]
+    speech = EspeakEngine().speak("One second.")
+    data = comp.assemble(segments, speech, spec, ProvenanceClaim("job_t", "plus", (cameo.id,)))
+    out = tmp_path / "o.mp4"
+    out.write_bytes(data)
+    rep = probe_mp4(out)
+    assert (rep.width, rep.height, rep.frames) == (1280, 720, 25)
+    assert rep.audio_codec == "aac"
+    report = verify_mp4(data, chain.root_cert.read_bytes())
+    assert report.valid and report.cameo_ids == (cameo.id,) and report.ai_generated
+    mask, (x0, y0, x1, y1) = watermark_mask(1280, 720)
+    with av.open(str(out)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert frame[mask > 128].mean() > 180  # white text
+    assert frame[y0:y1, x0:x1][mask[y0:y1, x0:x1] == 0].mean() < 90  # on a dark box
+    # tampering breaks the signature
+    tampered = bytearray(data)
+    tampered[len(tampered) // 2] ^= 0xFF
+    assert not verify_mp4(bytes(tampered), chain.root_cert.read_bytes()).valid
+
+
+def test_probe_rejects_garbage(tmp_path):
+    from cameofarm.models.media import MediaError
+
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(MediaError):
+        probe_video(bad)
