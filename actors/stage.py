@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-
 from cameofarm.configs import StageName
 from cameofarm.models import codec
 from cameofarm.models.data import (
@@ -50,8 +49,14 @@ class StageActor:
     """Serves one stage. Each public method returns (result, CallTiming)."""
 
     def __init__(
-        self, stage: StageName, backend: str, replica: str, ctx: BackendContext,
-        fetcher: ObjectFetcher, cache_cameos: int = 8, gpu_ids: Callable[[], list[Any]] | None = None,
+        self,
+        stage: StageName,
+        backend: str,
+        replica: str,
+        ctx: BackendContext,
+        fetcher: ObjectFetcher,
+        cache_cameos: int = 8,
+        gpu_ids: Callable[[], list[Any]] | None = None,
     ) -> None:
         # Replicas are the unit of parallelism. OpenCV's own thread pool spin-waits between the
         # many small warps of a frame and, with several replicas per core, made face swap
@@ -70,16 +75,23 @@ class StageActor:
 
     def health(self) -> dict[str, Any]:
         """Report who this replica is, what it holds and how much it has done."""
-        return {"stage": self.stage.value, "replica": self.replica, "gpu_ids": self.gpus,
-                "backend": self.backend_name, "pid": os.getpid(), "calls": self.calls,
-                "load_seconds": round(self.load_seconds, 3), "cached": list(self.cache.items)}
+        return {
+            "stage": self.stage.value,
+            "replica": self.replica,
+            "gpu_ids": self.gpus,
+            "backend": self.backend_name,
+            "pid": os.getpid(),
+            "calls": self.calls,
+            "load_seconds": round(self.load_seconds, 3),
+            "cached": list(self.cache.items),
+        }
 
     def _timed(self, fn: Callable[[], T]) -> tuple[T, CallTiming]:
         self.calls += 1
         return timed_call(self.replica, self.gpus, fn, frames_of)
 
     def _asset(self, key: str, decode: Callable[[bytes], T]) -> T:
-        return self.cache.get(key, lambda: decode(self.fetcher.get_bytes(key)))  # type: ignore[no-any-return]
+        return self.cache.get(key, lambda: decode(self.fetcher.get_bytes(key)))
 
     def identity(self, assets_key: str) -> FaceIdentity:
         return self._asset(f"{assets_key}/identity.npz", codec.identity_from_bytes)
@@ -101,7 +113,7 @@ class StageActor:
                 raise ValueError(f"background {key} is not a decodable image")
             return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
-        return self.cache.get(key, load)  # type: ignore[no-any-return]
+        return self.cache.get(key, load)
 
     # --- one method per stage kind --------------------------------------------------------
 
@@ -110,11 +122,21 @@ class StageActor:
         return self._timed(lambda: self.backend.synthesize(script, profile))
 
     def base_video(
-        self, recording_key: str, presenter: dict[str, Any], background_key: str | None,
-        spec: FrameSpec, index: int, start: int, count: int,
+        self,
+        recording_key: str,
+        presenter: dict[str, Any],
+        background_key: str | None,
+        spec: FrameSpec,
+        index: int,
+        start: int,
+        count: int,
     ) -> tuple[VideoChunk, CallTiming]:
-        source = PresenterSource(self.fetcher.get_path(recording_key), float(presenter["fps"]),
-                                 int(presenter["frame_count"]), tuple(presenter["presenter_box"]))
+        source = PresenterSource(
+            self.fetcher.get_path(recording_key),
+            float(presenter["fps"]),
+            int(presenter["frame_count"]),
+            tuple(presenter["presenter_box"]),
+        )
         background = self._background(background_key)
         return self._timed(
             lambda: self.backend.render(source, background, spec, index, start, count)
@@ -133,12 +155,14 @@ class StageActor:
     def encode(self, chunk: VideoChunk, spec: FrameSpec) -> tuple[bytes, CallTiming]:
         frames = len(chunk)
         result, timing = self._timed(lambda: self.backend.encode(chunk, spec))
-        return result, CallTiming(timing.replica, timing.gpu_ids, timing.started_at,
-                                  timing.finished_at, frames)
+        return result, CallTiming(
+            timing.replica, timing.gpu_ids, timing.started_at, timing.finished_at, frames
+        )
 
     def assemble(
         self, segments: list[bytes], speech: SpeechTrack, spec: FrameSpec, claim: ProvenanceClaim
     ) -> tuple[bytes, CallTiming]:
         result, timing = self._timed(lambda: self.backend.assemble(segments, speech, spec, claim))
-        return result, CallTiming(timing.replica, timing.gpu_ids, timing.started_at,
-                                  timing.finished_at, 0)
+        return result, CallTiming(
+            timing.replica, timing.gpu_ids, timing.started_at, timing.finished_at, 0
+        )

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cameofarm.storage.db import CameoEventRow, CameoRow, Database
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from cameofarm.storage.db import CameoEventRow, CameoRow, Database
 
 
 class CameoStatus(StrEnum):
@@ -59,8 +58,16 @@ class CameoRecord:
 
     @classmethod
     def from_row(cls, row: CameoRow) -> CameoRecord:
-        return cls(row.id, row.name, row.owner, CameoStatus(row.status), row.created_at,
-                   row.recording_key, row.assets_key, dict(row.summary or {}))
+        return cls(
+            row.id,
+            row.name,
+            row.owner,
+            CameoStatus(row.status),
+            row.created_at,
+            row.recording_key,
+            row.assets_key,
+            dict(row.summary or {}),
+        )
 
 
 def new_cameo_id() -> str:
@@ -69,7 +76,11 @@ def new_cameo_id() -> str:
 
 
 def transition_cameo(
-    session: Session, row: CameoRow, to: CameoStatus, actor: str, reason: str = "",
+    session: Session,
+    row: CameoRow,
+    to: CameoStatus,
+    actor: str,
+    reason: str = "",
     now: float | None = None,
 ) -> None:
     """Move a cameo to a new status and write the event row; refuse illegal transitions."""
@@ -79,20 +90,44 @@ def transition_cameo(
     at = time.time() if now is None else now
     row.status = to.value
     row.updated_at = at
-    session.add(CameoEventRow(cameo_id=row.id, from_status=current.value if current else None,
-                              to_status=to.value, actor=actor, reason=reason, at=at))
+    session.add(
+        CameoEventRow(
+            cameo_id=row.id,
+            from_status=current.value if current else None,
+            to_status=to.value,
+            actor=actor,
+            reason=reason,
+            at=at,
+        )
+    )
 
 
 def create_cameo(
-    db: Database, *, cameo_id: str, name: str, owner: str, recording_key: str, assets_key: str,
-    summary: dict[str, Any], status: CameoStatus = CameoStatus.ACTIVE, reason: str = "enrolled",
+    db: Database,
+    *,
+    cameo_id: str,
+    name: str,
+    owner: str,
+    recording_key: str,
+    assets_key: str,
+    summary: dict[str, Any],
+    status: CameoStatus = CameoStatus.ACTIVE,
+    reason: str = "enrolled",
 ) -> CameoRecord:
     """Insert a cameo record in its first status and return it."""
     now = time.time()
     with db.session() as s:
-        row = CameoRow(id=cameo_id, name=name, owner=owner, status="", created_at=now,
-                       updated_at=now, recording_key=recording_key, assets_key=assets_key,
-                       summary=summary)
+        row = CameoRow(
+            id=cameo_id,
+            name=name,
+            owner=owner,
+            status="",
+            created_at=now,
+            updated_at=now,
+            recording_key=recording_key,
+            assets_key=assets_key,
+            summary=summary,
+        )
         s.add(row)
         s.flush()
         transition_cameo(s, row, status, actor=owner, reason=reason, now=now)
@@ -104,8 +139,9 @@ def get_cameo(db: Database, cameo_id: str) -> CameoRecord:
     with db.session() as s:
         row = s.get(CameoRow, cameo_id)
         if row is None:
-            raise UnknownCameoError(f"no cameo with id {cameo_id!r}; list them with "
-                                    "`cameofarm cameos`")
+            raise UnknownCameoError(
+                f"no cameo with id {cameo_id!r}; list them with `cameofarm cameos`"
+            )
         return CameoRecord.from_row(row)
 
 

@@ -40,9 +40,15 @@ def _embedded(config: FarmConfig) -> bool:
 def start_head(config: FarmConfig) -> None:
     """Start an embedded Ray head node on this machine with the configured logical GPUs."""
     c = config.cluster
-    cmd = [_ray_cli(), "start", "--head", f"--num-gpus={c.logical_gpus}",
-           f"--object-store-memory={int(c.object_store_gb * 1024**3)}",
-           f"--include-dashboard={'true' if c.dashboard else 'false'}", "--disable-usage-stats"]
+    cmd = [
+        _ray_cli(),
+        "start",
+        "--head",
+        f"--num-gpus={c.logical_gpus}",
+        f"--object-store-memory={int(c.object_store_gb * 1024**3)}",
+        f"--include-dashboard={'true' if c.dashboard else 'false'}",
+        "--disable-usage-stats",
+    ]
     if c.num_cpus is not None:
         cmd.append(f"--num-cpus={c.num_cpus}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -60,16 +66,27 @@ def connect(config: FarmConfig, start_if_missing: bool = False) -> None:
     address = config.cluster.address or "auto"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        ray.init(address=address, namespace=config.cluster.namespace, logging_level=logging.ERROR,
-                 log_to_driver=False)
+        ray.init(
+            address=address,
+            namespace=config.cluster.namespace,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
     except ConnectionError as exc:
         if not (start_if_missing and _embedded(config)):
-            hint = ("start it with `cameofarm up`" if _embedded(config)
-                    else f"check that a Ray cluster listens at {address}")
+            hint = (
+                "start it with `cameofarm up`"
+                if _embedded(config)
+                else f"check that a Ray cluster listens at {address}"
+            )
             raise FarmError(f"no Ray cluster to join at {address}; {hint}") from exc
         start_head(config)
-        ray.init(address="auto", namespace=config.cluster.namespace,
-                 logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(
+            address="auto",
+            namespace=config.cluster.namespace,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
 
 
 def _find(name: str) -> Any | None:
@@ -95,22 +112,27 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, lis
         for i in range(pool.replicas):
             name = replica_name(stage, i)
             actor = _find(name) or remote.options(
-                name=name, lifetime="detached", num_cpus=0, num_gpus=pool.num_gpus,
-                max_restarts=2, max_task_retries=0,
+                name=name,
+                lifetime="detached",
+                num_cpus=0,
+                num_gpus=pool.num_gpus,
+                max_restarts=2,
+                max_task_retries=0,
             ).remote(stage, pool.backend, name, ctx, fetcher, pool.cache_cameos, ray.get_gpu_ids)
             group.append(actor)
         pools[stage] = group
     health = [a.health.remote() for group in pools.values() for a in group]
     for info in ray.get(health, timeout=600):
-        progress(f"  {info['replica']:<28} backend={info['backend']:<10} "
-                 f"gpu_ids=[{info['gpu_ids']}] loaded in {info['load_seconds']:.2f}s")
+        progress(
+            f"  {info['replica']:<28} backend={info['backend']:<10} "
+            f"gpu_ids=[{info['gpu_ids']}] loaded in {info['load_seconds']:.2f}s"
+        )
     return pools
 
 
 def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     """Bring the farm up (idempotent): Ray, five stage pools, the scheduler loop."""
     import ray
-
     from cameofarm.actors.pools import RayStagePools
     from cameofarm.cluster.scheduler import Scheduler
 
@@ -122,10 +144,16 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     pools = _create_pools(config, progress)
     scheduler = _find(SCHEDULER_NAME)
     if scheduler is None:
-        scheduler = ray.remote(Scheduler).options(
-            name=SCHEDULER_NAME, lifetime="detached", num_cpus=0,
-            max_concurrency=config.scheduler.max_running_jobs + 4,
-        ).remote(config, RayStagePools(pools))
+        scheduler = (
+            ray.remote(Scheduler)
+            .options(
+                name=SCHEDULER_NAME,
+                lifetime="detached",
+                num_cpus=0,
+                max_concurrency=config.scheduler.max_running_jobs + 4,
+            )
+            .remote(config, RayStagePools(pools))
+        )
     ray.get(scheduler.start.remote(), timeout=120)
     status: dict[str, Any] = ray.get(scheduler.status.remote(), timeout=60)
     if status["recovered"]:

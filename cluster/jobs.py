@@ -7,13 +7,12 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from cameofarm.cameos import require_usable
 from cameofarm.configs import FarmConfig
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.storage.db import Database, JobEventRow, JobRow
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 
 class JobStatus(StrEnum):
@@ -29,8 +28,12 @@ _ALLOWED: dict[JobStatus | None, set[JobStatus]] = {
     None: {JobStatus.QUEUED},
     JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED},
     # RUNNING → QUEUED: the farm restarted or a replica died; the job runs again.
-    JobStatus.RUNNING: {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
-                        JobStatus.QUEUED},
+    JobStatus.RUNNING: {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.QUEUED,
+    },
     JobStatus.SUCCEEDED: set(),
     JobStatus.FAILED: set(),
     JobStatus.CANCELLED: set(),
@@ -70,9 +73,24 @@ class JobView:
 
     @classmethod
     def from_row(cls, r: JobRow) -> JobView:
-        return cls(r.id, r.tier, JobStatus(r.status), r.customer, r.priority,
-                   tuple(r.cameo_ids), r.script, r.background_key, r.submitted_at, r.started_at,
-                   r.finished_at, r.attempts, r.progress, r.stage, r.output_key, r.error)
+        return cls(
+            r.id,
+            r.tier,
+            JobStatus(r.status),
+            r.customer,
+            r.priority,
+            tuple(r.cameo_ids),
+            r.script,
+            r.background_key,
+            r.submitted_at,
+            r.started_at,
+            r.finished_at,
+            r.attempts,
+            r.progress,
+            r.stage,
+            r.output_key,
+            r.error,
+        )
 
 
 def transition_job(
@@ -94,13 +112,27 @@ def transition_job(
         if to is not JobStatus.SUCCEEDED:
             row.error = reason or row.error
     row.status = to.value
-    session.add(JobEventRow(job_id=row.id, from_status=current.value if current else None,
-                            to_status=to.value, reason=reason, at=at))
+    session.add(
+        JobEventRow(
+            job_id=row.id,
+            from_status=current.value if current else None,
+            to_status=to.value,
+            reason=reason,
+            at=at,
+        )
+    )
 
 
 def submit_job(
-    db: Database, config: FarmConfig, *, cameo_ids: list[str], script: str, tier: str,
-    customer: str, priority: int = 0, background_key: str | None = None,
+    db: Database,
+    config: FarmConfig,
+    *,
+    cameo_ids: list[str],
+    script: str,
+    tier: str,
+    customer: str,
+    priority: int = 0,
+    background_key: str | None = None,
 ) -> JobView:
     """Validate a render request and store it QUEUED; raise JobError saying what was wrong."""
     try:
@@ -113,8 +145,10 @@ def submit_job(
         raise JobError(str(exc)) from None
     words = len(script.split())
     if words > tier_cfg.max_seconds * _MAX_WORDS_PER_SECOND:
-        raise JobError(f"the script has {words} words; {tier} videos are at most "
-                       f"{tier_cfg.max_seconds:g} s — shorten it or choose a longer tier")
+        raise JobError(
+            f"the script has {words} words; {tier} videos are at most "
+            f"{tier_cfg.max_seconds:g} s — shorten it or choose a longer tier"
+        )
     if not cameo_ids:
         raise JobError("name at least one cameo (--cameo ID)")
     if len(cameo_ids) > 1:
@@ -124,14 +158,30 @@ def submit_job(
     except (LookupError, PermissionError) as exc:
         raise JobError(str(exc)) from None
     with db.session() as s:
-        depth = s.scalar(select(func.count()).select_from(JobRow).where(
-            JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)) or 0
+        depth = (
+            s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)
+            )
+            or 0
+        )
         if depth >= tier_cfg.max_queued:
             raise JobError(f"the {tier} queue is full ({depth} jobs); try again later")
-        row = JobRow(id="job_" + uuid.uuid4().hex[:12], tier=tier, status="", customer=customer,
-                     priority=priority, cameo_ids=list(cameo_ids), script=script,
-                     background_key=background_key, submitted_at=time.time(), attempts=0,
-                     progress=0.0, stage="")
+        row = JobRow(
+            id="job_" + uuid.uuid4().hex[:12],
+            tier=tier,
+            status="",
+            customer=customer,
+            priority=priority,
+            cameo_ids=list(cameo_ids),
+            script=script,
+            background_key=background_key,
+            submitted_at=time.time(),
+            attempts=0,
+            progress=0.0,
+            stage="",
+        )
         s.add(row)
         s.flush()
         transition_job(s, row, JobStatus.QUEUED, "submitted", now=row.submitted_at)
@@ -147,7 +197,9 @@ def get_job(db: Database, job_id: str) -> JobView:
         return JobView.from_row(row)
 
 
-def list_jobs(db: Database, statuses: set[JobStatus] | None = None, limit: int = 1000) -> list[JobView]:
+def list_jobs(
+    db: Database, statuses: set[JobStatus] | None = None, limit: int = 1000
+) -> list[JobView]:
     """Return jobs (optionally of some statuses) in submission order."""
     with db.session() as s:
         query = select(JobRow).order_by(JobRow.submitted_at).limit(limit)
@@ -156,7 +208,9 @@ def list_jobs(db: Database, statuses: set[JobStatus] | None = None, limit: int =
         return [JobView.from_row(r) for r in s.scalars(query)]
 
 
-def set_job_status(db: Database, job_id: str, to: JobStatus, reason: str = "", **fields: object) -> JobView:
+def set_job_status(
+    db: Database, job_id: str, to: JobStatus, reason: str = "", **fields: object
+) -> JobView:
     """Transition a job by id (and set extra columns such as output_key) in one transaction."""
     with db.session() as s:
         row = s.get(JobRow, job_id, with_for_update=True)

@@ -69,12 +69,21 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
     free = inp.max_running_jobs - len(inp.running)
     started: list[str] = []
     while free > 0:
-        eligible = [t for t, jobs in pending.items()
-                    if jobs and running_by_tier[t] < inp.tiers[t].max_running]
+        eligible = [
+            t
+            for t, jobs in pending.items()
+            if jobs and running_by_tier[t] < inp.tiers[t].max_running
+        ]
         if not eligible:
             break
-        tier = min(eligible, key=lambda t: (running_by_tier[t] / inp.tiers[t].capacity_share,
-                                             -inp.tiers[t].priority, t))
+        tier = min(
+            eligible,
+            key=lambda t: (
+                running_by_tier[t] / inp.tiers[t].capacity_share,
+                -inp.tiers[t].priority,
+                t,
+            ),
+        )
         jobs = pending[tier]
         best = min(jobs, key=lambda j: _job_key(j, customer_running))
         jobs.remove(best)

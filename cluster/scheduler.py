@@ -42,15 +42,19 @@ log = logging.getLogger("cameofarm.scheduler")
 class Scheduler:
     """Owns dispatch for the whole farm. One instance per farm."""
 
-    def __init__(self, config: FarmConfig, pools: StagePools,
-                 storage: FarmStorage | None = None) -> None:
+    def __init__(
+        self, config: FarmConfig, pools: StagePools, storage: FarmStorage | None = None
+    ) -> None:
         self.config = config
         self.pools = pools
         self.storage = storage or open_farm_storage(config)
-        self.tiers = {name: TierLimits(t.max_running, t.capacity_share, t.priority)
-                      for name, t in config.tiers.items()}
-        self.executor = ThreadPoolExecutor(max_workers=config.scheduler.max_running_jobs,
-                                           thread_name_prefix="render")
+        self.tiers = {
+            name: TierLimits(t.max_running, t.capacity_share, t.priority)
+            for name, t in config.tiers.items()
+        }
+        self.executor = ThreadPoolExecutor(
+            max_workers=config.scheduler.max_running_jobs, thread_name_prefix="render"
+        )
         self.futures: dict[str, Future[None]] = {}
         self.last_output = SchedulerOutput(())
         self.ticks = 0
@@ -98,12 +102,16 @@ class Scheduler:
         for tier in self.tiers:
             QUEUE_DEPTH.labels(tier=tier).set(depth[tier])
             RUNNING_JOBS.labels(tier=tier).set(active[tier])
-        out = schedule(SchedulerInput(
-            queued=tuple(QueuedJob(j.id, j.tier, j.submitted_at, j.priority, j.customer)
-                         for j in queued),
-            running=tuple(RunningJob(j.id, j.tier, j.customer) for j in running),
-            tiers=self.tiers, max_running_jobs=self.config.scheduler.max_running_jobs,
-        ))
+        out = schedule(
+            SchedulerInput(
+                queued=tuple(
+                    QueuedJob(j.id, j.tier, j.submitted_at, j.priority, j.customer) for j in queued
+                ),
+                running=tuple(RunningJob(j.id, j.tier, j.customer) for j in running),
+                tiers=self.tiers,
+                max_running_jobs=self.config.scheduler.max_running_jobs,
+            )
+        )
         self.last_output = out
         started = []
         for job_id in out.start:
@@ -122,15 +130,31 @@ class Scheduler:
         db = self.storage.db
         try:
             view = get_job(db, job_id)
-            job = RenderJob(view.id, view.tier, view.cameo_ids, view.script, view.background_key,
-                            attempt=view.attempts)
+            job = RenderJob(
+                view.id,
+                view.tier,
+                view.cameo_ids,
+                view.script,
+                view.background_key,
+                attempt=view.attempts,
+            )
             result = render_job(
-                job, self.config, self.pools, self.storage,
+                job,
+                self.config,
+                self.pools,
+                self.storage,
                 progress=lambda stage, frac: record_progress(db, job_id, str(stage), frac),
                 still_wanted=lambda: get_job(db, job_id).status is JobStatus.RUNNING,
             )
-            done = set_job_status(db, job_id, JobStatus.SUCCEEDED, "published",
-                                  output_key=result.output_key, progress=1.0, stage="published")
+            done = set_job_status(
+                db,
+                job_id,
+                JobStatus.SUCCEEDED,
+                "published",
+                output_key=result.output_key,
+                progress=1.0,
+                stage="published",
+            )
             if done.started_at is not None and done.finished_at is not None:
                 JOB_SECONDS.labels(tier=view.tier).observe(done.finished_at - done.started_at)
             JOBS_FINISHED.labels(tier=view.tier, status="SUCCEEDED").inc()
@@ -173,12 +197,21 @@ class Scheduler:
         return {
             "pools": self.pools.health(),
             "queues": {tier: depth[tier] for tier in self.tiers},
-            "running": [{"id": j.id, "tier": j.tier, "stage": j.stage,
-                         "progress": round(j.progress, 3), "attempt": j.attempts,
-                         "running_s": round(time.time() - (j.started_at or time.time()), 1)}
-                        for j in running],
+            "running": [
+                {
+                    "id": j.id,
+                    "tier": j.tier,
+                    "stage": j.stage,
+                    "progress": round(j.progress, 3),
+                    "attempt": j.attempts,
+                    "running_s": round(time.time() - (j.started_at or time.time()), 1),
+                }
+                for j in running
+            ],
             "waiting": dict(self.last_output.waiting),
-            "ticks": self.ticks, "tick_errors": self.errors, "recovered": self.recovered,
+            "ticks": self.ticks,
+            "tick_errors": self.errors,
+            "recovered": self.recovered,
         }
 
     def ping(self) -> bool:

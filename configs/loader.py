@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-
 from cameofarm.configs.schema import FarmConfig
+from pydantic import ValidationError
 
 DEFAULTS_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "CAMEOFARM__"
@@ -28,7 +27,10 @@ class ConfigError(ValueError):
 
 
 def _merge(
-    base: dict[str, Any], update: Mapping[str, Any], source: str, prov: Provenance,
+    base: dict[str, Any],
+    update: Mapping[str, Any],
+    source: str,
+    prov: Provenance,
     path: tuple[str, ...] = (),
 ) -> None:
     for key, value in update.items():

@@ -6,13 +6,12 @@ import io
 import json
 
 import numpy as np
-
 from cameofarm.models.data import FaceIdentity, MouthAtlas, MouthShape, VoiceProfile
 
 
 def _pack(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -22,8 +21,12 @@ def _unpack(data: bytes) -> dict[str, np.ndarray]:
 
 
 def identity_to_bytes(identity: FaceIdentity) -> bytes:
-    return _pack(embedding=identity.embedding, image=identity.reference_image,
-                 landmarks=identity.reference_landmarks, backend=np.array(identity.backend))
+    return _pack(
+        embedding=identity.embedding,
+        image=identity.reference_image,
+        landmarks=identity.reference_landmarks,
+        backend=np.array(identity.backend),
+    )
 
 
 def identity_from_bytes(data: bytes) -> FaceIdentity:
@@ -32,8 +35,18 @@ def identity_from_bytes(data: bytes) -> FaceIdentity:
 
 
 def voice_to_bytes(profile: VoiceProfile) -> bytes:
-    meta = {k: getattr(profile, k) for k in ("sample_rate", "f0_log_mean", "f0_log_std", "f0_p5",
-                                              "f0_p95", "fft_size", "speech_seconds")}
+    meta = {
+        k: getattr(profile, k)
+        for k in (
+            "sample_rate",
+            "f0_log_mean",
+            "f0_log_std",
+            "f0_p5",
+            "f0_p95",
+            "fft_size",
+            "speech_seconds",
+        )
+    }
     return _pack(envelope=profile.envelope, meta=np.array(json.dumps(meta)))
 
 
@@ -52,6 +65,6 @@ def atlas_to_bytes(atlas: MouthAtlas) -> bytes:
 
 def atlas_from_bytes(data: bytes) -> MouthAtlas:
     d = _unpack(data)
-    names = [k[len("patch_"):] for k in d if k.startswith("patch_")]
+    names = [k[len("patch_") :] for k in d if k.startswith("patch_")]
     shapes = {n: MouthShape(n, d[f"patch_{n}"], d[f"mouth_{n}"]) for n in names}
     return MouthAtlas(int(d["size"]), shapes)

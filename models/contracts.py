@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-
 from cameofarm.models.data import (
     FaceIdentity,
     FaceObservation,
@@ -39,8 +38,13 @@ class BaseVideoBackend(Protocol):
     """Produces the scene's frames [start, start+count) at the output format."""
 
     def render(
-        self, source: PresenterSource, background: np.ndarray | None, spec: FrameSpec,
-        index: int, start: int, count: int,
+        self,
+        source: PresenterSource,
+        background: np.ndarray | None,
+        spec: FrameSpec,
+        index: int,
+        start: int,
+        count: int,
     ) -> VideoChunk: ...
 
 

@@ -94,8 +94,20 @@ def read_frames(path: str | Path, indices: list[int]) -> dict[int, np.ndarray]:
 def read_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
     """Return the first audio stream as mono float32 at sample_rate; empty if there is none."""
     cmd = [
-        ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-        "-ar", str(sample_rate), "-f", "f32le", "-",
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate),
+        "-f",
+        "f32le",
+        "-",
     ]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -115,18 +127,53 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
 
 
 def encode_h264(
-    frames: Iterable[np.ndarray], size: tuple[int, int], fps: int, bitrate_kbps: int,
-    out: str | Path, threads: int = 1,
+    frames: Iterable[np.ndarray],
+    size: tuple[int, int],
+    fps: int,
+    bitrate_kbps: int,
+    out: str | Path,
+    threads: int = 1,
 ) -> Path:
     """Stream RGB frames (w, h = size) into a raw H.264 (Annex B) stream that concatenates
     byte-wise with other segments encoded with the same settings."""
     w, h = size
     cmd = [
-        ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast",
-        "-b:v", f"{bitrate_kbps}k", "-maxrate", f"{bitrate_kbps * 2}k",
-        "-bufsize", f"{bitrate_kbps * 2}k", "-pix_fmt", "yuv420p", "-threads", str(threads),
-        "-f", "h264", str(out),
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-b:v",
+        f"{bitrate_kbps}k",
+        "-maxrate",
+        f"{bitrate_kbps * 2}k",
+        "-bufsize",
+        f"{bitrate_kbps * 2}k",
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        str(threads),
+        # No B-frames: each segment then starts and ends on display order, so byte-joined
+        # segments demux to exactly the frames that went in (B-frames lost 2 per join).
+        "-bf",
+        "0",
+        "-f",
+        "h264",
+        str(out),
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
@@ -150,8 +197,17 @@ def encode_h264(
 
 def mux_mp4(video_h264: str | Path, fps: int, wav: str | Path | None, out: str | Path) -> Path:
     """Wrap an H.264 stream (and optional WAV as AAC) into a fast-start MP4."""
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-framerate", str(fps),
-           "-i", str(video_h264)]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-framerate",
+        str(fps),
+        "-i",
+        str(video_h264),
+    ]
     if wav is not None:
         cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k", "-ar", "48000"]
     cmd += ["-c:v", "copy", "-map", "0:v:0"]
@@ -165,8 +221,12 @@ def mux_mp4(video_h264: str | Path, fps: int, wav: str | Path | None, out: str |
 
 
 def write_video(
-    frames: Iterable[np.ndarray], size: tuple[int, int], fps: int, out: str | Path,
-    wav: str | Path | None = None, bitrate_kbps: int = 4000,
+    frames: Iterable[np.ndarray],
+    size: tuple[int, int],
+    fps: int,
+    out: str | Path,
+    wav: str | Path | None = None,
+    bitrate_kbps: int = 4000,
 ) -> Path:
     """Encode RGB frames (and optional WAV) to an MP4, using all cores."""
     tmp = Path(out).with_suffix(".tmp.h264")
@@ -205,5 +265,12 @@ def probe_mp4(path: str | Path) -> Mp4Report:
             samples = sum(f.samples for f in container.decode(audio=0))
             audio_seconds = samples / float(stream.rate or 1)
         rate = float(video.average_rate or 0) or 1.0
-        return Mp4Report(video.codec_context.width, video.codec_context.height, frames,
-                         frames / rate, video.codec_context.name, audio_codec, audio_seconds)
+        return Mp4Report(
+            video.codec_context.width,
+            video.codec_context.height,
+            frames,
+            frames / rate,
+            video.codec_context.name,
+            audio_codec,
+            audio_seconds,
+        )

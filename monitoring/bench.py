@@ -6,10 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
-
 from cameofarm.configs import StageName
 from cameofarm.storage.db import Database, JobRow, StageTimingRow
+from sqlalchemy import select
 
 
 @dataclass(frozen=True)
@@ -43,9 +42,13 @@ def _stage_walls(rows: list[StageTimingRow]) -> dict[str, tuple[float, int]]:
     spans: dict[str, list[StageTimingRow]] = defaultdict(list)
     for r in rows:
         spans[r.stage].append(r)
-    return {stage: (max(r.finished_at for r in rs) - min(r.started_at for r in rs),
-                    sum(r.frames for r in rs if r.frames))
-            for stage, rs in spans.items()}
+    return {
+        stage: (
+            max(r.finished_at for r in rs) - min(r.started_at for r in rs),
+            sum(r.frames for r in rs if r.frames),
+        )
+        for stage, rs in spans.items()
+    }
 
 
 def build_report(db: Database, job_ids: list[str]) -> BenchReport:
@@ -69,28 +72,39 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
             walls[(job.tier, stage)].append(wall)
             if frames and wall > 0:
                 fps[(job.tier, stage)].append(frames / wall)
-        run = float(job.finished_at - job.started_at)  # type: ignore[operator]
+        run = float(job.finished_at - job.started_at)
         runs[job.tier].append(run)
         total = sum(w for w, _ in stage_walls.values())
         if total > 0:
             overhead[job.tier].append(run / total)
     order = {s.value: i for i, s in enumerate(StageName)}
     stages = [
-        StageStats(tier, stage, len(v), float(np.percentile(v, 50)), float(np.percentile(v, 95)),
-                   float(np.mean(fps[(tier, stage)])) if fps[(tier, stage)] else 0.0)
-        for (tier, stage), v in sorted(walls.items(), key=lambda kv: (kv[0][0],
-                                                                      order.get(kv[0][1], 99)))
+        StageStats(
+            tier,
+            stage,
+            len(v),
+            float(np.percentile(v, 50)),
+            float(np.percentile(v, 95)),
+            float(np.mean(fps[(tier, stage)])) if fps[(tier, stage)] else 0.0,
+        )
+        for (tier, stage), v in sorted(
+            walls.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
+        )
     ]
     tiers = []
     for tier in sorted(runs):
         tier_jobs = [j for j in done if j.tier == tier]
-        span = max(j.finished_at for j in tier_jobs) - min(j.started_at for j in tier_jobs)  # type: ignore[type-var,operator]
-        tiers.append(TierStats(
-            tier, len(tier_jobs), 60.0 * len(tier_jobs) / span if span > 0 else 0.0,
-            float(np.percentile(runs[tier], 50)),
-            float(np.mean(overhead[tier])) if overhead[tier] else 0.0,
-            float(np.max(overhead[tier])) if overhead[tier] else 0.0,
-        ))
+        span = max(j.finished_at for j in tier_jobs) - min(j.started_at for j in tier_jobs)
+        tiers.append(
+            TierStats(
+                tier,
+                len(tier_jobs),
+                60.0 * len(tier_jobs) / span if span > 0 else 0.0,
+                float(np.percentile(runs[tier], 50)),
+                float(np.mean(overhead[tier])) if overhead[tier] else 0.0,
+                float(np.max(overhead[tier])) if overhead[tier] else 0.0,
+            )
+        )
     return BenchReport(stages, tiers, failed)
 
 
@@ -98,14 +112,20 @@ def format_report(report: BenchReport) -> str:
     """Render the report as aligned text tables."""
     lines = [f"{'tier':<6} {'stage':<11} {'jobs':>4} {'p50 s':>8} {'p95 s':>8} {'frames/s':>9}"]
     for s in report.stages:
-        lines.append(f"{s.tier:<6} {s.stage:<11} {s.jobs:>4} {s.p50:>8.2f} {s.p95:>8.2f} "
-                     f"{s.frames_per_second:>9.1f}")
+        lines.append(
+            f"{s.tier:<6} {s.stage:<11} {s.jobs:>4} {s.p50:>8.2f} {s.p95:>8.2f} "
+            f"{s.frames_per_second:>9.1f}"
+        )
     lines.append("")
-    lines.append(f"{'tier':<6} {'jobs':>4} {'jobs/min':>9} {'run p50 s':>10} "
-                 f"{'overhead mean':>14} {'overhead max':>13}")
+    lines.append(
+        f"{'tier':<6} {'jobs':>4} {'jobs/min':>9} {'run p50 s':>10} "
+        f"{'overhead mean':>14} {'overhead max':>13}"
+    )
     for t in report.tiers:
-        lines.append(f"{t.tier:<6} {t.jobs:>4} {t.jobs_per_minute:>9.2f} {t.run_p50:>10.2f} "
-                     f"{t.overhead_mean:>14.3f} {t.overhead_max:>13.3f}")
+        lines.append(
+            f"{t.tier:<6} {t.jobs:>4} {t.jobs_per_minute:>9.2f} {t.run_p50:>10.2f} "
+            f"{t.overhead_mean:>14.3f} {t.overhead_max:>13.3f}"
+        )
     lines.append("overhead = job run time (dispatch → published) / sum of its stages' wall times")
     if report.failed:
         lines.append(f"not succeeded: {', '.join(report.failed)}")

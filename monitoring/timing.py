@@ -29,7 +29,9 @@ class CallTiming:
         return self.finished_at - self.started_at
 
 
-def timed_call(replica: str, gpu_ids: str, fn: Callable[[], T], frames: Callable[[T], int]) -> tuple[T, CallTiming]:
+def timed_call(
+    replica: str, gpu_ids: str, fn: Callable[[], T], frames: Callable[[T], int]
+) -> tuple[T, CallTiming]:
     """Run fn and return its result with a CallTiming (used inside actors)."""
     started = time.time()
     result = fn()
@@ -59,16 +61,33 @@ class StageRecorder:
         self.db = db
         self.attempt = attempt
 
-    def record(self, job_id: str, tier: str, stage: str, calls: Sequence[CallTiming],
-               started_at: float, finished_at: float) -> StageTiming:
+    def record(
+        self,
+        job_id: str,
+        tier: str,
+        stage: str,
+        calls: Sequence[CallTiming],
+        started_at: float,
+        finished_at: float,
+    ) -> StageTiming:
         """Persist the calls of one stage and return the stage's timing."""
         with self.db.session() as s:
             for chunk, call in enumerate(calls):
-                s.add(StageTimingRow(
-                    job_id=job_id, attempt=self.attempt, tier=tier, stage=stage, chunk=chunk,
-                    replica=call.replica, gpu_ids=call.gpu_ids, started_at=call.started_at,
-                    finished_at=call.finished_at, seconds=call.seconds, frames=call.frames,
-                ))
+                s.add(
+                    StageTimingRow(
+                        job_id=job_id,
+                        attempt=self.attempt,
+                        tier=tier,
+                        stage=stage,
+                        chunk=chunk,
+                        replica=call.replica,
+                        gpu_ids=call.gpu_ids,
+                        started_at=call.started_at,
+                        finished_at=call.finished_at,
+                        seconds=call.seconds,
+                        frames=call.frames,
+                    )
+                )
         for call in calls:
             STAGE_CALL_SECONDS.labels(tier=tier, stage=stage).observe(call.seconds)
         STAGE_SECONDS.labels(tier=tier, stage=stage).observe(finished_at - started_at)

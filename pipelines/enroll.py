@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from cameofarm.cameos import CameoRecord, create_cameo
 from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.models import codec
@@ -61,8 +60,14 @@ def _reference_crop(sample: _Sample) -> tuple[np.ndarray, np.ndarray]:
 
 
 def enroll_recording(
-    storage: FarmStorage, analyzer: FaceAnalyzer, video: str | Path, *, name: str, owner: str,
-    audio: str | Path | None = None, progress: Progress = lambda _: None,
+    storage: FarmStorage,
+    analyzer: FaceAnalyzer,
+    video: str | Path,
+    *,
+    name: str,
+    owner: str,
+    audio: str | Path | None = None,
+    progress: Progress = lambda _: None,
 ) -> CameoRecord:
     """Extract identity, mouth atlas and voice profile from a recording; store the cameo."""
     if not name.strip() or len(name) > 200:
@@ -107,10 +112,13 @@ def enroll_recording(
 
     # 4. Mouth atlas: one canonical mouth shape per viseme from the recording itself.
     picks = choose_atlas_frames(features)
-    atlas = MouthAtlas(CANONICAL_SIZE, {
-        vis: build_mouth_shape(vis, found[k].frame, found[k].face.landmarks)
-        for vis, k in picks.items()
-    })
+    atlas = MouthAtlas(
+        CANONICAL_SIZE,
+        {
+            vis: build_mouth_shape(vis, found[k].frame, found[k].face.landmarks)
+            for vis, k in picks.items()
+        },
+    )
     progress(f"mouth atlas: {', '.join(sorted(atlas.shapes))}")
 
     # 5. Voice profile from the speech.
@@ -118,8 +126,9 @@ def enroll_recording(
         voice = analyze_voice(samples, SAMPLE_RATE)
     except ValueError as exc:
         raise EnrollmentError(str(exc)) from exc
-    progress(f"voice: {voice.speech_seconds:.1f} s speech, median F0 "
-             f"{np.exp(voice.f0_log_mean):.0f} Hz")
+    progress(
+        f"voice: {voice.speech_seconds:.1f} s speech, median F0 {np.exp(voice.f0_log_mean):.0f} Hz"
+    )
 
     # 6. Store assets, then the record; nothing is left behind if any write fails.
     cameo_id = new_cameo_id()
@@ -127,10 +136,14 @@ def enroll_recording(
     boxes = np.array([s.face.box for s in found])
     face_box = tuple(int(v) for v in np.median(boxes, axis=0))
     summary = {
-        "width": info.width, "height": info.height, "fps": info.fps,
-        "frame_count": info.frame_count, "face_fraction": round(fraction, 3),
-        "presenter_box": list(presenter_box(face_box, info.width, info.height)),  # type: ignore[arg-type]
-        "embedding_backend": analyzer.name, "speech_seconds": round(voice.speech_seconds, 2),
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "frame_count": info.frame_count,
+        "face_fraction": round(fraction, 3),
+        "presenter_box": list(presenter_box(face_box, info.width, info.height)),
+        "embedding_backend": analyzer.name,
+        "speech_seconds": round(voice.speech_seconds, 2),
     }
     written: list[str] = []
     try:
@@ -143,9 +156,16 @@ def enroll_recording(
             ("atlas.npz", codec.atlas_to_bytes(atlas)),
         ):
             written.append(storage.objects.put_bytes(f"{prefix}/{key}", data))
-        record = create_cameo(storage.db, cameo_id=cameo_id, name=name, owner=owner,
-                              recording_key=f"{prefix}/recording.mp4", assets_key=prefix,
-                              summary=summary, reason="minimal enrollment (no liveness check)")
+        record = create_cameo(
+            storage.db,
+            cameo_id=cameo_id,
+            name=name,
+            owner=owner,
+            recording_key=f"{prefix}/recording.mp4",
+            assets_key=prefix,
+            summary=summary,
+            reason="minimal enrollment (no liveness check)",
+        )
     except BaseException:
         for key in written:
             storage.objects.delete(key)

@@ -56,8 +56,9 @@ def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:
             f"the script takes {speech_seconds:.1f} s to speak; this tier allows {max_seconds:g} s"
             " — shorten the script or use a longer tier (e.g. --tier pro)"
         )
-    return max(1, min(math.ceil((speech_seconds + TAIL_SECONDS) * fps),
-                      math.floor(max_seconds * fps)))
+    return max(
+        1, min(math.ceil((speech_seconds + TAIL_SECONDS) * fps), math.floor(max_seconds * fps))
+    )
 
 
 def chunk_ranges(n_frames: int, chunk: int) -> list[tuple[int, int, int]]:
@@ -66,8 +67,12 @@ def chunk_ranges(n_frames: int, chunk: int) -> list[tuple[int, int, int]]:
 
 
 def render_job(
-    job: RenderJob, config: FarmConfig, pools: StagePools, storage: FarmStorage,
-    progress: Progress = lambda _s, _p: None, still_wanted: StillWanted = lambda: True,
+    job: RenderJob,
+    config: FarmConfig,
+    pools: StagePools,
+    storage: FarmStorage,
+    progress: Progress = lambda _s, _p: None,
+    still_wanted: StillWanted = lambda: True,
 ) -> RenderResult:
     """Run every stage of one job and publish its MP4; return where it was published."""
     recorder = StageRecorder(storage.db, attempt=job.attempt)
@@ -97,24 +102,32 @@ def render_job(
     # 3. Base video: the scene at the tier's size and length, chunk by chunk.
     checkpoint(StageName.BASE_VIDEO, 0.15)
     with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
-        frames, timings = pools.map(StageName.BASE_VIDEO, "base_video", [
-            (cameo.recording_key, cameo.summary, job.background_key, spec, i, s, c)
-            for i, s, c in chunks
-        ])
+        frames, timings = pools.map(
+            StageName.BASE_VIDEO,
+            "base_video",
+            [
+                (cameo.recording_key, cameo.summary, job.background_key, spec, i, s, c)
+                for i, s, c in chunks
+            ],
+        )
         calls += timings
 
     # 4. Face swap across the pool.
     checkpoint(StageName.FACE_SWAP, 0.3)
     with recorder.stage(job.job_id, job.tier, StageName.FACE_SWAP) as calls:
-        frames, timings = pools.map(StageName.FACE_SWAP, "face_swap",
-                                    [(f, cameo.assets_key) for f in frames])
+        frames, timings = pools.map(
+            StageName.FACE_SWAP, "face_swap", [(f, cameo.assets_key) for f in frames]
+        )
         calls += timings
 
     # 5. Lip sync the mouth to the speech.
     checkpoint(StageName.LIP_SYNC, 0.6)
     with recorder.stage(job.job_id, job.tier, StageName.LIP_SYNC) as calls:
-        frames, timings = pools.map(StageName.LIP_SYNC, "lip_sync",
-                                    [(f, handles[0], spec.fps, cameo.assets_key) for f in frames])
+        frames, timings = pools.map(
+            StageName.LIP_SYNC,
+            "lip_sync",
+            [(f, handles[0], spec.fps, cameo.assets_key) for f in frames],
+        )
         calls += timings
 
     # 6. Composite: watermark + encode chunks, then mux audio and sign C2PA.
@@ -123,8 +136,9 @@ def render_job(
     with recorder.stage(job.job_id, job.tier, StageName.COMPOSITE) as calls:
         segments, timings = pools.map(StageName.COMPOSITE, "encode", [(f, spec) for f in frames])
         calls += timings
-        mp4, timings = pools.map(StageName.COMPOSITE, "assemble",
-                                 [(pools.fetch(segments), handles[0], spec, claim)])
+        mp4, timings = pools.map(
+            StageName.COMPOSITE, "assemble", [(pools.fetch(segments), handles[0], spec, claim)]
+        )
         calls += timings
     data: bytes = pools.fetch(mp4)[0]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.media import write_video, write_wav
 from cameofarm.models.reference.lip_sync import viseme_track
@@ -25,8 +24,13 @@ SAMPLE_TEXT = (
     "Thank you for watching this short sample of my voice and my face."
 )
 # How far each viseme opens the jaw and spreads the lips (fractions of the mouth width).
-_MOTION = {"rest": (0.0, 0.0), "open": (0.55, 0.05), "wide": (0.2, 0.12), "round": (0.3, -0.15),
-           "mid": (0.15, 0.0)}
+_MOTION = {
+    "rest": (0.0, 0.0),
+    "open": (0.55, 0.05),
+    "wide": (0.2, 0.12),
+    "round": (0.3, -0.15),
+    "mid": (0.15, 0.0),
+}
 
 
 def _portrait(size: tuple[int, int]) -> np.ndarray:
@@ -59,8 +63,12 @@ def _mouth_target(marks: np.ndarray, vis: str, amount: float) -> np.ndarray:
 
 
 def build_sample_clip(
-    out: str | Path, analyzer: FaceAnalyzer, seconds: float = 32.0, fps: int = 25,
-    size: tuple[int, int] = (1280, 720), text: str = SAMPLE_TEXT,
+    out: str | Path,
+    analyzer: FaceAnalyzer,
+    seconds: float = 32.0,
+    fps: int = 25,
+    size: tuple[int, int] = (1280, 720),
+    text: str = SAMPLE_TEXT,
 ) -> Path:
     """Write an MP4 (H.264 + AAC) of the animated astronaut speaking for about `seconds`."""
     base = _portrait(size)
@@ -69,8 +77,19 @@ def build_sample_clip(
         raise RuntimeError("sample portrait has no detectable face; dlib models missing?")
     marks = faces[0].landmarks
     h, w = base.shape[:2]
-    border = np.array([[0, 0], [w // 2, 0], [w - 1, 0], [w - 1, h // 2], [w - 1, h - 1],
-                       [w // 2, h - 1], [0, h - 1], [0, h // 2]], np.float32)
+    border = np.array(
+        [
+            [0, 0],
+            [w // 2, 0],
+            [w - 1, 0],
+            [w - 1, h // 2],
+            [w - 1, h - 1],
+            [w // 2, h - 1],
+            [0, h - 1],
+            [0, h // 2],
+        ],
+        np.float32,
+    )
     src_pts = np.vstack([marks, border])
     tris = delaunay(src_pts)
 
@@ -86,9 +105,13 @@ def build_sample_clip(
 
     # One warped portrait per viseme, then a cheap global head motion per frame.
     variants = {
-        vis: np.clip(warp_triangles(base, src_pts, np.vstack([_mouth_target(marks, vis, 1.0),
-                                                              border]), tris, (h, w)), 0, 255)
-        .astype(np.uint8)
+        vis: np.clip(
+            warp_triangles(
+                base, src_pts, np.vstack([_mouth_target(marks, vis, 1.0), border]), tris, (h, w)
+            ),
+            0,
+            255,
+        ).astype(np.uint8)
         for vis in _MOTION
     }
     centre = tuple(float(v) for v in marks[30])

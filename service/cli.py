@@ -6,13 +6,11 @@ import getpass
 import json
 import logging
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import click
-
 from cameofarm.configs import ConfigError, FarmConfig, load_config
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -42,8 +40,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_dir", envvar="CAMEOFARM_CONFIG_DIR", default=None,
-              help="Folder of *.yaml overriding the packaged defaults.")
+@click.option(
+    "--config",
+    "config_dir",
+    envvar="CAMEOFARM_CONFIG_DIR",
+    default=None,
+    help="Folder of *.yaml overriding the packaged defaults.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 @click.pass_context
 def cli(ctx: click.Context, config_dir: str | None, verbose: bool) -> None:
@@ -58,8 +61,10 @@ def cli(ctx: click.Context, config_dir: str | None, verbose: bool) -> None:
       cameofarm wait job_...
       cameofarm down
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     ctx.obj = Ctx(config_dir)
 
 
@@ -72,6 +77,7 @@ def main() -> None:
 
 # --- farm lifecycle ------------------------------------------------------------------------
 
+
 @cli.command()
 @click.option("--address", default=None, help="Join an existing Ray cluster instead.")
 @click.pass_obj
@@ -81,8 +87,9 @@ def up(obj: Ctx, address: str | None) -> None:
 
     config = obj.config
     if address:
-        config = config.model_copy(update={"cluster": config.cluster.model_copy(
-            update={"address": address})})
+        config = config.model_copy(
+            update={"cluster": config.cluster.model_copy(update={"address": address})}
+        )
     try:
         farm_up(config, progress=click.echo)
     except FarmError as exc:
@@ -121,23 +128,32 @@ def status(obj: Ctx, as_json: bool) -> None:
         replicas = [p for p in info["pools"] if p["stage"] == stage]
         click.echo(f"  {stage:<11} {len(replicas)} replica(s)")
         for p in replicas:
-            click.echo(f"    {p['replica']:<28} gpu_ids=[{p['gpu_ids']}] backend={p['backend']} "
-                       f"calls={p['calls']} cached={len(p['cached'])}")
+            click.echo(
+                f"    {p['replica']:<28} gpu_ids=[{p['gpu_ids']}] backend={p['backend']} "
+                f"calls={p['calls']} cached={len(p['cached'])}"
+            )
     click.echo("queues: " + ", ".join(f"{t}={n}" for t, n in info["queues"].items()))
     click.echo(f"running: {len(info['running'])}")
     for j in info["running"]:
-        click.echo(f"  {j['id']} {j['tier']:<5} {j['stage'] or 'starting':<11} "
-                   f"{j['progress']:.0%} attempt {j['attempt']} ({j['running_s']} s)")
+        click.echo(
+            f"  {j['id']} {j['tier']:<5} {j['stage'] or 'starting':<11} "
+            f"{j['progress']:.0%} attempt {j['attempt']} ({j['running_s']} s)"
+        )
     for tier, why in info["waiting"].items():
         click.echo(f"waiting: {tier}: {why}")
 
 
 # --- cameos --------------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("video", type=click.Path(dir_okay=False))
-@click.option("--audio", type=click.Path(dir_okay=False), default=None,
-              help="Speech WAV to use instead of the video's own audio track.")
+@click.option(
+    "--audio",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Speech WAV to use instead of the video's own audio track.",
+)
 @click.option("--name", required=True, help="Display name of the person.")
 @click.option("--owner", default=None, help="Owner account (default: current user).")
 @click.pass_obj
@@ -147,9 +163,15 @@ def enroll(obj: Ctx, video: str, audio: str | None, name: str, owner: str | None
     from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 
     try:
-        record = enroll_recording(obj.storage(), DlibFaceAnalyzer(), video, name=name,
-                                  owner=owner or getpass.getuser(), audio=audio,
-                                  progress=lambda m: click.echo(f"  {m}"))
+        record = enroll_recording(
+            obj.storage(),
+            DlibFaceAnalyzer(),
+            video,
+            name=name,
+            owner=owner or getpass.getuser(),
+            audio=audio,
+            progress=lambda m: click.echo(f"  {m}"),
+        )
     except EnrollmentError as exc:
         _fail(f"enrollment refused: {exc}")
         return
@@ -168,23 +190,43 @@ def cameos(obj: Ctx) -> None:
 
 # --- jobs ----------------------------------------------------------------------------------
 
+
 @cli.command()
 @click.option("--cameo", "cameo_ids", multiple=True, required=True, help="Cameo id to cast.")
 @click.option("--script", required=True, help="What the cameo says.")
 @click.option("--tier", type=click.Choice(["plus", "pro"]), default="plus", show_default=True)
-@click.option("--background", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Background image for the scene (default: a plain colour).")
+@click.option(
+    "--background",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Background image for the scene (default: a plain colour).",
+)
 @click.option("--priority", type=int, default=0, show_default=True)
 @click.option("--customer", default=None, help="Who the job is for (default: current user).")
 @click.pass_obj
-def submit(obj: Ctx, cameo_ids: tuple[str, ...], script: str, tier: str, background: str | None,
-           priority: int, customer: str | None) -> None:
+def submit(
+    obj: Ctx,
+    cameo_ids: tuple[str, ...],
+    script: str,
+    tier: str,
+    background: str | None,
+    priority: int,
+    customer: str | None,
+) -> None:
     """Queue a render job and print its id."""
     from cameofarm.service.jobs_api import SubmitError, submit_render
 
     try:
-        job = submit_render(obj.config, obj.storage(), list(cameo_ids), script, tier,
-                            customer or getpass.getuser(), priority, background)
+        job = submit_render(
+            obj.config,
+            obj.storage(),
+            list(cameo_ids),
+            script,
+            tier,
+            customer or getpass.getuser(),
+            priority,
+            background,
+        )
     except SubmitError as exc:
         _fail(str(exc))
         return
@@ -247,9 +289,11 @@ def verify(obj: Ctx, video: str) -> None:
 
     chain = ensure_signing_chain(Path(obj.config.data_dir) / "keys")
     report = verify_mp4(Path(video).read_bytes(), chain.root_cert.read_bytes())
-    click.echo(f"state: {report.state}\nsigner: {report.signer}\njob: {report.job_id}\n"
-               f"tier: {report.tier}\ncameos: {', '.join(report.cameo_ids)}\n"
-               f"AI-generated: {report.ai_generated}")
+    click.echo(
+        f"state: {report.state}\nsigner: {report.signer}\njob: {report.job_id}\n"
+        f"tier: {report.tier}\ncameos: {', '.join(report.cameo_ids)}\n"
+        f"AI-generated: {report.ai_generated}"
+    )
     for problem in report.problems:
         click.echo(f"problem: {problem}")
     if not report.valid:
@@ -258,10 +302,15 @@ def verify(obj: Ctx, video: str) -> None:
 
 # --- demo and benchmark ------------------------------------------------------------------
 
+
 @cli.command()
 @click.option("--keep-up", is_flag=True, help="Leave the farm running afterwards.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Also copy the videos into this folder.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also copy the videos into this folder.",
+)
 @click.pass_obj
 def demo(obj: Ctx, keep_up: bool, out: str | None) -> None:
     """Build a sample recording, enroll it, render one Plus and one Pro video, check both."""

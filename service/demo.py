@@ -40,8 +40,14 @@ def ensure_sample_cameo(storage: FarmStorage, echo: Echo) -> str:
         echo("building a 32 s sample calibration recording (astronaut photo + espeak-ng)...")
         build_sample_clip(clip, analyzer)
         echo("enrolling it...")
-        record = enroll_recording(storage, analyzer, clip, name="Sample Astronaut", owner="demo",
-                                  progress=lambda m: echo(f"  {m}"))
+        record = enroll_recording(
+            storage,
+            analyzer,
+            clip,
+            name="Sample Astronaut",
+            owner="demo",
+            progress=lambda m: echo(f"  {m}"),
+        )
     return record.id
 
 
@@ -65,8 +71,9 @@ def check_output(path: str, config: FarmConfig, tier: str, root_pem: bytes) -> l
     return problems
 
 
-def run_demo(config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: str | None,
-             echo: Echo) -> list[str]:
+def run_demo(
+    config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: str | None, echo: Echo
+) -> list[str]:
     """Enroll the sample, render Plus and Pro on a local farm, check and print both outputs."""
     from cameofarm.cluster.bootstrap import farm_down, farm_up
     from cameofarm.models.media import probe_mp4
@@ -77,14 +84,18 @@ def run_demo(config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: s
     farm_up(config, progress=echo)
     paths = []
     try:
-        jobs = [submit_render(config, storage, [cameo_id], script, tier, "demo")
-                for tier, script in (("plus", PLUS_SCRIPT), ("pro", PRO_SCRIPT))]
+        jobs = [
+            submit_render(config, storage, [cameo_id], script, tier, "demo")
+            for tier, script in (("plus", PLUS_SCRIPT), ("pro", PRO_SCRIPT))
+        ]
         root = ensure_signing_chain(storage.keys_dir).root_cert.read_bytes()
         for job in jobs:
             echo(f"rendering {job.tier} job {job.id}...")
             done = wait_for_job(storage, job.id, 1800, progress=lambda m: echo(f"  {m}"))
             if done.output_key is None:
-                raise DemoError(f"{done.tier} job {done.id} ended {done.status.value}: {done.error}")
+                raise DemoError(
+                    f"{done.tier} job {done.id} ended {done.status.value}: {done.error}"
+                )
             path = storage.objects.locate(done.output_key)
             if not Path(path).is_file():  # MinIO: fetch a local copy to check
                 local = Path(tempfile.mkdtemp()) / f"{done.id}.mp4"
@@ -93,8 +104,10 @@ def run_demo(config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: s
             if problems:
                 raise DemoError(f"{done.tier} output {path} failed its checks: {problems}")
             r = probe_mp4(path)
-            echo(f"  ok: {r.width}x{r.height}, {r.frames} frames, {r.duration:.2f} s, "
-                 f"audio {r.audio_codec} {r.audio_seconds:.2f} s, C2PA valid")
+            echo(
+                f"  ok: {r.width}x{r.height}, {r.frames} frames, {r.duration:.2f} s, "
+                f"audio {r.audio_codec} {r.audio_seconds:.2f} s, C2PA valid"
+            )
             if out_dir:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
                 path = shutil.copy(path, Path(out_dir) / f"{done.tier}-{done.id}.mp4")
@@ -108,8 +121,14 @@ def run_demo(config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: s
     return paths
 
 
-def run_bench(config: FarmConfig, storage: FarmStorage, n_plus: int, n_pro: int,
-              cameo_id: str | None, echo: Echo) -> None:
+def run_bench(
+    config: FarmConfig,
+    storage: FarmStorage,
+    n_plus: int,
+    n_pro: int,
+    cameo_id: str | None,
+    echo: Echo,
+) -> None:
     """Submit n_plus + n_pro jobs to the running farm, wait, print the benchmark report."""
     from cameofarm.cluster.bootstrap import FarmError, farm_status
     from cameofarm.monitoring.bench import build_report, format_report
@@ -120,14 +139,19 @@ def run_bench(config: FarmConfig, storage: FarmStorage, n_plus: int, n_pro: int,
     except FarmError as exc:
         raise DemoError(f"{exc} (bench needs a running farm)") from exc
     cameo_id = cameo_id or ensure_sample_cameo(storage, echo)
-    jobs = [submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", "bench")
-            for _ in range(n_plus)]
-    jobs += [submit_render(config, storage, [cameo_id], PRO_SCRIPT, "pro", "bench")
-             for _ in range(n_pro)]
+    jobs = [
+        submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", "bench")
+        for _ in range(n_plus)
+    ]
+    jobs += [
+        submit_render(config, storage, [cameo_id], PRO_SCRIPT, "pro", "bench") for _ in range(n_pro)
+    ]
     echo(f"submitted {n_plus} plus + {n_pro} pro jobs; waiting...")
     for job in jobs:
         done = wait_for_job(storage, job.id, 3600)
-        echo(f"  {done.id} {done.tier:<4} {done.status.value}"
-             f"{'' if done.error is None else ': ' + done.error}")
+        echo(
+            f"  {done.id} {done.tier:<4} {done.status.value}"
+            f"{'' if done.error is None else ': ' + done.error}"
+        )
     echo("")
     echo(format_report(build_report(storage.db, [j.id for j in jobs])))

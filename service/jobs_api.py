@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from cameofarm.cluster.jobs import TERMINAL, JobError, JobView, get_job, submit_job
 from cameofarm.configs import FarmConfig
 from cameofarm.storage import FarmStorage
@@ -45,14 +44,28 @@ def _store_background(storage: FarmStorage, path: str) -> str:
 
 
 def submit_render(
-    config: FarmConfig, storage: FarmStorage, cameo_ids: list[str], script: str, tier: str,
-    customer: str, priority: int = 0, background: str | None = None,
+    config: FarmConfig,
+    storage: FarmStorage,
+    cameo_ids: list[str],
+    script: str,
+    tier: str,
+    customer: str,
+    priority: int = 0,
+    background: str | None = None,
 ) -> JobView:
     """Validate and queue one render job; nothing is stored if it is refused."""
     key = _store_background(storage, background) if background else None
     try:
-        return submit_job(storage.db, config, cameo_ids=cameo_ids, script=script, tier=tier,
-                          customer=customer, priority=priority, background_key=key)
+        return submit_job(
+            storage.db,
+            config,
+            cameo_ids=cameo_ids,
+            script=script,
+            tier=tier,
+            customer=customer,
+            priority=priority,
+            background_key=key,
+        )
     except JobError as exc:
         if key is not None:
             storage.objects.delete(key)
@@ -60,8 +73,11 @@ def submit_render(
 
 
 def wait_for_job(
-    storage: FarmStorage, job_id: str, timeout: float = 1800,
-    progress: Callable[[str], None] = lambda _: None, poll: float = 0.5,
+    storage: FarmStorage,
+    job_id: str,
+    timeout: float = 1800,
+    progress: Callable[[str], None] = lambda _: None,
+    poll: float = 0.5,
 ) -> JobView:
     """Poll until the job ends, reporting each stage change; raise WaitError on timeout."""
     deadline = time.monotonic() + timeout

@@ -20,8 +20,12 @@ class ObjectFetcher:
         self._cache = Path(tempfile.gettempdir()) / "cameofarm-cache"
 
     def __getstate__(self) -> dict[str, object]:
-        return {"config": self.config, "data_dir": self.data_dir, "_store": None,
-                "_cache": self._cache}
+        return {
+            "config": self.config,
+            "data_dir": self.data_dir,
+            "_store": None,
+            "_cache": self._cache,
+        }
 
     @property
     def store(self) -> ObjectStore:

@@ -46,7 +46,9 @@ class LocalObjectStore:
             raise ValueError(f"object key {key!r} resolves outside the store")
         return path
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
         """Store data under key, replacing any previous object."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +122,13 @@ class MinioObjectStore:
     """Objects in a MinIO/S3 bucket through the official `minio` client."""
 
     def __init__(
-        self, endpoint: str, bucket: str, access_key: str, secret_key: str,
-        secure: bool = False, region: str | None = None,
+        self,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool = False,
+        region: str | None = None,
     ) -> None:
         from minio import Minio
 
@@ -132,7 +139,9 @@ class MinioObjectStore:
         if not self.client.bucket_exists(bucket):
             self.client.make_bucket(bucket)
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
         self.client.put_object(
             self.bucket, validate_key(key), io.BytesIO(data), len(data), content_type=content_type
         )
@@ -141,7 +150,9 @@ class MinioObjectStore:
     def put_file(
         self, key: str, path: str | Path, content_type: str = "application/octet-stream"
     ) -> str:
-        self.client.fput_object(self.bucket, validate_key(key), str(path), content_type=content_type)
+        self.client.fput_object(
+            self.bucket, validate_key(key), str(path), content_type=content_type
+        )
         return key
 
     def _missing(self, exc: Exception) -> bool:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cameofarm.configs import ConfigError, StageName, load_config
 
 
@@ -32,8 +31,12 @@ def test_out_of_range_value_names_env_var():
 
 
 def test_env_overrides_file_values():
-    cfg = load_config(environ={"CAMEOFARM__DATABASE__URL": "postgresql+psycopg://u@h/db",
-                               "CAMEOFARM__POOLS__FACE_SWAP__REPLICAS": "3"})
+    cfg = load_config(
+        environ={
+            "CAMEOFARM__DATABASE__URL": "postgresql+psycopg://u@h/db",
+            "CAMEOFARM__POOLS__FACE_SWAP__REPLICAS": "3",
+        }
+    )
     assert cfg.database.url == "postgresql+psycopg://u@h/db"
     assert cfg.pools[StageName.FACE_SWAP].replicas == 3
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cameofarm.cluster.jobs import (
     JobError,
     JobStatus,
@@ -27,8 +26,10 @@ def test_lifecycle_writes_one_event_per_transition(storage, farm_config, cameo):
     done = set_job_status(storage.db, job.id, JobStatus.SUCCEEDED, "ok", output_key="outputs/x")
     assert done.finished_at is not None and done.attempts == 1
     with storage.db.session() as s:
-        events = [(e.from_status, e.to_status) for e in
-                  s.query(JobEventRow).filter_by(job_id=job.id).order_by(JobEventRow.id)]
+        events = [
+            (e.from_status, e.to_status)
+            for e in s.query(JobEventRow).filter_by(job_id=job.id).order_by(JobEventRow.id)
+        ]
     assert events == [(None, "QUEUED"), ("QUEUED", "RUNNING"), ("RUNNING", "SUCCEEDED")]
 
 
@@ -55,13 +56,16 @@ def test_restart_requeues_running_jobs_and_counts_attempts(storage, farm_config,
     assert again.attempts == 2
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"tier": "gold"}, "unknown tier"),
-    ({"cameo_ids": ["cam_nope"]}, "no cameo"),
-    ({"script": "   \x00\x07  "}, "no speakable words"),
-    ({"script": "word " * 200}, "shorten"),
-    ({"cameo_ids": []}, "at least one cameo"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"tier": "gold"}, "unknown tier"),
+        ({"cameo_ids": ["cam_nope"]}, "no cameo"),
+        ({"script": "   \x00\x07  "}, "no speakable words"),
+        ({"script": "word " * 200}, "shorten"),
+        ({"cameo_ids": []}, "at least one cameo"),
+    ],
+)
 def test_bad_requests_are_refused_and_store_nothing(storage, farm_config, cameo, kw, message):
     from cameofarm.cluster.jobs import list_jobs
 

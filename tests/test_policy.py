@@ -8,8 +8,10 @@ from cameofarm.cluster.policy import (
     schedule,
 )
 
-TIERS = {"plus": TierLimits(max_running=2, capacity_share=0.5, priority=0),
-         "pro": TierLimits(max_running=1, capacity_share=0.5, priority=1)}
+TIERS = {
+    "plus": TierLimits(max_running=2, capacity_share=0.5, priority=0),
+    "pro": TierLimits(max_running=1, capacity_share=0.5, priority=1),
+}
 
 
 def q(jid, tier, t, prio=0, cust="a"):
@@ -48,15 +50,19 @@ def test_capacity_shares_split_slots_between_tiers():
 
 
 def test_running_jobs_count_against_limits():
-    out = run([q("p9", "plus", 9), q("r1", "pro", 1)], running=[RunningJob("r0", "pro")],
-              max_running=3)
+    out = run(
+        [q("p9", "plus", 9), q("r1", "pro", 1)], running=[RunningJob("r0", "pro")], max_running=3
+    )
     assert out.start == ("p9",)
     assert "pro" in out.waiting
 
 
 def test_per_customer_fairness_inside_a_tier():
-    queued = [q("a1", "plus", 1, cust="a"), q("a2", "plus", 2, cust="a"),
-              q("b1", "plus", 3, cust="b")]
+    queued = [
+        q("a1", "plus", 1, cust="a"),
+        q("a2", "plus", 2, cust="a"),
+        q("b1", "plus", 3, cust="b"),
+    ]
     out = run(queued, running=[RunningJob("a0", "plus", "a")], max_running=2)
     assert out.start == ("b1",)
 

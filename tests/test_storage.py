@@ -6,12 +6,25 @@ import sys
 import time
 
 import pytest
-
 from cameofarm.storage import InvalidKeyError, LocalObjectStore, ObjectNotFoundError, validate_key
 
 
-@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../b", "a//b", "", "a/./b", "c:/x",
-                                 "a\\b", "a/b\x00", "a/ b", "x" * 600])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../x",
+        "/etc/passwd",
+        "a/../b",
+        "a//b",
+        "",
+        "a/./b",
+        "c:/x",
+        "a\\b",
+        "a/b\x00",
+        "a/ b",
+        "x" * 600,
+    ],
+)
 def test_bad_keys_rejected(key):
     with pytest.raises(InvalidKeyError):
         validate_key(key)
@@ -54,8 +67,11 @@ def moto_endpoint():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -77,8 +93,9 @@ def test_minio_store_against_s3_server(moto_endpoint, tmp_path, monkeypatch):
 
     monkeypatch.setenv("CAMEOFARM_S3_ACCESS_KEY", "testing")
     monkeypatch.setenv("CAMEOFARM_S3_SECRET_KEY", "testing")
-    cfg = StorageConfig(kind="minio", endpoint=moto_endpoint, bucket="farm-test",
-                        region="us-east-1")
+    cfg = StorageConfig(
+        kind="minio", endpoint=moto_endpoint, bucket="farm-test", region="us-east-1"
+    )
     store = open_object_store(cfg, tmp_path)
     assert isinstance(store, MinioObjectStore)
     _exercise(store)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
 from cameofarm.models.data import FrameSpec, PresenterSource, VideoChunk
 from cameofarm.models.media import read_frames
 
@@ -20,8 +19,11 @@ def fit_background(background: np.ndarray | None, width: int, height: int) -> np
         return frame
     bh, bw = background.shape[:2]
     scale = max(width / bw, height / bh)
-    resized = cv2.resize(background, (max(width, round(bw * scale)), max(height, round(bh * scale))),
-                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        background,
+        (max(width, round(bw * scale)), max(height, round(bh * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     y0 = (resized.shape[0] - height) // 2
     x0 = (resized.shape[1] - width) // 2
     return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
@@ -32,7 +34,7 @@ def presenter_box(
 ) -> tuple[int, int, int, int]:
     """Return a head-and-shoulders crop (x0, y0, x1, y1) around a face box, clamped to frame."""
     x0, y0, x1, y1 = face_box
-    fw, fh = x1 - x0, y1 - y0
+    fh = y1 - y0
     cx = (x0 + x1) / 2
     box_h = min(height, 3.4 * fh)
     box_w = min(width, box_h * 0.8)
@@ -63,27 +65,33 @@ class PresenterBaseVideo:
         key = (w, h)
         if key not in self._mask_cache:
             mask = np.zeros((h, w), np.float32)
-            cv2.ellipse(mask, (w // 2, int(h * 0.62)), (int(w * 0.46), int(h * 0.62)), 0, 0, 360,
-                        1.0, -1)
+            cv2.ellipse(
+                mask, (w // 2, int(h * 0.62)), (int(w * 0.46), int(h * 0.62)), 0, 0, 360, 1.0, -1
+            )
             mask[int(h * 0.6) :, int(w * 0.04) : int(w * 0.96)] = 1.0
             sigma = max(2.0, 0.04 * w)
             self._mask_cache[key] = cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
         return self._mask_cache[key]
 
     def render(
-        self, source: PresenterSource, background: np.ndarray | None, spec: FrameSpec,
-        index: int, start: int, count: int,
+        self,
+        source: PresenterSource,
+        background: np.ndarray | None,
+        spec: FrameSpec,
+        index: int,
+        start: int,
+        count: int,
     ) -> VideoChunk:
         """Return output frames [start, start+count) of the scene."""
         if count <= 0:
             raise ValueError("count must be positive")
         step = source.fps / spec.fps
-        wanted = [pingpong(int(round((start + i) * step)), source.frame_count) for i in range(count)]
+        wanted = [pingpong(round((start + i) * step), source.frame_count) for i in range(count)]
         decoded = read_frames(source.path, wanted)
         bg = fit_background(background, spec.width, spec.height)
         x0, y0, x1, y1 = source.box
         ph = int(spec.height * self.presenter_height) // 2 * 2
-        pw = min(spec.width, int(round((x1 - x0) * ph / max(1, (y1 - y0)))))
+        pw = min(spec.width, round((x1 - x0) * ph / max(1, (y1 - y0))))
         alpha = self._alpha(pw, ph)
         ox, oy = (spec.width - pw) // 2, spec.height - ph
         frames = np.empty((count, spec.height, spec.width, 3), np.uint8)

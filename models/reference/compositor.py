@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack, VideoChunk
 from cameofarm.models.media import MediaError, encode_h264, mux_mp4, write_wav
 from cameofarm.models.reference.provenance import SigningChain, sign_mp4, verify_mp4
@@ -16,7 +15,9 @@ from cameofarm.models.reference.provenance import SigningChain, sign_mp4, verify
 WATERMARK_TEXT = "AI-GENERATED  cameofarm"
 
 
-def _watermark_layout(width: int, height: int) -> tuple[float, int, tuple[int, int], tuple[int, int, int, int]]:
+def _watermark_layout(
+    width: int, height: int
+) -> tuple[float, int, tuple[int, int], tuple[int, int, int, int]]:
     scale = height / 720.0 * 0.8
     thickness = max(1, round(height / 720.0 * 2))
     (tw, th), base = cv2.getTextSize(WATERMARK_TEXT, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
@@ -31,8 +32,9 @@ def watermark_mask(width: int, height: int) -> tuple[np.ndarray, tuple[int, int,
     """Return (text mask, box) of where the watermark's text pixels are drawn."""
     scale, thickness, origin, box = _watermark_layout(width, height)
     mask = np.zeros((height, width), np.uint8)
-    cv2.putText(mask, WATERMARK_TEXT, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness,
-                cv2.LINE_AA)
+    cv2.putText(
+        mask, WATERMARK_TEXT, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA
+    )
     return mask, box
 
 
@@ -42,8 +44,16 @@ def draw_watermark(frame: np.ndarray) -> np.ndarray:
     scale, thickness, origin, (x0, y0, x1, y1) = _watermark_layout(w, h)
     out = frame.copy()
     out[y0:y1, x0:x1] = (out[y0:y1, x0:x1].astype(np.uint16) * 2 // 5).astype(np.uint8)
-    cv2.putText(out, WATERMARK_TEXT, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                thickness, cv2.LINE_AA)
+    cv2.putText(
+        out,
+        WATERMARK_TEXT,
+        origin,
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        thickness,
+        cv2.LINE_AA,
+    )
     return out
 
 
@@ -55,13 +65,14 @@ class FfmpegCompositor:
 
     def encode(self, chunk: VideoChunk, spec: FrameSpec) -> bytes:
         """Return the chunk as watermarked raw H.264 that concatenates with its neighbours."""
-        n, h, w, _ = chunk.frames.shape
+        _, h, w, _ = chunk.frames.shape
         if (w, h) != (spec.width, spec.height):
             raise MediaError(f"chunk {chunk.index} is {w}x{h}, expected {spec.width}x{spec.height}")
         frames = (draw_watermark(f) for f in chunk.frames)
         with tempfile.TemporaryDirectory(prefix="cameofarm-enc-") as tmp:
-            out = encode_h264(frames, (w, h), spec.fps, spec.video_bitrate_kbps,
-                              Path(tmp) / "c.h264")
+            out = encode_h264(
+                frames, (w, h), spec.fps, spec.video_bitrate_kbps, Path(tmp) / "c.h264"
+            )
             return out.read_bytes()
 
     def assemble(

@@ -7,7 +7,6 @@ import warnings
 
 import cv2
 import numpy as np
-
 from cameofarm.models.data import FaceObservation
 
 
@@ -42,7 +41,9 @@ class DlibFaceAnalyzer:
             raise ValueError(f"expected an RGB uint8 frame, got {frame.shape} {frame.dtype}")
         h, w = frame.shape[:2]
         scale = min(1.0, self._detect_side / float(max(h, w)))
-        small = cv2.resize(frame, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+        small = cv2.resize(
+            frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+        )
         with self._lock:
             rects = self._detector(small, 0)
             if len(rects) == 0:
@@ -50,8 +51,10 @@ class DlibFaceAnalyzer:
             faces = []
             for r in rects:
                 box = (
-                    int(r.left() / scale), int(r.top() / scale),
-                    int(r.right() / scale), int(r.bottom() / scale),
+                    int(r.left() / scale),
+                    int(r.top() / scale),
+                    int(r.right() / scale),
+                    int(r.bottom() / scale),
                 )
                 shape = self._predictor(frame, self._rect(*box))
                 pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)

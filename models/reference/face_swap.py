@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import FaceIdentity, VideoChunk
 from cameofarm.models.reference.warp import blend_roi, delaunay, match_colour, warp_triangles

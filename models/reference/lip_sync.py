@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
 from cameofarm.models.data import MouthAtlas, MouthShape, PhonemeTiming, VideoChunk
 from cameofarm.models.reference.warp import (
     CANONICAL_SIZE,
@@ -55,8 +54,11 @@ def mouth_features(landmarks: np.ndarray) -> tuple[float, float]:
     """Return (openness, width) of a mouth, scale-free: inner-lip gap and width over eye gap."""
     eye_gap = float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0))) + 1e-6
     width = float(np.linalg.norm(landmarks[54] - landmarks[48]))
-    gap = float(np.mean([np.linalg.norm(landmarks[a] - landmarks[b])
-                         for a, b in ((61, 67), (62, 66), (63, 65))]))
+    gap = float(
+        np.mean(
+            [np.linalg.norm(landmarks[a] - landmarks[b]) for a, b in ((61, 67), (62, 66), (63, 65))]
+        )
+    )
     return gap / eye_gap, width / eye_gap
 
 
@@ -79,15 +81,22 @@ def choose_atlas_frames(features: np.ndarray) -> dict[str, int]:
 def build_mouth_shape(viseme: str, frame: np.ndarray, landmarks: np.ndarray) -> MouthShape:
     """Cut one aligned canonical face crop and its mouth landmarks out of a frame."""
     matrix = similarity_to_canonical(landmarks)
-    patch = cv2.warpAffine(frame, matrix, (CANONICAL_SIZE, CANONICAL_SIZE),
-                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    patch = cv2.warpAffine(
+        frame,
+        matrix,
+        (CANONICAL_SIZE, CANONICAL_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
     return MouthShape(viseme, patch, transform_points(matrix, landmarks[MOUTH]))
 
 
 class AtlasLipSync:
     """Replaces each frame's mouth with the atlas shape of the viseme spoken at that frame."""
 
-    def mouth_frame(self, frame: np.ndarray, landmarks: np.ndarray, shape: MouthShape) -> np.ndarray:
+    def mouth_frame(
+        self, frame: np.ndarray, landmarks: np.ndarray, shape: MouthShape
+    ) -> np.ndarray:
         """Return frame with the shape's mouth placed over the face at landmarks."""
         to_canon = similarity_to_canonical(landmarks)
         to_frame = cv2.invertAffineTransform(to_canon)
@@ -102,8 +111,13 @@ class AtlasLipSync:
         shift = np.array([[1, 0, -x0], [0, 1, -y0]], np.float32)
         local = np.vstack([to_frame, [0, 0, 1]])
         local = (np.vstack([shift, [0, 0, 1]]) @ local)[:2]
-        patch = cv2.warpAffine(shape.patch, local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)
+        patch = cv2.warpAffine(
+            shape.patch,
+            local,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         hull = cv2.convexHull(np.round(mouth_pts - [x0, y0]).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 255)

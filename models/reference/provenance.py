@@ -44,21 +44,35 @@ def ensure_signing_chain(keys_dir: str | Path, organisation: str = "cameofarm") 
     now = dt.datetime.now(dt.UTC)
 
     def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation)])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            ]
+        )
 
     def usage(sign: bool, ca: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=sign, content_commitment=False,
-                             key_encipherment=False, data_encipherment=False, key_agreement=False,
-                             key_cert_sign=ca, crl_sign=ca, encipher_only=False,
-                             decipher_only=False)
+        return x509.KeyUsage(
+            digital_signature=sign,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        )
 
     root_key = ec.generate_private_key(ec.SECP256R1())
     root = (
-        x509.CertificateBuilder().subject_name(name(f"{organisation} provenance root"))
-        .issuer_name(name(f"{organisation} provenance root")).public_key(root_key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name(f"{organisation} provenance root"))
+        .issuer_name(name(f"{organisation} provenance root"))
+        .public_key(root_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=3650))
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(usage(False, True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), False)
@@ -66,10 +80,13 @@ def ensure_signing_chain(keys_dir: str | Path, organisation: str = "cameofarm") 
     )
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
-        x509.CertificateBuilder().subject_name(name(f"{organisation} render signer"))
-        .issuer_name(root.subject).public_key(leaf_key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name(f"{organisation} render signer"))
+        .issuer_name(root.subject)
+        .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=730))
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=730))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage(True, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
@@ -84,8 +101,11 @@ def ensure_signing_chain(keys_dir: str | Path, organisation: str = "cameofarm") 
     chain.leaf_cert.write_bytes(leaf.public_bytes(pem))
     fd = os.open(chain.leaf_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+        handle.write(
+            leaf_key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return chain
 
 
@@ -96,14 +116,27 @@ def manifest_for(claim: ProvenanceClaim) -> dict[str, Any]:
         "title": claim.title,
         "format": "video/mp4",
         "assertions": [
-            {"label": "c2pa.actions.v2", "data": {"actions": [{
-                "action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-                "softwareAgent": {"name": GENERATOR},
-            }]}},
-            {"label": RENDER_ASSERTION, "data": {
-                "job_id": claim.job_id, "tier": claim.tier, "cameo_ids": list(claim.cameo_ids),
-                **claim.extra,
-            }},
+            {
+                "label": "c2pa.actions.v2",
+                "data": {
+                    "actions": [
+                        {
+                            "action": "c2pa.created",
+                            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                            "softwareAgent": {"name": GENERATOR},
+                        }
+                    ]
+                },
+            },
+            {
+                "label": RENDER_ASSERTION,
+                "data": {
+                    "job_id": claim.job_id,
+                    "tier": claim.tier,
+                    "cameo_ids": list(claim.cameo_ids),
+                    **claim.extra,
+                },
+            },
         ],
     }
 
@@ -130,41 +163,54 @@ def verify_mp4(data: bytes, trust_anchor_pem: bytes | None = None) -> Provenance
 
     context = None
     if trust_anchor_pem is not None:
-        context = c2pa.Context.from_dict({
-            "trust": {"trust_anchors": trust_anchor_pem.decode()},
-            "verify": {"verify_trust": True},
-        })
+        context = c2pa.Context.from_dict(
+            {
+                "trust": {"trust_anchors": trust_anchor_pem.decode()},
+                "verify": {"verify_trust": True},
+            }
+        )
     try:
         reader = c2pa.Reader("video/mp4", io.BytesIO(data), context=context)
     except Exception as exc:  # c2pa raises its own error types for "no manifest"
-        return ProvenanceReport(False, "Missing", None, None, None, (), False,
-                                (f"no readable C2PA manifest: {exc}",))
+        return ProvenanceReport(
+            False, "Missing", None, None, None, (), False, (f"no readable C2PA manifest: {exc}",)
+        )
     try:
         state = reader.get_validation_state() or "Unknown"
         manifest = reader.get_active_manifest() or {}
         results = reader.get_validation_results() or {}
     finally:
         reader.close()
-    failures = [f"{f.get('code')}: {f.get('explanation', '')}"
-                for f in results.get("activeManifest", {}).get("failure", [])]
+    failures = [
+        f"{f.get('code')}: {f.get('explanation', '')}"
+        for f in results.get("activeManifest", {}).get("failure", [])
+    ]
     render: dict[str, Any] = {}
     ai = False
     for assertion in manifest.get("assertions", []):
         if assertion.get("label") == RENDER_ASSERTION:
             render = assertion.get("data", {})
         if assertion.get("label", "").startswith("c2pa.actions"):
-            ai = ai or any(a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA
-                           for a in assertion.get("data", {}).get("actions", []))
+            ai = ai or any(
+                a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA
+                for a in assertion.get("data", {}).get("actions", [])
+            )
     signer = (manifest.get("signature_info") or {}).get("common_name") or (
-        manifest.get("signature_info") or {}).get("issuer")
+        manifest.get("signature_info") or {}
+    ).get("issuer")
     wanted = "Trusted" if trust_anchor_pem is not None else "Valid"
     ok = state in (wanted, "Trusted") and not failures and bool(render)
     problems = tuple(failures) + (() if render else ("manifest lacks the render assertion",))
     if state not in (wanted, "Trusted"):
         problems += (f"validation state is {state}, expected {wanted}",)
     return ProvenanceReport(
-        valid=ok, state=state, signer=signer, job_id=render.get("job_id"),
-        tier=render.get("tier"), cameo_ids=tuple(render.get("cameo_ids", ())), ai_generated=ai,
+        valid=ok,
+        state=state,
+        signer=signer,
+        job_id=render.get("job_id"),
+        tier=render.get("tier"),
+        cameo_ids=tuple(render.get("cameo_ids", ())),
+        ai_generated=ai,
         problems=problems,
     )
 

@@ -8,7 +8,6 @@ import threading
 import unicodedata
 
 import numpy as np
-
 from cameofarm.models.data import PhonemeTiming, SpeechTrack, VoiceProfile
 
 SAMPLE_RATE = 22050
@@ -28,10 +27,14 @@ class _EventId(ctypes.Union):
 
 class _Event(ctypes.Structure):
     _fields_ = [
-        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
-        ("text_position", ctypes.c_int), ("length", ctypes.c_int),
-        ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p), ("id", _EventId),
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
     ]
 
 
@@ -55,7 +58,9 @@ class EspeakEngine:
 
                 lib = ctypes.CDLL(espeakng_loader.get_library_path())
                 rate = lib.espeak_Initialize(
-                    _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
+                    _AUDIO_OUTPUT_SYNCHRONOUS,
+                    0,
+                    espeakng_loader.get_data_path().encode(),
                     _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT,
                 )
                 if rate <= 0:
@@ -92,13 +97,17 @@ class EspeakEngine:
                 raise ValueError(f"espeak-ng has no voice {self.voice!r}")
             lib.espeak_SetParameter(1, int(words_per_minute), 0)  # espeakRATE
             lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
-            status = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8,
-                                      None, None)
+            status = lib.espeak_Synth(
+                data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
             lib.espeak_Synchronize()
         if status != 0:
             raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
-        samples = (np.concatenate(chunks).astype(np.float32) / 32768.0
-                   if chunks else np.zeros(0, np.float32))
+        samples = (
+            np.concatenate(chunks).astype(np.float32) / 32768.0
+            if chunks
+            else np.zeros(0, np.float32)
+        )
         duration = len(samples) / self.sample_rate
         phonemes = []
         for k, (ms, symbol) in enumerate(events):
@@ -114,9 +123,7 @@ def clean_script(text: str) -> str:
         raise ValueError("script must be text")
     if len(text) > MAX_SCRIPT_CHARS:
         raise ValueError(f"script is {len(text)} characters; the limit is {MAX_SCRIPT_CHARS}")
-    cleaned = "".join(
-        " " if unicodedata.category(ch).startswith(("C", "Z")) else ch for ch in text
-    )
+    cleaned = "".join(" " if unicodedata.category(ch).startswith(("C", "Z")) else ch for ch in text)
     # '<' would let a caller inject SSML-like markup into espeak; speak it as a word instead.
     cleaned = " ".join(cleaned.replace("<", " less than ").replace(">", " greater than ").split())
     if not any(ch.isalnum() for ch in cleaned):
@@ -169,10 +176,14 @@ def analyze_voice(samples: np.ndarray, sr: int) -> VoiceProfile:
     log_f0 = np.log(f0[voiced])
     envelope = np.log(sp[voiced] + 1e-12).mean(axis=0)
     return VoiceProfile(
-        sample_rate=sr, f0_log_mean=float(log_f0.mean()), f0_log_std=float(log_f0.std()),
+        sample_rate=sr,
+        f0_log_mean=float(log_f0.mean()),
+        f0_log_std=float(log_f0.std()),
         f0_p5=float(np.exp(np.percentile(log_f0, 5))),
         f0_p95=float(np.exp(np.percentile(log_f0, 95))),
-        envelope=envelope.astype(np.float32), fft_size=FFT_SIZE, speech_seconds=speech_seconds,
+        envelope=envelope.astype(np.float32),
+        fft_size=FFT_SIZE,
+        speech_seconds=speech_seconds,
     )
 
 

@@ -23,10 +23,27 @@ def canonical_points(size: int = CANONICAL_SIZE) -> np.ndarray:
     # Mean dlib landmark layout normalised to a unit box, eyes at ~38% height.
     template = np.array(
         [
-            [0.25, 0.38], [0.29, 0.35], [0.34, 0.35], [0.38, 0.38], [0.34, 0.40], [0.29, 0.40],
-            [0.62, 0.38], [0.66, 0.35], [0.71, 0.35], [0.75, 0.38], [0.71, 0.40], [0.66, 0.40],
-            [0.50, 0.38], [0.50, 0.44], [0.50, 0.50], [0.50, 0.56], [0.44, 0.60], [0.47, 0.61],
-            [0.50, 0.62], [0.53, 0.61], [0.56, 0.60],
+            [0.25, 0.38],
+            [0.29, 0.35],
+            [0.34, 0.35],
+            [0.38, 0.38],
+            [0.34, 0.40],
+            [0.29, 0.40],
+            [0.62, 0.38],
+            [0.66, 0.35],
+            [0.71, 0.35],
+            [0.75, 0.38],
+            [0.71, 0.40],
+            [0.66, 0.40],
+            [0.50, 0.38],
+            [0.50, 0.44],
+            [0.50, 0.50],
+            [0.50, 0.56],
+            [0.44, 0.60],
+            [0.47, 0.61],
+            [0.50, 0.62],
+            [0.53, 0.61],
+            [0.56, 0.60],
         ],
         dtype=np.float32,
     )
@@ -56,7 +73,10 @@ def delaunay(points: np.ndarray) -> np.ndarray:
 
 
 def warp_triangles(
-    src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, triangles: np.ndarray,
+    src: np.ndarray,
+    src_pts: np.ndarray,
+    dst_pts: np.ndarray,
+    triangles: np.ndarray,
     dst_shape: tuple[int, int],
 ) -> np.ndarray:
     """Piecewise-affine warp of src so that src_pts land on dst_pts (output dst_shape h×w)."""
@@ -76,7 +96,9 @@ def warp_triangles(
         if sx1 <= sx0 or sy1 <= sy0:
             continue
         patch = srcf[sy0:sy1, sx0:sx1]
-        m = cv2.getAffineTransform((s - [sx0, sy0]).astype(np.float32), (d - [x0, y0]).astype(np.float32))
+        m = cv2.getAffineTransform(
+            (s - [sx0, sy0]).astype(np.float32), (d - [x0, y0]).astype(np.float32)
+        )
         warped = cv2.warpAffine(
             patch, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
@@ -130,8 +152,9 @@ def blend_roi(
             bw, bh = int(mxs.max()) - bx + 1, int(mys.max()) - by + 1
             center = (bx + bw // 2, by + bh // 2)
             try:
-                cloned = cv2.seamlessClone(p, np.ascontiguousarray(roi), m8, center,
-                                           cv2.NORMAL_CLONE)
+                cloned = cv2.seamlessClone(
+                    p, np.ascontiguousarray(roi), m8, center, cv2.NORMAL_CLONE
+                )
                 out[y0:y1, x0:x1] = cloned
                 return out
             except cv2.error:
