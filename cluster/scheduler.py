@@ -61,6 +61,10 @@ class Scheduler:
         self.errors = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if config.scheduler.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(config.scheduler.metrics_port, addr="127.0.0.1")
         self.recovered = requeue_interrupted(self.storage.db, "farm restarted; running again")
         if self.recovered:
             log.warning("re-queued %d interrupted jobs: %s", len(self.recovered), self.recovered)

@@ -103,7 +103,12 @@ class SchedulerConfig(_Strict):
     max_running_jobs: int = Field(default=3, ge=1, description="Farm-wide concurrent jobs.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of one job before it fails.")
     chunk_frames: int = Field(default=25, ge=1, le=1000, description="Frames per work chunk.")
-    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no /metrics server.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the scheduler's Prometheus /metrics (127.0.0.1); 0 = off.",
+    )
 
 
 class FarmConfig(_Strict):

@@ -1,0 +1,109 @@
+"""The render pipeline through the in-process pools (same actor shells, no Ray)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from cameofarm.actors.pools import LocalStagePools
+from cameofarm.actors.stage import StageActor
+from cameofarm.configs import StageName
+from cameofarm.models.registry import BackendContext
+from cameofarm.pipelines.render import JobCancelled, RenderError, RenderJob, plan_frames, render_job
+from cameofarm.storage.db import StageTimingRow
+from cameofarm.storage.fetch import ObjectFetcher
+
+
+@pytest.fixture
+def pools(farm_config, storage):
+    ctx = BackendContext(storage.keys_dir, storage.data_dir / "models")
+    fetcher = ObjectFetcher(farm_config.storage, storage.data_dir)
+    return LocalStagePools(
+        {
+            stage: StageActor(stage, "reference", f"{stage.value}-local", ctx, fetcher)
+            for stage in StageName
+        }
+    )
+
+
+def _job(storage, farm_config, cameo, script):
+    from cameofarm.cluster.jobs import submit_job
+
+    view = submit_job(
+        storage.db, farm_config, cameo_ids=[cameo.id], script=script, tier="plus", customer="c"
+    )
+    return RenderJob(view.id, "plus", (cameo.id,), view.script)
+
+
+def test_plan_frames_enforces_the_tier_limit():
+    assert plan_frames(2.0, 25, 5.0) == 58
+    assert plan_frames(4.9, 25, 5.0) == 125  # the tail is cut at the limit
+    with pytest.raises(RenderError, match="tier allows 5 s"):
+        plan_frames(5.2, 25, 5.0)
+
+
+def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storage, cameo, pools):
+    from cameofarm.models.media import probe_mp4
+    from cameofarm.models.reference.provenance import verify_mp4
+
+    seen = []
+    job = _job(storage, farm_config, cameo, "Short and sweet.")
+    result = render_job(
+        job,
+        farm_config,
+        pools,
+        storage,
+        progress=lambda stage, frac: seen.append((str(stage), frac)),
+    )
+    assert result.output_key == f"outputs/{job.job_id}.mp4"
+    path = storage.objects.locate(result.output_key)
+    rep = probe_mp4(path)
+    assert (rep.width, rep.height, rep.frames) == (1280, 720, result.frames)
+    data = storage.objects.get_bytes(result.output_key)
+    assert verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes()).valid
+    assert [s for s, _ in seen][-1] == "published"
+    with storage.db.session() as s:
+        rows = s.query(StageTimingRow).filter_by(job_id=job.job_id).all()
+    assert {r.stage for r in rows} == {s.value for s in StageName}
+    assert all(r.seconds >= 0 and r.replica.endswith("-local") for r in rows)
+    assert sum(r.frames for r in rows if r.stage == "face_swap") == result.frames
+
+
+def test_cancelled_job_publishes_nothing(farm_config, storage, cameo, pools):
+    calls = {"n": 0}
+
+    def still_wanted():
+        calls["n"] += 1
+        return calls["n"] < 3  # cancelled after base video
+
+    job = _job(storage, farm_config, cameo, "Never published.")
+    with pytest.raises(JobCancelled):
+        render_job(job, farm_config, pools, storage, still_wanted=still_wanted)
+    assert list(storage.objects.list("outputs/")) == []
+
+
+def test_submit_stores_background_and_refuses_bad_ones(farm_config, storage, cameo, tmp_path):
+    from cameofarm.service.jobs_api import SubmitError, submit_render
+
+    good = tmp_path / "bg.jpg"
+    cv2.imwrite(str(good), np.full((400, 600, 3), 200, np.uint8))
+    job = submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "c", background=str(good))
+    assert job.background_key and storage.objects.exists(job.background_key)
+    bad = tmp_path / "bg.png"
+    bad.write_bytes(b"<script>alert(1)</script>")
+    with pytest.raises(SubmitError, match="not an image"):
+        submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "c", background=str(bad))
+    before = set(storage.objects.list("backgrounds/"))
+    with pytest.raises(SubmitError, match="unknown tier"):
+        submit_render(farm_config, storage, [cameo.id], "Hi.", "gold", "c", background=str(good))
+    assert set(storage.objects.list("backgrounds/")) == before  # refused: nothing left behind
+
+
+def test_hostile_script_is_spoken_not_interpreted(farm_config, storage, cameo, pools):
+    from cameofarm.models.reference.voice import clean_script
+
+    text = clean_script("'; DROP TABLE jobs; -- <speak><audio src='x'/></speak>\x1b[2J")
+    assert "<" not in text and "\x1b" not in text
+    job = _job(storage, farm_config, cameo, "Robert'); DROP TABLE jobs;--")
+    result = render_job(job, farm_config, pools, storage)
+    assert storage.objects.exists(result.output_key)
