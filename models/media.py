@@ -255,22 +255,20 @@ def probe_mp4(path: str | Path) -> Mp4Report:
     import av
 
     with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: has no video stream")
         video = container.streams.video[0]
+        width, height = video.codec_context.width, video.codec_context.height
+        codec = video.codec_context.name
+        rate = float(video.average_rate or video.guessed_rate or 0)
         frames = sum(1 for _ in container.decode(video=0))
+    if rate <= 0:
+        raise MediaError(f"{path}: video stream has no frame rate")
+    audio_codec, audio_seconds = None, 0.0
     with av.open(str(path)) as container:
-        audio_codec, audio_seconds = None, 0.0
         if container.streams.audio:
             stream = container.streams.audio[0]
             audio_codec = stream.codec_context.name
             samples = sum(f.samples for f in container.decode(audio=0))
             audio_seconds = samples / float(stream.rate or 1)
-        rate = float(video.average_rate or 0) or 1.0
-        return Mp4Report(
-            video.codec_context.width,
-            video.codec_context.height,
-            frames,
-            frames / rate,
-            video.codec_context.name,
-            audio_codec,
-            audio_seconds,
-        )
+    return Mp4Report(width, height, frames, frames / rate, codec, audio_codec, audio_seconds)
