@@ -18,6 +18,7 @@ class StageStats:
     jobs: int
     p50: float
     p95: float
+    wait_mean: float
     frames_per_second: float
 
 
@@ -38,14 +39,16 @@ class BenchReport:
     failed: list[str]
 
 
-def _stage_walls(rows: list[StageTimingRow]) -> dict[str, tuple[float, int]]:
+def _stage_walls(rows: list[StageTimingRow]) -> dict[str, tuple[float, int, float]]:
+    """Per stage: (wall from first submit to last finish, frames, mean wait for a replica)."""
     spans: dict[str, list[StageTimingRow]] = defaultdict(list)
     for r in rows:
         spans[r.stage].append(r)
     return {
         stage: (
-            max(r.finished_at for r in rs) - min(r.started_at for r in rs),
+            max(r.finished_at for r in rs) - min(r.submitted_at for r in rs),
             sum(r.frames for r in rs if r.frames),
+            float(np.mean([max(0.0, r.started_at - r.submitted_at) for r in rs])),
         )
         for stage, rs in spans.items()
     }
@@ -64,17 +67,19 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
     failed = [j.id for j in jobs.values() if j.status != "SUCCEEDED"]
     walls: dict[tuple[str, str], list[float]] = defaultdict(list)
     fps: dict[tuple[str, str], list[float]] = defaultdict(list)
+    waits: dict[tuple[str, str], list[float]] = defaultdict(list)
     overhead: dict[str, list[float]] = defaultdict(list)
     runs: dict[str, list[float]] = defaultdict(list)
     for job in done:
         stage_walls = _stage_walls(by_job[job.id])
-        for stage, (wall, frames) in stage_walls.items():
+        for stage, (wall, frames, wait) in stage_walls.items():
             walls[(job.tier, stage)].append(wall)
+            waits[(job.tier, stage)].append(wait)
             if frames and wall > 0:
                 fps[(job.tier, stage)].append(frames / wall)
         run = float(job.finished_at - job.started_at)
         runs[job.tier].append(run)
-        total = sum(w for w, _ in stage_walls.values())
+        total = sum(w for w, _, _ in stage_walls.values())
         if total > 0:
             overhead[job.tier].append(run / total)
     order = {s.value: i for i, s in enumerate(StageName)}
@@ -85,6 +90,7 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
             len(v),
             float(np.percentile(v, 50)),
             float(np.percentile(v, 95)),
+            float(np.mean(waits[(tier, stage)])),
             float(np.mean(fps[(tier, stage)])) if fps[(tier, stage)] else 0.0,
         )
         for (tier, stage), v in sorted(
@@ -110,11 +116,14 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
 
 def format_report(report: BenchReport) -> str:
     """Render the report as aligned text tables."""
-    lines = [f"{'tier':<6} {'stage':<11} {'jobs':>4} {'p50 s':>8} {'p95 s':>8} {'frames/s':>9}"]
+    lines = [
+        f"{'tier':<6} {'stage':<11} {'jobs':>4} {'p50 s':>8} {'p95 s':>8} "
+        f"{'replica wait s':>15} {'frames/s':>9}"
+    ]
     for s in report.stages:
         lines.append(
             f"{s.tier:<6} {s.stage:<11} {s.jobs:>4} {s.p50:>8.2f} {s.p95:>8.2f} "
-            f"{s.frames_per_second:>9.1f}"
+            f"{s.wait_mean:>15.2f} {s.frames_per_second:>9.1f}"
         )
     lines.append("")
     lines.append(
@@ -126,6 +135,10 @@ def format_report(report: BenchReport) -> str:
             f"{t.tier:<6} {t.jobs:>4} {t.jobs_per_minute:>9.2f} {t.run_p50:>10.2f} "
             f"{t.overhead_mean:>14.3f} {t.overhead_max:>13.3f}"
         )
+    lines.append(
+        "stage wall = first call submitted → last call returned (parallel chunks once);"
+        " replica wait = mean time a call queued for a busy replica"
+    )
     lines.append("overhead = job run time (dispatch → published) / sum of its stages' wall times")
     if report.failed:
         lines.append(f"not succeeded: {', '.join(report.failed)}")

@@ -70,7 +70,11 @@ class StageRecorder:
         started_at: float,
         finished_at: float,
     ) -> StageTiming:
-        """Persist the calls of one stage and return the stage's timing."""
+        """Persist the calls of one stage and return the stage's timing.
+
+        started_at is when the pipeline entered the stage and submitted its calls: time a call
+        then spends waiting for a busy replica is part of the stage, not pipeline overhead.
+        """
         with self.db.session() as s:
             for chunk, call in enumerate(calls):
                 s.add(
@@ -82,6 +86,7 @@ class StageRecorder:
                         chunk=chunk,
                         replica=call.replica,
                         gpu_ids=call.gpu_ids,
+                        submitted_at=started_at,
                         started_at=call.started_at,
                         finished_at=call.finished_at,
                         seconds=call.seconds,
@@ -100,9 +105,8 @@ class StageRecorder:
         started = time.time()
         yield calls
         finished = time.time()
-        if calls:  # a stage's wall time spans its calls, as the replicas saw them
-            started = min(started, min(c.started_at for c in calls))
-            finished = max(c.finished_at for c in calls)
+        if calls:  # from submitting the calls to the last one returning
+            finished = max(finished, max(c.finished_at for c in calls))
         self.record(job_id, tier, stage, calls, started, finished)
 
 

@@ -92,7 +92,8 @@ class StageTimingRow(Base):
     chunk: Mapped[int] = mapped_column(Integer, default=0)
     replica: Mapped[str] = mapped_column(String(64))
     gpu_ids: Mapped[str] = mapped_column(String(64), default="")
-    started_at: Mapped[float] = mapped_column(Float)
+    submitted_at: Mapped[float] = mapped_column(Float)  # when the pipeline asked for it
+    started_at: Mapped[float] = mapped_column(Float)  # when the replica began it
     finished_at: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
     frames: Mapped[int] = mapped_column(Integer, default=0)
