@@ -4,6 +4,7 @@ from cameofarm.configs.loader import ConfigError, load_config
 from cameofarm.configs.schema import (
     ClusterConfig,
     DatabaseConfig,
+    EnrollmentConfig,
     FarmConfig,
     PoolConfig,
     SchedulerConfig,
@@ -16,6 +17,7 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "DatabaseConfig",
+    "EnrollmentConfig",
     "FarmConfig",
     "PoolConfig",
     "SchedulerConfig",

@@ -111,6 +111,35 @@ class SchedulerConfig(_Strict):
     )
 
 
+class EnrollmentConfig(_Strict):
+    """What a calibration recording must meet to make a cameo."""
+
+    min_short_side: int = Field(default=720, ge=64, description="Short side of the video (px).")
+    min_speech_seconds: float = Field(default=30.0, ge=0, description="Detected speech needed.")
+    min_snr_db: float = Field(default=20.0, description="Speech-to-pause energy ratio (dB).")
+    max_clipped_fraction: float = Field(
+        default=0.0001, ge=0, le=1, description="Share of samples at >= 98 % of full scale."
+    )
+    min_face_fraction: float = Field(
+        default=0.9, gt=0, le=1, description="Sampled frames with exactly one face found."
+    )
+    min_face_height: float = Field(
+        default=0.15, gt=0, le=1, description="Face box height over frame height (median)."
+    )
+    max_rest_yaw_deg: float = Field(default=20.0, gt=0, le=90, description="Head turn at rest.")
+    min_face_luma: float = Field(default=60.0, ge=0, le=255, description="Mean face brightness.")
+    max_face_luma: float = Field(default=235.0, ge=0, le=255)
+    min_side_light_ratio: float = Field(
+        default=0.6, gt=0, le=1, description="Darker / brighter face half (side shadow)."
+    )
+    min_fps: float = Field(default=15.0, gt=0)
+    max_fps: float = Field(default=120.0, gt=0)
+    max_av_mismatch_seconds: float = Field(default=1.0, ge=0, description="|audio - video| length.")
+    sampled_frames: int = Field(
+        default=60, ge=5, le=1000, description="Frames the face checks read."
+    )
+
+
 class FarmConfig(_Strict):
     """Everything the farm reads at start."""
 
@@ -121,6 +150,7 @@ class FarmConfig(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     cluster: ClusterConfig = ClusterConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    enrollment: EnrollmentConfig = EnrollmentConfig()
 
     @model_validator(mode="after")
     def _complete(self) -> FarmConfig:

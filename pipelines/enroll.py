@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from cameofarm.cameos import CameoRecord, create_cameo
 from cameofarm.cameos.registry import new_cameo_id
+from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import FaceIdentity, FaceObservation, MouthAtlas
@@ -23,6 +24,7 @@ from cameofarm.models.reference.lip_sync import (
 )
 from cameofarm.models.reference.voice import SAMPLE_RATE, analyze_voice
 from cameofarm.models.reference.warp import CANONICAL_SIZE
+from cameofarm.pipelines.checks import RecordingReport, check_recording
 from cameofarm.storage import FarmStorage
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ Progress = Callable[[str], None]
 
 class EnrollmentError(ValueError):
     """The recording cannot make a cameo; the message says why and what to do."""
+
+    def __init__(self, message: str, report: RecordingReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -66,20 +72,23 @@ def enroll_recording(
     *,
     name: str,
     owner: str,
+    checks: EnrollmentConfig,
     audio: str | Path | None = None,
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
-    """Extract identity, mouth atlas and voice profile from a recording; store the cameo."""
-    if not name.strip() or len(name) > 200:
-        raise EnrollmentError("name must be 1-200 characters")
-    # 1. Check inputs: decodable video, audio from --audio or the video's own track.
+    """Validate a recording, extract identity, mouth atlas and voice; store the cameo."""
+    if not name.strip() or len(name) > 200 or not name.isprintable():
+        raise EnrollmentError("name must be 1-200 printable characters")
+    # 1. Check the recording: every check must pass (the same as `cameofarm enroll check`).
+    report = check_recording(video, analyzer, checks, audio)
+    if not report.accepted:
+        failed = ", ".join(c.name for c in report.failed)
+        raise EnrollmentError(f"recording rejected ({failed}):\n{report.describe()}", report)
     try:
         info = probe_video(video)
         samples = read_audio(audio if audio is not None else video, SAMPLE_RATE)
     except MediaError as exc:
         raise EnrollmentError(str(exc)) from exc
-    if samples.size == 0:
-        raise EnrollmentError(f"{audio or video}: no audio track; pass speech with --audio WAV")
     progress(f"recording {info.width}x{info.height} @ {info.fps:g} fps, {info.duration:.1f} s")
 
     # 2. Sample frames and find the face in each.

@@ -65,7 +65,7 @@ def _mouth_target(marks: np.ndarray, vis: str, amount: float) -> np.ndarray:
 def build_sample_clip(
     out: str | Path,
     analyzer: FaceAnalyzer,
-    seconds: float = 32.0,
+    seconds: float = 40.0,
     fps: int = 25,
     size: tuple[int, int] = (1280, 720),
     text: str = SAMPLE_TEXT,

@@ -56,7 +56,7 @@ def cli(ctx: click.Context, config_dir: str | None, verbose: bool) -> None:
     Typical session:
       cameofarm demo                      # everything, end to end, on built-in material
       cameofarm up                        # start the farm (embedded Ray)
-      cameofarm enroll clip.mp4 --name Ada
+      cameofarm enroll add clip.mp4 --name Ada
       cameofarm submit --cameo cam_... --script "Hello!" --tier plus
       cameofarm wait job_...
       cameofarm down
@@ -146,19 +146,46 @@ def status(obj: Ctx, as_json: bool) -> None:
 # --- cameos --------------------------------------------------------------------------------
 
 
-@cli.command()
-@click.argument("video", type=click.Path(dir_okay=False))
-@click.option(
+@cli.group()
+def enroll() -> None:
+    """Check a calibration recording, or enroll it as a cameo."""
+
+
+_audio_option = click.option(
     "--audio",
     type=click.Path(dir_okay=False),
     default=None,
     help="Speech WAV to use instead of the video's own audio track.",
 )
+
+
+@enroll.command("check")
+@click.argument("video", type=click.Path(dir_okay=False))
+@_audio_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def enroll_check(obj: Ctx, video: str, audio: str | None, as_json: bool) -> None:
+    """Check a recording: resolution, speech, audio quality, face, media. Stores nothing.
+
+    Exits 1 when any check fails; each failed check says how to fix it.
+    """
+    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.checks import check_recording
+
+    report = check_recording(video, DlibFaceAnalyzer(), obj.config.enrollment, audio)
+    click.echo(report.to_json() if as_json else report.describe())
+    if not report.accepted:
+        sys.exit(1)
+
+
+@enroll.command("add")
+@click.argument("video", type=click.Path(dir_okay=False))
+@_audio_option
 @click.option("--name", required=True, help="Display name of the person.")
 @click.option("--owner", default=None, help="Owner account (default: current user).")
 @click.pass_obj
-def enroll(obj: Ctx, video: str, audio: str | None, name: str, owner: str | None) -> None:
-    """Extract face identity, mouth shapes and voice from a recording; store a cameo."""
+def enroll_add(obj: Ctx, video: str, audio: str | None, name: str, owner: str | None) -> None:
+    """Check a recording, extract face identity, mouth shapes and voice; store a cameo."""
     from cameofarm.models.reference.face import DlibFaceAnalyzer
     from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 
@@ -169,6 +196,7 @@ def enroll(obj: Ctx, video: str, audio: str | None, name: str, owner: str | None
             video,
             name=name,
             owner=owner or getpass.getuser(),
+            checks=obj.config.enrollment,
             audio=audio,
             progress=lambda m: click.echo(f"  {m}"),
         )

@@ -24,7 +24,7 @@ class DemoError(RuntimeError):
     """The demo or benchmark could not complete; the message says where it stopped."""
 
 
-def ensure_sample_cameo(storage: FarmStorage, echo: Echo) -> str:
+def ensure_sample_cameo(config: FarmConfig, storage: FarmStorage, echo: Echo) -> str:
     """Return the newest ACTIVE cameo, enrolling the built-in sample recording if none."""
     for cameo in list_cameos(storage.db):
         if cameo.status is CameoStatus.ACTIVE:
@@ -37,7 +37,7 @@ def ensure_sample_cameo(storage: FarmStorage, echo: Echo) -> str:
     analyzer = DlibFaceAnalyzer()
     with tempfile.TemporaryDirectory(prefix="cameofarm-demo-") as tmp:
         clip = Path(tmp) / "calibration.mp4"
-        echo("building a 32 s sample calibration recording (astronaut photo + espeak-ng)...")
+        echo("building a 40 s sample calibration recording (astronaut photo + espeak-ng)...")
         build_sample_clip(clip, analyzer)
         echo("enrolling it...")
         record = enroll_recording(
@@ -46,6 +46,7 @@ def ensure_sample_cameo(storage: FarmStorage, echo: Echo) -> str:
             clip,
             name="Sample Astronaut",
             owner="demo",
+            checks=config.enrollment,
             progress=lambda m: echo(f"  {m}"),
         )
     return record.id
@@ -80,7 +81,7 @@ def run_demo(
     from cameofarm.models.reference.provenance import ensure_signing_chain
     from cameofarm.service.jobs_api import submit_render, wait_for_job
 
-    cameo_id = ensure_sample_cameo(storage, echo)
+    cameo_id = ensure_sample_cameo(config, storage, echo)
     farm_up(config, progress=echo)
     paths = []
     try:
@@ -138,7 +139,7 @@ def run_bench(
         farm_status(config)
     except FarmError as exc:
         raise DemoError(f"{exc} (bench needs a running farm)") from exc
-    cameo_id = cameo_id or ensure_sample_cameo(storage, echo)
+    cameo_id = cameo_id or ensure_sample_cameo(config, storage, echo)
     jobs = [
         submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", "bench")
         for _ in range(n_plus)

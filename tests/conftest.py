@@ -24,7 +24,14 @@ def fixture_path(name: str) -> Path:
 def farm_config(tmp_path):
     from cameofarm.configs import load_config
 
-    return load_config(environ={"CAMEOFARM__DATA_DIR": str(tmp_path / "farm")})
+    # The 8 s sample clip has ~7 s of speech: the speech minimum is lowered for speed; every
+    # other enrollment check runs at its shipped threshold.
+    return load_config(
+        environ={
+            "CAMEOFARM__DATA_DIR": str(tmp_path / "farm"),
+            "CAMEOFARM__ENROLLMENT__MIN_SPEECH_SECONDS": "4",
+        }
+    )
 
 
 @pytest.fixture
@@ -50,7 +57,9 @@ def sample_clip(tmp_path_factory, analyzer) -> Path:
 
 
 @pytest.fixture
-def cameo(storage, analyzer, sample_clip):
+def cameo(farm_config, storage, analyzer, sample_clip):
     from cameofarm.pipelines.enroll import enroll_recording
 
-    return enroll_recording(storage, analyzer, sample_clip, name="Sample", owner="tester")
+    return enroll_recording(
+        storage, analyzer, sample_clip, name="Sample", owner="tester", checks=farm_config.enrollment
+    )

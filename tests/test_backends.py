@@ -48,7 +48,9 @@ def test_enrollment_extracts_identity_voice_and_atlas(storage, cameo):
     ]
 
 
-def test_enrollment_refuses_a_faceless_recording_and_stores_nothing(storage, analyzer, tmp_path):
+def test_enrollment_refuses_a_faceless_recording_and_stores_nothing(
+    farm_config, storage, analyzer, tmp_path
+):
     from cameofarm.models.media import write_video, write_wav
     from cameofarm.models.reference.voice import EspeakEngine
     from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
@@ -57,24 +59,39 @@ def test_enrollment_refuses_a_faceless_recording_and_stores_nothing(storage, ana
     wav = write_wav(tmp_path / "s.wav", speech.samples, speech.sample_rate)
     frames = (np.full((360, 640, 3), 128, np.uint8) for _ in range(50))
     clip = write_video(frames, (640, 360), 25, tmp_path / "empty.mp4", wav)
-    with pytest.raises(EnrollmentError, match="face was found in only 0%"):
-        enroll_recording(storage, analyzer, clip, name="Nobody", owner="t")
+    with pytest.raises(EnrollmentError, match="face_found") as err:
+        enroll_recording(
+            storage, analyzer, clip, name="Nobody", owner="t", checks=farm_config.enrollment
+        )
+    assert err.value.report is not None and "resolution" in {
+        c.name for c in err.value.report.failed
+    }
     assert list(storage.objects.list()) == []
 
 
-def test_enrollment_refuses_corrupt_and_silent_input(storage, analyzer, tmp_path, sample_clip):
+def test_enrollment_refuses_corrupt_and_silent_input(
+    farm_config, storage, analyzer, tmp_path, sample_clip
+):
     from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
-    with pytest.raises(EnrollmentError, match=r"not a video|no decodable"):
-        enroll_recording(storage, analyzer, bad, name="X", owner="t")
+    with pytest.raises(EnrollmentError, match="media"):
+        enroll_recording(storage, analyzer, bad, name="X", owner="t", checks=farm_config.enrollment)
     silence = tmp_path / "silence.wav"
     from cameofarm.models.media import write_wav
 
     write_wav(silence, np.zeros(22050 * 5, np.float32), 22050)
-    with pytest.raises(EnrollmentError, match="no audible speech"):
-        enroll_recording(storage, analyzer, sample_clip, name="X", owner="t", audio=silence)
+    with pytest.raises(EnrollmentError, match="speech"):
+        enroll_recording(
+            storage,
+            analyzer,
+            sample_clip,
+            name="X",
+            owner="t",
+            audio=silence,
+            checks=farm_config.enrollment,
+        )
     assert list(storage.objects.list()) == []
 
 
