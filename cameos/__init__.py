@@ -6,9 +6,11 @@ from cameofarm.cameos.registry import (
     CameoUnavailableError,
     UnknownCameoError,
     create_cameo,
+    expire_lapsed,
     get_cameo,
     list_cameos,
     require_usable,
+    set_cameo_status,
     transition_cameo,
 )
 
@@ -18,8 +20,10 @@ __all__ = [
     "CameoUnavailableError",
     "UnknownCameoError",
     "create_cameo",
+    "expire_lapsed",
     "get_cameo",
     "list_cameos",
     "require_usable",
+    "set_cameo_status",
     "transition_cameo",
 ]

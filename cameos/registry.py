@@ -14,25 +14,34 @@ from sqlalchemy.orm import Session
 
 
 class CameoStatus(StrEnum):
-    """Where a likeness stands. Only ACTIVE cameos may be rendered.
+    """Where a likeness stands. Only VERIFIED cameos may be rendered.
 
-    ACTIVE is what the foundation's minimal enrollment grants (assets extracted, no liveness
-    check); the enrollment issue splits it into PENDING → VERIFIED with liveness.
+    PENDING: assets extracted, liveness not (yet) proven. VERIFIED: a liveness session passed;
+    it lapses to EXPIRED after `enrollment.verified_days` and a new session restores it.
+    REVOKED: the owner withdrew it. DELETED: gone for good.
     """
 
     PENDING = "PENDING"
-    ACTIVE = "ACTIVE"
+    VERIFIED = "VERIFIED"
+    EXPIRED = "EXPIRED"
     REVOKED = "REVOKED"
     DELETED = "DELETED"
 
 
 _ALLOWED: dict[CameoStatus | None, set[CameoStatus]] = {
-    None: {CameoStatus.PENDING, CameoStatus.ACTIVE},
-    CameoStatus.PENDING: {CameoStatus.ACTIVE, CameoStatus.DELETED},
-    CameoStatus.ACTIVE: {CameoStatus.REVOKED, CameoStatus.DELETED},
-    CameoStatus.REVOKED: {CameoStatus.ACTIVE, CameoStatus.DELETED},
+    None: {CameoStatus.PENDING, CameoStatus.VERIFIED},
+    CameoStatus.PENDING: {CameoStatus.VERIFIED, CameoStatus.DELETED},
+    CameoStatus.VERIFIED: {
+        CameoStatus.VERIFIED,  # re-verified before it lapsed: the clock restarts
+        CameoStatus.EXPIRED,
+        CameoStatus.REVOKED,
+        CameoStatus.DELETED,
+    },
+    CameoStatus.EXPIRED: {CameoStatus.VERIFIED, CameoStatus.REVOKED, CameoStatus.DELETED},
+    CameoStatus.REVOKED: {CameoStatus.VERIFIED, CameoStatus.DELETED},
     CameoStatus.DELETED: set(),
 }
+DAY = 86400.0
 
 
 class UnknownCameoError(LookupError):
@@ -55,6 +64,7 @@ class CameoRecord:
     recording_key: str
     assets_key: str
     summary: dict[str, Any] = field(default_factory=dict)
+    verified_at: float | None = None
 
     @classmethod
     def from_row(cls, row: CameoRow) -> CameoRecord:
@@ -67,6 +77,7 @@ class CameoRecord:
             row.recording_key,
             row.assets_key,
             dict(row.summary or {}),
+            row.verified_at,
         )
 
 
@@ -90,6 +101,8 @@ def transition_cameo(
     at = time.time() if now is None else now
     row.status = to.value
     row.updated_at = at
+    if to is CameoStatus.VERIFIED:
+        row.verified_at = at
     session.add(
         CameoEventRow(
             cameo_id=row.id,
@@ -111,11 +124,12 @@ def create_cameo(
     recording_key: str,
     assets_key: str,
     summary: dict[str, Any],
-    status: CameoStatus = CameoStatus.ACTIVE,
+    status: CameoStatus = CameoStatus.PENDING,
     reason: str = "enrolled",
+    now: float | None = None,
 ) -> CameoRecord:
     """Insert a cameo record in its first status and return it."""
-    now = time.time()
+    now = time.time() if now is None else now
     with db.session() as s:
         row = CameoRow(
             id=cameo_id,
@@ -154,12 +168,63 @@ def list_cameos(db: Database, owner: str | None = None) -> list[CameoRecord]:
         return [CameoRecord.from_row(r) for r in s.scalars(query)]
 
 
-def require_usable(db: Database, cameo_ids: list[str] | tuple[str, ...]) -> list[CameoRecord]:
+def set_cameo_status(
+    db: Database,
+    cameo_id: str,
+    to: CameoStatus,
+    actor: str,
+    reason: str = "",
+    now: float | None = None,
+) -> CameoRecord:
+    """Transition one cameo by id in its own transaction and return it."""
+    with db.session() as s:
+        row = s.get(CameoRow, cameo_id, with_for_update=True)
+        if row is None:
+            raise UnknownCameoError(f"no cameo with id {cameo_id!r}")
+        transition_cameo(s, row, to, actor=actor, reason=reason, now=now)
+        return CameoRecord.from_row(row)
+
+
+def expire_lapsed(db: Database, verified_days: float, now: float | None = None) -> list[str]:
+    """Move VERIFIED cameos whose verification is older than verified_days to EXPIRED."""
+    now = time.time() if now is None else now
+    cutoff = now - verified_days * DAY
+    expired = []
+    with db.session() as s:
+        query = select(CameoRow).where(
+            CameoRow.status == CameoStatus.VERIFIED.value, CameoRow.verified_at < cutoff
+        )
+        for row in s.scalars(query):
+            transition_cameo(
+                s,
+                row,
+                CameoStatus.EXPIRED,
+                actor="system",
+                reason=f"verification older than {verified_days:g} days",
+                now=now,
+            )
+            expired.append(row.id)
+    return expired
+
+
+def require_usable(
+    db: Database,
+    cameo_ids: list[str] | tuple[str, ...],
+    verified_days: float,
+    now: float | None = None,
+) -> list[CameoRecord]:
     """Return the cameos if every one may be rendered now; raise saying which may not."""
+    expire_lapsed(db, verified_days, now)
     records = [get_cameo(db, cid) for cid in cameo_ids]
     for rec in records:
-        if rec.status is not CameoStatus.ACTIVE:
+        if rec.status is not CameoStatus.VERIFIED:
+            hint = {
+                CameoStatus.PENDING: "its owner must pass a liveness session "
+                "(`cameofarm enroll start --cameo ID`)",
+                CameoStatus.EXPIRED: "its verification lapsed; its owner must re-verify "
+                "(`cameofarm enroll start --cameo ID`)",
+            }.get(rec.status, "its owner withdrew it")
             raise CameoUnavailableError(
-                f"cameo {rec.id} ({rec.name}) is {rec.status.value} and cannot be rendered"
+                f"cameo {rec.id} ({rec.name}) is {rec.status.value} and cannot be rendered: {hint}"
             )
     return records

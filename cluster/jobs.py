@@ -154,7 +154,7 @@ def submit_job(
     if len(cameo_ids) > 1:
         raise JobError("the reference pipeline casts exactly one cameo per video")
     try:
-        require_usable(db, cameo_ids)
+        require_usable(db, cameo_ids, config.enrollment.verified_days)
     except (LookupError, PermissionError) as exc:
         raise JobError(str(exc)) from None
     with db.session() as s:

@@ -138,6 +138,18 @@ class EnrollmentConfig(_Strict):
     sampled_frames: int = Field(
         default=60, ge=5, le=1000, description="Frames the face checks read."
     )
+    session_minutes: float = Field(default=15, gt=0, description="Liveness session lifetime.")
+    lead_seconds: float = Field(default=2.0, ge=0.5, description="Rest before the challenges.")
+    challenge_seconds: float = Field(default=4.0, ge=1.0, description="Window per challenge.")
+    min_turn_deg: float = Field(default=12.0, gt=0, description="Head turn a turn must reach.")
+    min_smile_gain: float = Field(default=0.08, gt=0, description="Mouth widening for a smile.")
+    min_phrase_speech: float = Field(
+        default=0.4, gt=0, le=1, description="Share of the phrase window with speech."
+    )
+    max_identity_distance: float = Field(
+        default=0.6, gt=0, description="dlib distance above which two faces are different people."
+    )
+    verified_days: float = Field(default=180, gt=0, description="How long verification lasts.")
 
 
 class FarmConfig(_Strict):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from cameofarm.cameos import CameoRecord, create_cameo
+from cameofarm.cameos import CameoRecord, CameoStatus, create_cameo, list_cameos
 from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
@@ -65,6 +65,31 @@ def _reference_crop(sample: _Sample) -> tuple[np.ndarray, np.ndarray]:
     return crop, (sample.face.landmarks - [cx0, cy0]).astype(np.float32)
 
 
+def refuse_taken_likeness(
+    storage: FarmStorage, embedding: np.ndarray, owner: str, max_distance: float
+) -> None:
+    """Refuse a face that matches another owner's cameo or a protected likeness."""
+    from cameofarm.cameos.protected import match_protected
+
+    for cameo in list_cameos(storage.db):
+        if cameo.owner == owner or cameo.status is CameoStatus.DELETED:
+            continue
+        other = cameo.summary.get("embedding")
+        if other is not None and len(other) == len(embedding):
+            d = float(np.linalg.norm(np.asarray(other, np.float32) - embedding))
+            if d <= max_distance:
+                raise EnrollmentError(
+                    f"this face matches cameo {cameo.id}, which belongs to another owner "
+                    f"(distance {d:.2f}); one likeness has one owner — ask them to transfer or "
+                    "delete it"
+                )
+    hit = match_protected(storage.db, embedding, max_distance)
+    if hit is not None:
+        raise EnrollmentError(
+            f"this face matches a protected likeness ({hit}); it may never be enrolled"
+        )
+
+
 def enroll_recording(
     storage: FarmStorage,
     analyzer: FaceAnalyzer,
@@ -74,6 +99,7 @@ def enroll_recording(
     owner: str,
     checks: EnrollmentConfig,
     audio: str | Path | None = None,
+    verified_by: str | None = None,
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
     """Validate a recording, extract identity, mouth atlas and voice; store the cameo."""
@@ -108,10 +134,25 @@ def enroll_recording(
             f"{MIN_FACE_FRACTION:.0%}); record facing the camera, well lit, nothing covering it"
         )
 
-    # 3. Identity: median embedding over frames; the most frontal, closed-mouth frame as reference.
-    step = max(1, len(found) // 12)
-    embeddings = np.stack([analyzer.embed(s.frame, s.face) for s in found[::step]])
-    embedding = np.median(embeddings, axis=0).astype(np.float32)
+    # 3. Identity: the same person throughout; outliers dropped; no one else's likeness.
+    step = max(1, len(found) // 16)
+    probes = found[::step]
+    embeddings = np.stack([analyzer.embed(p.frame, p.face) for p in probes])
+    # Pairwise: any two sampled frames of different people fail, wherever they fall.
+    pairwise = np.linalg.norm(embeddings[:, None, :] - embeddings[None, :, :], axis=2)
+    i, j = np.unravel_index(int(np.argmax(pairwise)), pairwise.shape)
+    if float(pairwise[i, j]) > checks.max_identity_distance:
+        t_i, t_j = (probes[k].index / max(info.fps, 1.0) for k in sorted((int(i), int(j))))
+        raise EnrollmentError(
+            f"a different face appears: frames at {t_i:.1f} s and {t_j:.1f} s are "
+            f"{pairwise[i, j]:.2f} apart (same person <= {checks.max_identity_distance:g}); "
+            "the same person must be on camera for the whole recording"
+        )
+    # Aggregate around the medoid, dropping the least typical tenth (blinks, blur, motion).
+    medoid = embeddings[int(np.argmin(pairwise.sum(axis=1)))]
+    distance = np.linalg.norm(embeddings - medoid, axis=1)
+    embedding = embeddings[distance <= np.percentile(distance, 90)].mean(axis=0).astype(np.float32)
+    refuse_taken_likeness(storage, embedding, owner, checks.max_identity_distance)
     features = np.array([mouth_features(s.face.landmarks) for s in found], np.float32)
     score = [_yaw_proxy(s.face.landmarks) + 2.0 * features[k, 0] for k, s in enumerate(found)]
     ref = found[int(np.argmin(score))]
@@ -152,6 +193,7 @@ def enroll_recording(
         "face_fraction": round(fraction, 3),
         "presenter_box": list(presenter_box(face_box, info.width, info.height)),
         "embedding_backend": analyzer.name,
+        "embedding": [round(float(v), 6) for v in embedding],
         "speech_seconds": round(voice.speech_seconds, 2),
     }
     written: list[str] = []
@@ -173,7 +215,8 @@ def enroll_recording(
             recording_key=f"{prefix}/recording.mp4",
             assets_key=prefix,
             summary=summary,
-            reason="minimal enrollment (no liveness check)",
+            status=CameoStatus.VERIFIED if verified_by else CameoStatus.PENDING,
+            reason=verified_by or "enrolled; liveness not yet verified",
         )
     except BaseException:
         for key in written:

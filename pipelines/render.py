@@ -85,10 +85,11 @@ def render_job(
 
     # 1. Plan the output from the tier spec; the cameo must be usable right now.
     tier = config.tier(job.tier)
+    days = config.enrollment.verified_days
     spec = FrameSpec(tier.width, tier.height, tier.fps, tier.video_bitrate_kbps)
     if len(job.cameo_ids) != 1:
         raise RenderError("the reference pipeline casts exactly one cameo per video")
-    cameo: CameoRecord = require_usable(storage.db, job.cameo_ids)[0]
+    cameo: CameoRecord = require_usable(storage.db, job.cameo_ids, days)[0]
 
     # 2. Voice: the script in the cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
@@ -144,7 +145,7 @@ def render_job(
 
     # 7. Check consent a last time, then publish.
     checkpoint("publish", 0.95)
-    require_usable(storage.db, job.cameo_ids)
+    require_usable(storage.db, job.cameo_ids, days)
     key = f"{OUTPUT_PREFIX}/{job.job_id}.mp4"
     storage.objects.put_bytes(key, data, "video/mp4")
     progress("published", 1.0)

@@ -62,6 +62,42 @@ def _mouth_target(marks: np.ndarray, vis: str, amount: float) -> np.ndarray:
     return out
 
 
+def _turn_target(marks: np.ndarray, amount: float) -> np.ndarray:
+    """Landmarks of the head turned: inner features slide sideways more than the contour.
+
+    amount > 0 slides them toward image right, i.e. the person turns to their own left.
+    """
+    eye_gap = float(np.linalg.norm(marks[36:42].mean(0) - marks[42:48].mean(0)))
+    depth = np.zeros(68, np.float32)
+    depth[0:17] = 0.2 - 0.2 * np.abs(np.linspace(-1, 1, 17))
+    depth[17:27], depth[27:36], depth[30] = 0.4, 1.0, 1.3
+    depth[36:48], depth[48:68] = 0.45, 0.7
+    out = marks.copy()
+    out[:, 0] += amount * eye_gap * depth
+    return out
+
+
+def _smile_target(marks: np.ndarray, amount: float) -> np.ndarray:
+    """Landmarks of a smile: mouth corners pulled out and up, lips following."""
+    width = float(np.linalg.norm(marks[54] - marks[48]))
+    out = marks.copy()
+    centre = marks[48:68].mean(0)
+    for k in range(48, 68):
+        side = (marks[k, 0] - centre[0]) / (width / 2)
+        out[k, 0] += side * 0.14 * amount * width
+        out[k, 1] -= abs(side) ** 2 * 0.08 * amount * width
+    return out
+
+
+def _place(
+    track: list[tuple[str, float]], start: float, keys: list[tuple[str, float]], fps: int
+) -> None:
+    first = round(start * fps)
+    for k, key in enumerate(keys):
+        if 0 <= first + k < len(track):
+            track[first + k] = key
+
+
 def build_sample_clip(
     out: str | Path,
     analyzer: FaceAnalyzer,
@@ -69,8 +105,15 @@ def build_sample_clip(
     fps: int = 25,
     size: tuple[int, int] = (1280, 720),
     text: str = SAMPLE_TEXT,
+    challenges: tuple[tuple[str, float, float], ...] = (),
+    phrase: str = "",
 ) -> Path:
-    """Write an MP4 (H.264 + AAC) of the animated astronaut speaking for about `seconds`."""
+    """Write an MP4 (H.264 + AAC) of the animated astronaut speaking for about `seconds`.
+
+    With `challenges` ((kind, start, end) windows, as a liveness session issues them) the
+    clip first rests, then performs each challenge inside its window (turns and a smile by
+    landmark warps, the phrase spoken), then talks freely until the end.
+    """
     base = _portrait(size)
     faces = analyzer.detect(base)
     if not faces:
@@ -92,37 +135,71 @@ def build_sample_clip(
     )
     src_pts = np.vstack([marks, border])
     tris = delaunay(src_pts)
-
     engine = EspeakEngine()
-    speech = engine.speak(text, words_per_minute=150)
-    reps = int(np.ceil(seconds / max(speech.duration, 0.1)))
-    samples = np.concatenate([speech.samples] * reps)[: int(seconds * speech.sample_rate)]
+    rate = engine.sample_rate
     n_frames = int(seconds * fps)
-    track: list[str] = []
-    for _ in range(reps):
-        track += viseme_track(speech.phonemes, fps, int(np.ceil(speech.duration * fps)))
-    track = (track + ["rest"] * n_frames)[:n_frames]
+    samples = np.zeros(int(seconds * rate), np.float32)
+    track: list[tuple[str, float]] = [("rest", 0.0)] * n_frames
 
-    # One warped portrait per viseme, then a cheap global head motion per frame.
-    variants = {
-        vis: np.clip(
-            warp_triangles(
-                base, src_pts, np.vstack([_mouth_target(marks, vis, 1.0), border]), tris, (h, w)
-            ),
-            0,
-            255,
-        ).astype(np.uint8)
-        for vis in _MOTION
-    }
+    def speak_at(start: float, words: str, limit: float) -> None:
+        speech = engine.speak(words, words_per_minute=150)
+        reps = max(1, int(np.ceil(limit / max(speech.duration, 0.1))))
+        begin = int(start * rate)
+        for r in range(reps):
+            offset = start + r * speech.duration
+            if offset >= start + limit:
+                break
+            chunk = speech.samples[: int((start + limit - offset) * rate)]
+            at = begin + int(r * speech.duration * rate)
+            samples[at : at + len(chunk)] = chunk[: max(0, len(samples) - at)]
+            vis = viseme_track(speech.phonemes, fps, int(np.ceil(speech.duration * fps)))
+            _place(track, offset, [(v, 0.0) for v in vis], fps)
+
+    free_from = 0.0
+    for kind, start, end in challenges:
+        length = end - start
+        n = round(length * fps)
+        ramp = np.sin(np.linspace(0, np.pi, n)) if n else np.zeros(0)
+        if kind in ("turn_left", "turn_right"):
+            sign = 1.0 if kind == "turn_left" else -1.0
+            _place(track, start, [("turn", round(sign * 0.55 * v, 1)) for v in ramp], fps)
+        elif kind == "smile":
+            _place(track, start, [("smile", round(float(v), 1)) for v in ramp], fps)
+        elif kind == "read_phrase":
+            speak_at(start + 0.2, phrase or "one two three", length - 0.4)
+        free_from = max(free_from, end + 0.5)
+    if free_from < seconds:
+        speak_at(free_from, text, seconds - free_from)
+
+    cache: dict[tuple[str, float], np.ndarray] = {}
+
+    def variant(key: tuple[str, float]) -> np.ndarray:
+        if key not in cache:
+            kind, level = key
+            if kind == "turn":
+                target = _turn_target(marks, level)
+            elif kind == "smile":
+                target = _smile_target(marks, level)
+            else:
+                target = _mouth_target(marks, kind, 1.0)
+            warped = warp_triangles(base, src_pts, np.vstack([target, border]), tris, (h, w))
+            cache[key] = np.clip(warped, 0, 255).astype(np.uint8)
+        return cache[key]
+
     centre = tuple(float(v) for v in marks[30])
+    still = bool(challenges)  # keep the head still where yaw is measured against rest
 
     def frames() -> Iterator[np.ndarray]:
         for i in range(n_frames):
             t = i / fps
-            rot = cv2.getRotationMatrix2D(centre, 2.5 * np.sin(2 * np.pi * t / 6.0), 1.0)
-            rot[:, 2] += (6 * np.sin(2 * np.pi * t / 9.0), 3 * np.sin(2 * np.pi * t / 5.0))
-            yield cv2.warpAffine(variants[track[i]], rot, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            sway = 0.0 if still and t < free_from else 1.0
+            rot = cv2.getRotationMatrix2D(centre, sway * 2.5 * np.sin(2 * np.pi * t / 6.0), 1.0)
+            rot[:, 2] += (
+                sway * 6 * np.sin(2 * np.pi * t / 9.0),
+                sway * 3 * np.sin(2 * np.pi * t / 5.0),
+            )
+            yield cv2.warpAffine(variant(track[i]), rot, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
     with tempfile.TemporaryDirectory(prefix="cameofarm-sample-") as tmp:
-        wav = write_wav(Path(tmp) / "speech.wav", samples, speech.sample_rate)
+        wav = write_wav(Path(tmp) / "speech.wav", samples, rate)
         return write_video(frames(), (w, h), fps, out, wav, bitrate_kbps=3000)

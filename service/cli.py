@@ -56,7 +56,8 @@ def cli(ctx: click.Context, config_dir: str | None, verbose: bool) -> None:
     Typical session:
       cameofarm demo                      # everything, end to end, on built-in material
       cameofarm up                        # start the farm (embedded Ray)
-      cameofarm enroll add clip.mp4 --name Ada
+      cameofarm enroll start --name Ada       # prints timed challenges
+      cameofarm enroll finish ses_... clip.mp4
       cameofarm submit --cameo cam_... --script "Hello!" --tier plus
       cameofarm wait job_...
       cameofarm down
@@ -204,6 +205,98 @@ def enroll_add(obj: Ctx, video: str, audio: str | None, name: str, owner: str | 
         _fail(f"enrollment refused: {exc}")
         return
     click.echo(record.id)
+
+
+@enroll.command("start")
+@click.option("--name", required=True, help="Display name of the person.")
+@click.option("--owner", default=None, help="Owner account (default: current user).")
+@click.option("--cameo", "cameo_id", default=None, help="Re-verify this existing cameo.")
+@click.pass_obj
+def enroll_start(obj: Ctx, name: str, owner: str | None, cameo_id: str | None) -> None:
+    """Open a liveness session: prints the challenges and when to perform each."""
+    from cameofarm.pipelines.enroll import EnrollmentError
+    from cameofarm.pipelines.verify import start_session
+
+    try:
+        session = start_session(
+            obj.storage(),
+            obj.config.enrollment,
+            name=name,
+            owner=owner or getpass.getuser(),
+            cameo_id=cameo_id,
+        )
+    except (EnrollmentError, LookupError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(session.instructions())
+    click.echo(f"then: cameofarm enroll finish {session.id} VIDEO")
+
+
+@enroll.command("finish")
+@click.argument("session_id")
+@click.argument("video", type=click.Path(exists=True, dir_okay=False))
+@_audio_option
+@click.pass_obj
+def enroll_finish(obj: Ctx, session_id: str, video: str, audio: str | None) -> None:
+    """Verify a recording performing the session's challenges; make a VERIFIED cameo."""
+    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.enroll import EnrollmentError
+    from cameofarm.pipelines.verify import finish_session
+
+    try:
+        record = finish_session(
+            obj.storage(),
+            DlibFaceAnalyzer(),
+            obj.config.enrollment,
+            session_id,
+            video,
+            audio=audio,
+            progress=lambda m: click.echo(f"  {m}"),
+        )
+    except EnrollmentError as exc:
+        _fail(f"enrollment refused: {exc}")
+        return
+    click.echo(f"{record.id} {record.status.value}")
+
+
+@cli.group()
+def protected() -> None:
+    """The protected-likeness list: faces that may never be enrolled."""
+
+
+@protected.command("add")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label", required=True, help="Who this is (shown when enrollment is refused).")
+@click.option("--reason", default="", help="Why (e.g. estate request, date).")
+@click.pass_obj
+def protected_add(obj: Ctx, image: str, label: str, reason: str) -> None:
+    """Add the face in IMAGE to the list."""
+    import cv2
+    from cameofarm.cameos.protected import add_protected
+    from cameofarm.models.reference.face import DlibFaceAnalyzer
+
+    picture = cv2.imread(image, cv2.IMREAD_COLOR)
+    if picture is None:
+        _fail(f"{image} is not an image OpenCV can read")
+        return
+    rgb = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
+    analyzer = DlibFaceAnalyzer()
+    faces = analyzer.detect(rgb)
+    if len(faces) != 1:
+        _fail(f"{image} must show exactly one face; found {len(faces)}")
+        return
+    row = add_protected(obj.storage().db, label, analyzer.embed(rgb, faces[0]), reason)
+    click.echo(f"protected #{row}: {label}")
+
+
+@protected.command("list")
+@click.pass_obj
+def protected_list(obj: Ctx) -> None:
+    """List protected likenesses."""
+    from cameofarm.cameos.protected import list_protected
+
+    for row, label, reason in list_protected(obj.storage().db):
+        click.echo(f"#{row} {label}  {reason}")
 
 
 @cli.command()

@@ -25,29 +25,34 @@ class DemoError(RuntimeError):
 
 
 def ensure_sample_cameo(config: FarmConfig, storage: FarmStorage, echo: Echo) -> str:
-    """Return the newest ACTIVE cameo, enrolling the built-in sample recording if none."""
+    """Return the newest VERIFIED cameo, enrolling the built-in sample through a liveness
+    session (challenges performed by the generated recording) if there is none."""
     for cameo in list_cameos(storage.db):
-        if cameo.status is CameoStatus.ACTIVE:
+        if cameo.status is CameoStatus.VERIFIED:
             echo(f"using cameo {cameo.id} ({cameo.name})")
             return cameo.id
     from cameofarm.models.reference.face import DlibFaceAnalyzer
-    from cameofarm.pipelines.enroll import enroll_recording
     from cameofarm.pipelines.sample_clip import build_sample_clip
+    from cameofarm.pipelines.verify import finish_session, start_session
 
     analyzer = DlibFaceAnalyzer()
+    cfg = config.enrollment
+    session = start_session(storage, cfg, name="Sample Astronaut", owner="demo")
+    echo(session.instructions())
     with tempfile.TemporaryDirectory(prefix="cameofarm-demo-") as tmp:
         clip = Path(tmp) / "calibration.mp4"
-        echo("building a 40 s sample calibration recording (astronaut photo + espeak-ng)...")
-        build_sample_clip(clip, analyzer)
-        echo("enrolling it...")
-        record = enroll_recording(
-            storage,
-            analyzer,
-            clip,
-            name="Sample Astronaut",
-            owner="demo",
-            checks=config.enrollment,
-            progress=lambda m: echo(f"  {m}"),
+        seconds = session.challenges[-1].end + cfg.min_speech_seconds + 8
+        echo(
+            f"building a {seconds:.0f} s sample recording that performs them "
+            "(astronaut photo + espeak-ng)..."
+        )
+        windows = tuple((c.kind, c.start, c.end) for c in session.challenges)
+        build_sample_clip(
+            clip, analyzer, seconds=seconds, challenges=windows, phrase=session.phrase
+        )
+        echo("verifying liveness and enrolling...")
+        record = finish_session(
+            storage, analyzer, cfg, session.id, clip, progress=lambda m: echo(f"  {m}")
         )
     return record.id
 

@@ -32,6 +32,47 @@ class CameoRow(Base):
     recording_key: Mapped[str] = mapped_column(String(512))
     assets_key: Mapped[str] = mapped_column(String(512))
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    verified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EnrollmentSessionRow(Base):
+    """A liveness challenge session: what the person was asked to do, and how it ended."""
+
+    __tablename__ = "enrollment_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    nonce: Mapped[str] = mapped_column(String(16))
+    phrase: Mapped[str] = mapped_column(Text)
+    challenges: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    cameo_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class UsedRecordingRow(Base):
+    """Every recording ever presented to a liveness session, by content hash (replay guard)."""
+
+    __tablename__ = "used_recordings"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[float] = mapped_column(Float)
+
+
+class ProtectedLikenessRow(Base):
+    """A face that must never be enrolled (e.g. on an estate's request)."""
+
+    __tablename__ = "protected_likenesses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    label: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    embedding: Mapped[list[float]] = mapped_column(JSON)
+    added_at: Mapped[float] = mapped_column(Float)
 
 
 class CameoEventRow(Base):

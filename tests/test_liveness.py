@@ -1,0 +1,172 @@
+"""Liveness sessions, the cameo lifecycle, identity consistency and one likeness per owner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cameofarm.cameos import CameoStatus, CameoUnavailableError, get_cameo, require_usable
+from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+from cameofarm.pipelines.sample_clip import build_sample_clip
+from cameofarm.pipelines.verify import LivenessError, finish_session, start_session
+from cameofarm.storage.db import CameoEventRow
+
+from tests.conftest import fixture_path
+
+DAY = 86400.0
+
+
+def performing(tmp_path, analyzer, session, name="perf.mp4", windows=None):
+    windows = windows or tuple((c.kind, c.start, c.end) for c in session.challenges)
+    seconds = session.challenges[-1].end + 3
+    return build_sample_clip(
+        tmp_path / name, analyzer, seconds=seconds, challenges=windows, phrase=session.phrase
+    )
+
+
+def test_performing_recording_gives_verified_cameo_and_replay_is_refused(
+    farm_config, storage, analyzer, tmp_path
+):
+    cfg = farm_config.enrollment
+    session = start_session(storage, cfg, name="Ada", owner="ada")
+    assert len({c.kind for c in session.challenges}) == 4
+    digits = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    spoken = "".join(str(digits.index(w)) for w in session.phrase.split() if w in digits)
+    assert spoken == session.nonce  # the phrase carries the session's nonce
+    clip = performing(tmp_path, analyzer, session)
+    record = finish_session(storage, analyzer, cfg, session.id, clip)
+    assert record.status is CameoStatus.VERIFIED and record.verified_at is not None
+    require_usable(storage.db, [record.id], cfg.verified_days)
+    again = start_session(storage, cfg, name="Ada", owner="ada")
+    with pytest.raises(LivenessError, match="replay"):
+        finish_session(storage, analyzer, cfg, again.id, clip)
+    with pytest.raises(EnrollmentError, match="VERIFIED"):
+        finish_session(storage, analyzer, cfg, session.id, clip)  # a session is used once
+
+
+def test_static_recording_fails_the_motions(farm_config, storage, analyzer, sample_clip):
+    cfg = farm_config.enrollment
+    session = start_session(storage, cfg, name="Still", owner="s")
+    with pytest.raises(LivenessError) as err:
+        finish_session(storage, analyzer, cfg, session.id, sample_clip)
+    failed = {r.kind for r in err.value.results if not r.passed}
+    assert {"turn_left", "turn_right", "smile"} <= failed
+    assert list(storage.objects.list()) == []
+
+
+def test_recording_for_another_order_fails_naming_the_challenge(
+    farm_config, storage, analyzer, tmp_path
+):
+    cfg = farm_config.enrollment
+    first = start_session(storage, cfg, name="Bo", owner="bo")
+    second = start_session(storage, cfg, name="Bo", owner="bo")
+    while [c.kind for c in second.challenges] == [c.kind for c in first.challenges]:
+        second = start_session(storage, cfg, name="Bo", owner="bo")
+    clip = performing(tmp_path, analyzer, first)  # performed in the first session's order
+    with pytest.raises(LivenessError) as err:
+        finish_session(storage, analyzer, cfg, second.id, clip)
+    assert any(not r.passed for r in err.value.results)
+    assert "liveness failed" in str(err.value)
+
+
+def test_missing_motion_fails_that_challenge(farm_config, storage, analyzer, tmp_path):
+    cfg = farm_config.enrollment
+    session = start_session(storage, cfg, name="Cy", owner="cy")
+    windows = tuple((c.kind, c.start, c.end) for c in session.challenges if c.kind != "smile")
+    clip = performing(tmp_path, analyzer, session, windows=windows)
+    with pytest.raises(LivenessError) as err:
+        finish_session(storage, analyzer, cfg, session.id, clip)
+    assert [r.kind for r in err.value.results if not r.passed] == ["smile"]
+
+
+def test_expired_and_unknown_sessions(farm_config, storage, analyzer, sample_clip):
+    cfg = farm_config.enrollment
+    session = start_session(storage, cfg, name="Di", owner="di", now=1000.0)
+    with pytest.raises(EnrollmentError, match="expired"):
+        finish_session(
+            storage,
+            analyzer,
+            cfg,
+            session.id,
+            sample_clip,
+            now=1000.0 + cfg.session_minutes * 60 + 1,
+        )
+    with pytest.raises(EnrollmentError, match="no enrollment session"):
+        finish_session(storage, analyzer, cfg, "ses_nope", sample_clip)
+
+
+def test_lifecycle_expiry_and_reverification_with_a_fake_clock(
+    farm_config, storage, analyzer, tmp_path, cameo
+):
+    cfg = farm_config.enrollment
+    t0 = get_cameo(storage.db, cameo.id).verified_at
+    require_usable(storage.db, [cameo.id], cfg.verified_days, now=t0 + 179 * DAY)
+    with pytest.raises(CameoUnavailableError, match=r"EXPIRED.*re-verify"):
+        require_usable(storage.db, [cameo.id], cfg.verified_days, now=t0 + 181 * DAY)
+    session = start_session(
+        storage, cfg, name="Sample", owner="tester", cameo_id=cameo.id, now=t0 + 181 * DAY
+    )
+    clip = performing(tmp_path, analyzer, session)
+    back = finish_session(storage, analyzer, cfg, session.id, clip, now=t0 + 181 * DAY + 60)
+    assert back.id == cameo.id and back.status is CameoStatus.VERIFIED
+    require_usable(storage.db, [cameo.id], cfg.verified_days, now=t0 + 300 * DAY)
+    with storage.db.session() as s:
+        events = [
+            (e.from_status, e.to_status, e.actor)
+            for e in s.query(CameoEventRow).filter_by(cameo_id=cameo.id).order_by(CameoEventRow.id)
+        ]
+    assert events == [
+        (None, "VERIFIED", "tester"),
+        ("VERIFIED", "EXPIRED", "system"),
+        ("EXPIRED", "VERIFIED", "tester"),
+    ]
+    with pytest.raises(EnrollmentError, match="another owner"):
+        start_session(storage, cfg, name="X", owner="mallory", cameo_id=cameo.id)
+
+
+def test_pending_cameo_cannot_render(farm_config, storage, analyzer, sample_clip):
+    from cameofarm.cluster.jobs import JobError, submit_job
+
+    record = enroll_recording(
+        storage, analyzer, sample_clip, name="P", owner="p", checks=farm_config.enrollment
+    )
+    assert record.status is CameoStatus.PENDING
+    with pytest.raises(JobError, match=r"PENDING.*liveness"):
+        submit_job(
+            storage.db, farm_config, cameo_ids=[record.id], script="Hi.", tier="plus", customer="c"
+        )
+
+
+def test_one_likeness_one_owner_and_protected_list(
+    farm_config, storage, analyzer, sample_clip, cameo
+):
+    from cameofarm.cameos.protected import add_protected
+
+    cfg = farm_config.enrollment
+    with pytest.raises(EnrollmentError, match="another owner"):
+        enroll_recording(storage, analyzer, sample_clip, name="Me", owner="mallory", checks=cfg)
+    # the owner may enroll themselves again
+    enroll_recording(storage, analyzer, sample_clip, name="Again", owner="tester", checks=cfg)
+    add_protected(
+        storage.db, "Astronaut (estate request)", np.asarray(cameo.summary["embedding"], np.float32)
+    )
+    storage_keys = set(storage.objects.list())
+    with pytest.raises(EnrollmentError, match="protected likeness"):
+        enroll_recording(storage, analyzer, sample_clip, name="X", owner="tester", checks=cfg)
+    assert set(storage.objects.list()) == storage_keys
+
+
+def test_face_that_changes_mid_clip_fails(farm_config, storage, analyzer, tmp_path):
+    from cameofarm.models.media import read_frames, write_video
+    from cameofarm.pipelines.sample_clip import _portrait
+
+    man = read_frames(fixture_path("talking_720x1280.mp4"), list(range(0, 300, 3)))
+    astronaut = _portrait((1280, 720))[:, 280:1000]
+    canvas = np.zeros((1280, 720, 3), np.uint8)
+    canvas[280:1000] = astronaut
+    frames = [canvas] * 100 + [man[i] for i in sorted(man)]
+    clip = write_video(
+        iter(frames), (720, 1280), 25, tmp_path / "swap.mp4", fixture_path("speech_en_60s.wav")
+    )
+    cfg = farm_config.enrollment.model_copy(update={"max_av_mismatch_seconds": 60.0})
+    with pytest.raises(EnrollmentError, match="different face appears"):
+        enroll_recording(storage, analyzer, clip, name="Two", owner="t", checks=cfg)
