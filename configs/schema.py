@@ -147,7 +147,10 @@ class EnrollmentConfig(_Strict):
         default=0.4, gt=0, le=1, description="Share of the phrase window with speech."
     )
     max_identity_distance: float = Field(
-        default=0.6, gt=0, description="dlib distance above which two faces are different people."
+        default=0.62, gt=0, description="dlib distance above which two faces are different people."
+    )
+    max_speaker_distance: float = Field(
+        default=0.3, gt=0, le=2, description="MFCC cosine distance between speech segments."
     )
     verified_days: float = Field(default=180, gt=0, description="How long verification lasts.")
 

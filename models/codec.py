@@ -47,12 +47,15 @@ def voice_to_bytes(profile: VoiceProfile) -> bytes:
             "speech_seconds",
         )
     }
-    return _pack(envelope=profile.envelope, meta=np.array(json.dumps(meta)))
+    return _pack(
+        envelope=profile.envelope, speaker=profile.speaker, meta=np.array(json.dumps(meta))
+    )
 
 
 def voice_from_bytes(data: bytes) -> VoiceProfile:
     d = _unpack(data)
-    return VoiceProfile(envelope=d["envelope"], **json.loads(str(d["meta"])))
+    speaker = d.get("speaker", np.zeros(38, np.float32))
+    return VoiceProfile(envelope=d["envelope"], speaker=speaker, **json.loads(str(d["meta"])))
 
 
 def atlas_to_bytes(atlas: MouthAtlas) -> bytes:

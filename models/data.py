@@ -58,6 +58,7 @@ class VoiceProfile:
     envelope: np.ndarray  # (fft_size//2+1,) mean log power envelope of voiced speech
     fft_size: int
     speech_seconds: float
+    speaker: np.ndarray = field(default_factory=lambda: np.zeros(38, np.float32))  # MFCC stats
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ cameo. (Recording validation and liveness belong to the full enrollment flow.)""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +23,22 @@ from cameofarm.models.reference.lip_sync import (
     choose_atlas_frames,
     mouth_features,
 )
-from cameofarm.models.reference.voice import SAMPLE_RATE, analyze_voice
+from cameofarm.models.reference.voice import (
+    SAMPLE_RATE,
+    analyze_voice,
+    speaker_distance,
+    speaker_embedding,
+    speech_mask,
+)
 from cameofarm.models.reference.warp import CANONICAL_SIZE
 from cameofarm.pipelines.checks import RecordingReport, check_recording
 from cameofarm.storage import FarmStorage
 
 log = logging.getLogger(__name__)
 SAMPLED_FRAMES = 96
+# One speaker's median pitch moves little between 5 s stretches of speech; a jump of more
+# than e^0.35 (~42 %, e.g. 100 → 142 Hz) is another voice. A same-pitch impostor passes.
+MAX_PITCH_JUMP = 0.35
 MIN_FACE_FRACTION = 0.5
 Progress = Callable[[str], None]
 
@@ -63,6 +73,61 @@ def _reference_crop(sample: _Sample) -> tuple[np.ndarray, np.ndarray]:
     cx1, cy1 = min(w, x1 + pad_x), min(h, y1 + pad_y)
     crop = np.ascontiguousarray(sample.frame[cy0:cy1, cx0:cx1])
     return crop, (sample.face.landmarks - [cx0, cy0]).astype(np.float32)
+
+
+def match_id_photo(
+    analyzer: FaceAnalyzer, photo: str | Path, embedding: np.ndarray, max_distance: float
+) -> None:
+    """Refuse unless the one face in the ID photo is the recording's person."""
+    import cv2
+
+    picture = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if picture is None:
+        raise EnrollmentError(f"{photo}: not an image OpenCV can read (use JPEG or PNG)")
+    rgb = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
+    faces = analyzer.detect(rgb)
+    if len(faces) != 1:
+        raise EnrollmentError(
+            f"{photo}: the ID photo must show exactly one face; found {len(faces)}"
+        )
+    d = float(np.linalg.norm(analyzer.embed(rgb, faces[0]) - embedding))
+    if d > max_distance:
+        raise EnrollmentError(
+            f"the ID photo is not the person in the recording (distance {d:.2f} > {max_distance:g})"
+        )
+
+
+def refuse_voice_change(samples: np.ndarray, max_distance: float) -> None:
+    """Refuse a recording whose speech segments sound like different speakers."""
+    segment = float(np.clip(len(samples) / SAMPLE_RATE / 6, 3.0, 5.0))
+    hop = int(segment * SAMPLE_RATE)
+    active = speech_mask(samples, SAMPLE_RATE, 30.0)
+    per_segment = max(1, round(segment / 0.03))
+    parts = []
+    for k in range(len(samples) // hop):
+        share = float(active[k * per_segment : (k + 1) * per_segment].mean()) if len(active) else 0
+        if share >= 0.4:  # mostly speech: comparable
+            piece = samples[k * hop : (k + 1) * hop]
+            pitch = _median_log_f0(piece)
+            if pitch is not None:
+                parts.append((k * segment, speaker_embedding(piece, SAMPLE_RATE), pitch))
+    for (t_a, a, f_a), (t_b, b, f_b) in itertools.combinations(parts, 2):
+        d = speaker_distance(a, b)
+        jump = abs(f_a - f_b)
+        if d > max_distance or jump > MAX_PITCH_JUMP:
+            raise EnrollmentError(
+                f"the voice changes: speech at {t_a:.0f} s and {t_b:.0f} s sounds like different "
+                f"speakers (timbre distance {d:.2f}, limit {max_distance:g}; median pitch "
+                f"{np.exp(f_a):.0f} vs {np.exp(f_b):.0f} Hz); one person must speak throughout"
+            )
+
+
+def _median_log_f0(piece: np.ndarray) -> float | None:
+    import pyworld
+
+    f0, _ = pyworld.dio(piece.astype(np.float64), SAMPLE_RATE, frame_period=10.0)
+    voiced = f0[f0 > 0]
+    return float(np.median(np.log(voiced))) if len(voiced) >= 20 else None
 
 
 def refuse_taken_likeness(
@@ -100,6 +165,7 @@ def enroll_recording(
     checks: EnrollmentConfig,
     audio: str | Path | None = None,
     verified_by: str | None = None,
+    id_photo: str | Path | None = None,
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
     """Validate a recording, extract identity, mouth atlas and voice; store the cameo."""
@@ -153,6 +219,9 @@ def enroll_recording(
     distance = np.linalg.norm(embeddings - medoid, axis=1)
     embedding = embeddings[distance <= np.percentile(distance, 90)].mean(axis=0).astype(np.float32)
     refuse_taken_likeness(storage, embedding, owner, checks.max_identity_distance)
+    if id_photo is not None:
+        match_id_photo(analyzer, id_photo, embedding, checks.max_identity_distance)
+        progress("face matches the ID photo")
     features = np.array([mouth_features(s.face.landmarks) for s in found], np.float32)
     score = [_yaw_proxy(s.face.landmarks) + 2.0 * features[k, 0] for k, s in enumerate(found)]
     ref = found[int(np.argmin(score))]
@@ -171,11 +240,12 @@ def enroll_recording(
     )
     progress(f"mouth atlas: {', '.join(sorted(atlas.shapes))}")
 
-    # 5. Voice profile from the speech.
+    # 5. Voice profile from the speech; the same speaker throughout.
     try:
         voice = analyze_voice(samples, SAMPLE_RATE)
     except ValueError as exc:
         raise EnrollmentError(str(exc)) from exc
+    refuse_voice_change(samples, checks.max_speaker_distance)
     progress(
         f"voice: {voice.speech_seconds:.1f} s speech, median F0 {np.exp(voice.f0_log_mean):.0f} Hz"
     )

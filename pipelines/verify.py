@@ -133,6 +133,7 @@ def finish_session(
     video: str | Path,
     *,
     audio: str | Path | None = None,
+    id_photo: str | Path | None = None,
     now: float | None = None,
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
@@ -183,6 +184,7 @@ def finish_session(
             checks=cfg,
             audio=audio,
             verified_by=reason,
+            id_photo=id_photo,
             progress=progress,
         )
     else:

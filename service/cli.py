@@ -236,8 +236,16 @@ def enroll_start(obj: Ctx, name: str, owner: str | None, cameo_id: str | None) -
 @click.argument("session_id")
 @click.argument("video", type=click.Path(exists=True, dir_okay=False))
 @_audio_option
+@click.option(
+    "--id-photo",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="An ID photo the recorded face must match (threshold: README).",
+)
 @click.pass_obj
-def enroll_finish(obj: Ctx, session_id: str, video: str, audio: str | None) -> None:
+def enroll_finish(
+    obj: Ctx, session_id: str, video: str, audio: str | None, id_photo: str | None
+) -> None:
     """Verify a recording performing the session's challenges; make a VERIFIED cameo."""
     from cameofarm.models.reference.face import DlibFaceAnalyzer
     from cameofarm.pipelines.enroll import EnrollmentError
@@ -251,6 +259,7 @@ def enroll_finish(obj: Ctx, session_id: str, video: str, audio: str | None) -> N
             session_id,
             video,
             audio=audio,
+            id_photo=id_photo,
             progress=lambda m: click.echo(f"  {m}"),
         )
     except EnrollmentError as exc:

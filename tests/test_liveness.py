@@ -170,3 +170,52 @@ def test_face_that_changes_mid_clip_fails(farm_config, storage, analyzer, tmp_pa
     cfg = farm_config.enrollment.model_copy(update={"max_av_mismatch_seconds": 60.0})
     with pytest.raises(EnrollmentError, match="different face appears"):
         enroll_recording(storage, analyzer, clip, name="Two", owner="t", checks=cfg)
+
+
+def test_id_photo_must_match(farm_config, storage, analyzer, sample_clip, tmp_path):
+    import cv2
+    from cameofarm.pipelines.sample_clip import _portrait
+
+    cfg = farm_config.enrollment
+    same = tmp_path / "id.png"
+    cv2.imwrite(str(same), cv2.cvtColor(_portrait((1280, 720)), cv2.COLOR_RGB2BGR))
+    enroll_recording(
+        storage, analyzer, sample_clip, name="Id", owner="i", checks=cfg, id_photo=same
+    )
+    dog = fixture_path("dog_not_a_face.jpg")
+    with pytest.raises(EnrollmentError, match="exactly one face"):
+        enroll_recording(
+            storage, analyzer, sample_clip, name="Id", owner="i", checks=cfg, id_photo=dog
+        )
+    from cameofarm.models.media import read_frames
+
+    man = read_frames(fixture_path("talking_720x1280.mp4"), [0])[0]
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), cv2.cvtColor(man, cv2.COLOR_RGB2BGR))
+    with pytest.raises(EnrollmentError, match="not the person"):
+        enroll_recording(
+            storage, analyzer, sample_clip, name="Id", owner="i", checks=cfg, id_photo=other
+        )
+
+
+def test_voice_that_changes_speaker_fails(farm_config, storage, analyzer, tmp_path):
+    from cameofarm.models.media import read_audio, write_wav
+    from cameofarm.models.reference.voice import SAMPLE_RATE
+
+    seconds = 20.0
+    sample_clip = build_sample_clip(tmp_path / "twenty.mp4", analyzer, seconds=seconds)
+    robot = read_audio(sample_clip, SAMPLE_RATE)
+    human = read_audio(fixture_path("speech_en_60s.wav"), SAMPLE_RATE)
+    half = int(seconds * SAMPLE_RATE / 2)
+    mixed = np.concatenate([robot[:half], human[: int(seconds * SAMPLE_RATE) - half]])
+    wav = write_wav(tmp_path / "mixed.wav", mixed, SAMPLE_RATE)
+    with pytest.raises(EnrollmentError, match="voice changes"):
+        enroll_recording(
+            storage,
+            analyzer,
+            sample_clip,
+            name="V",
+            owner="v",
+            checks=farm_config.enrollment,
+            audio=wav,
+        )

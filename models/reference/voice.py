@@ -184,6 +184,7 @@ def analyze_voice(samples: np.ndarray, sr: int) -> VoiceProfile:
         envelope=envelope.astype(np.float32),
         fft_size=FFT_SIZE,
         speech_seconds=speech_seconds,
+        speaker=speaker_embedding(samples[: 60 * sr], sr),
     )
 
 
@@ -222,3 +223,56 @@ class WorldVoiceBackend:
         if peak > 0.98:
             y *= 0.98 / peak
         return SpeechTrack(y, sr, raw.phonemes)
+
+
+def _mel_filterbank(sr: int, n_fft: int, bands: int, fmin: float, fmax: float) -> np.ndarray:
+    def mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    edges = 700.0 * (
+        10 ** (np.linspace(mel(np.array(fmin)), mel(np.array(fmax)), bands + 2) / 2595.0) - 1.0
+    )
+    bins = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    bank = np.zeros((bands, len(bins)))
+    for b in range(bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        bank[b] = np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0, None)
+    return bank
+
+
+def mfcc(samples: np.ndarray, sr: int, n_coeffs: int = 20) -> np.ndarray:
+    """Return (frames, n_coeffs) MFCCs (25 ms windows, 10 ms hop) of mono float samples."""
+    from scipy.fft import dct
+
+    hop, win, n_fft = int(sr * 0.01), int(sr * 0.025), 512 if sr <= 16000 else 1024
+    if len(samples) < win:
+        return np.zeros((0, n_coeffs))
+    x = np.append(samples[0], samples[1:] - 0.97 * samples[:-1]).astype(np.float64)
+    count = 1 + (len(x) - win) // hop
+    idx = np.arange(win)[None, :] + hop * np.arange(count)[:, None]
+    power = np.abs(np.fft.rfft(x[idx] * np.hamming(win), n_fft)) ** 2
+    bank = _mel_filterbank(sr, n_fft, 40, 80.0, min(7600.0, sr / 2 - 100))
+    return np.asarray(
+        dct(np.log(power @ bank.T + 1e-10), type=2, norm="ortho", axis=1)[:, :n_coeffs]
+    )
+
+
+def speaker_embedding(samples: np.ndarray, sr: int) -> np.ndarray:
+    """A classical speaker embedding: mean and spread of MFCC 1-19 over speech frames.
+
+    Limits: it captures timbre and channel (microphone, room) together, so the same person on
+    two very different microphones can look like two speakers, and similar voices can look
+    alike. It is a consistency check within one recording, not speaker identification.
+    """
+    coeffs = mfcc(samples, sr)
+    if len(coeffs) == 0:
+        return np.zeros(38, np.float32)
+    active = speech_mask(samples, sr, 10.0)[: len(coeffs)]
+    coeffs = coeffs[: len(active)][active] if active.any() else coeffs
+    return np.concatenate([coeffs[:, 1:20].mean(0), coeffs[:, 1:20].std(0)]).astype(np.float32)
+
+
+def speaker_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine distance between two speaker embeddings (0 = same direction)."""
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b)) or 1.0
+    return 1.0 - float(np.dot(a, b)) / denom
