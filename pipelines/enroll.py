@@ -176,6 +176,7 @@ def enroll_recording(
     if not report.accepted:
         failed = ", ".join(c.name for c in report.failed)
         raise EnrollmentError(f"recording rejected ({failed}):\n{report.describe()}", report)
+    progress(f"recording passed all {len(report.checks)} checks")
     try:
         info = probe_video(video)
         samples = read_audio(audio if audio is not None else video, SAMPLE_RATE)

@@ -162,6 +162,7 @@ def finish_session(
                 f"{used.session_id}; record a new video for this session"
             )
         s.add(UsedRecordingRow(sha256=digest, session_id=session_id, at=now))
+    progress("recording not seen before (replay guard)")
     # 3. The challenges, each in its window, in the issued order.
     until = session.challenges[-1].end + 0.5
     results = verify_challenges(measure(video, analyzer, until), session.challenges, cfg)

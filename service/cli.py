@@ -452,19 +452,41 @@ def demo(obj: Ctx, keep_up: bool, out: str | None) -> None:
         _fail(str(exc))
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--plus", "n_plus", type=int, default=4, show_default=True)
 @click.option("--pro", "n_pro", type=int, default=1, show_default=True)
 @click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
-@click.pass_obj
-def bench(obj: Ctx, n_plus: int, n_pro: int, cameo_id: str | None) -> None:
-    """Submit a batch, wait for it, print p50/p95 per tier and stage and the overhead ratio."""
+@click.pass_context
+def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> None:
+    """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
+
+    `cameofarm bench enroll` times enrollment instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from cameofarm.service.demo import DemoError, run_bench
 
+    obj: Ctx = ctx.obj
     try:
         run_bench(obj.config, obj.storage(), n_plus, n_pro, cameo_id, echo=click.echo)
     except DemoError as exc:
         _fail(str(exc))
+
+
+@bench.command("enroll")
+@click.option(
+    "--seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Length of the generated 720p recording.",
+)
+@click.pass_obj
+def bench_enroll(obj: Ctx, seconds: float) -> None:
+    """Time each step of enrolling a generated 720p recording (in a scratch farm folder)."""
+    from cameofarm.service.demo import run_enroll_bench
+
+    run_enroll_bench(obj.config, seconds, echo=click.echo)
 
 
 if __name__ == "__main__":

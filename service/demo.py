@@ -161,3 +161,49 @@ def run_bench(
         )
     echo("")
     echo(format_report(build_report(storage.db, [j.id for j in jobs])))
+
+
+def run_enroll_bench(config: FarmConfig, seconds: float, echo: Echo) -> float:
+    """Enroll a generated `seconds`-long 1280x720 recording through a liveness session in a
+    scratch data folder; print how long each step took and the total. Returns the total."""
+    import time
+
+    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.sample_clip import build_sample_clip
+    from cameofarm.pipelines.verify import finish_session, start_session
+    from cameofarm.storage import open_farm_storage
+
+    with tempfile.TemporaryDirectory(prefix="cameofarm-bench-") as tmp:
+        scratch = open_farm_storage(config.model_copy(update={"data_dir": tmp}))
+        analyzer = DlibFaceAnalyzer()
+        session = start_session(scratch, config.enrollment, name="Bench", owner="bench")
+        clip = Path(tmp) / "recording.mp4"
+        t = time.perf_counter()
+        windows = tuple((c.kind, c.start, c.end) for c in session.challenges)
+        build_sample_clip(
+            clip, analyzer, seconds=seconds, challenges=windows, phrase=session.phrase
+        )
+        echo(
+            f"built a {seconds:g} s 1280x720 recording in {time.perf_counter() - t:.1f} s "
+            "(not counted)"
+        )
+        steps: list[tuple[str, float]] = []
+        start = last = time.perf_counter()
+
+        def mark(message: str) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            steps.append((message, now - last))
+            last = now
+
+        record = finish_session(
+            scratch, analyzer, config.enrollment, session.id, clip, progress=mark
+        )
+        total = time.perf_counter() - start
+        scratch.db.dispose()
+    echo(f"{'step (ends with)':<72} {'seconds':>8}")
+    for message, took in steps:
+        echo(f"{message[:72]:<72} {took:>8.2f}")
+    echo(f"{'total: ' + record.status.value + ' cameo':<72} {total:>8.2f}")
+    echo("target: under 30 s end to end on 2 CPU cores")
+    return total
