@@ -136,6 +136,7 @@ class StageActor:
             float(presenter["fps"]),
             int(presenter["frame_count"]),
             tuple(presenter["presenter_box"]),
+            int(presenter.get("first_frame", 0)),
         )
         background = self._background(background_key)
         return self._timed(

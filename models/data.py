@@ -91,6 +91,7 @@ class PresenterSource:
     fps: float
     frame_count: int
     box: tuple[int, int, int, int]  # head-and-shoulders crop in source pixels
+    first_frame: int = 0  # where the usable footage starts (after liveness challenges)
 
 
 @dataclass(frozen=True)

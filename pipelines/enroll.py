@@ -166,6 +166,7 @@ def enroll_recording(
     audio: str | Path | None = None,
     verified_by: str | None = None,
     id_photo: str | Path | None = None,
+    presenter_from: float = 0.0,
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
     """Validate a recording, extract identity, mouth atlas and voice; store the cameo."""
@@ -261,6 +262,7 @@ def enroll_recording(
         "height": info.height,
         "fps": info.fps,
         "frame_count": info.frame_count,
+        "first_frame": min(int(presenter_from * info.fps), max(0, info.frame_count - 2)),
         "face_fraction": round(fraction, 3),
         "presenter_box": list(presenter_box(face_box, info.width, info.height)),
         "embedding_backend": analyzer.name,

@@ -186,6 +186,7 @@ def finish_session(
             audio=audio,
             verified_by=reason,
             id_photo=id_photo,
+            presenter_from=session.challenges[-1].end + 0.5,  # scenes loop the free talking
             progress=progress,
         )
     else:

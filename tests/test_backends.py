@@ -118,6 +118,12 @@ def test_voice_profile_from_real_speech():
     assert 60 < np.exp(profile.f0_log_mean) < 350
 
 
+def test_base_video_loops_only_the_usable_footage():
+    from cameofarm.models.reference.base_video import pingpong
+
+    assert [pingpong(i, 4) for i in range(8)] == [0, 1, 2, 3, 2, 1, 0, 1]
+
+
 def _base_chunk(storage, cameo, spec, count=6):
     from cameofarm.models.reference.base_video import PresenterBaseVideo
 

@@ -35,6 +35,8 @@ def test_performing_recording_gives_verified_cameo_and_replay_is_refused(
     clip = performing(tmp_path, analyzer, session)
     record = finish_session(storage, analyzer, cfg, session.id, clip)
     assert record.status is CameoStatus.VERIFIED and record.verified_at is not None
+    # scenes loop the free talking after the challenges, not the head turns
+    assert record.summary["first_frame"] == int((session.challenges[-1].end + 0.5) * 25)
     require_usable(storage.db, [record.id], cfg.verified_days)
     again = start_session(storage, cfg, name="Ada", owner="ada")
     with pytest.raises(LivenessError, match="replay"):

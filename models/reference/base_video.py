@@ -86,7 +86,9 @@ class PresenterBaseVideo:
         if count <= 0:
             raise ValueError("count must be positive")
         step = source.fps / spec.fps
-        wanted = [pingpong(round((start + i) * step), source.frame_count) for i in range(count)]
+        first = min(max(0, source.first_frame), max(0, source.frame_count - 2))
+        usable = source.frame_count - first
+        wanted = [first + pingpong(round((start + i) * step), usable) for i in range(count)]
         decoded = read_frames(source.path, wanted)
         bg = fit_background(background, spec.width, spec.height)
         x0, y0, x1, y1 = source.box
