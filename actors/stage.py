@@ -86,9 +86,10 @@ class StageActor:
             "cached": list(self.cache.items),
         }
 
-    def _timed(self, fn: Callable[[], T]) -> tuple[T, CallTiming]:
+    def _timed(self, fn: Callable[[], T], frames: int | None = None) -> tuple[T, CallTiming]:
         self.calls += 1
-        return timed_call(self.replica, self.gpus, fn, frames_of)
+        count = frames_of if frames is None else (lambda _: frames)
+        return timed_call(self.replica, self.gpus, fn, count)
 
     def _asset(self, key: str, decode: Callable[[bytes], T]) -> T:
         return self.cache.get(key, lambda: decode(self.fetcher.get_bytes(key)))
@@ -154,16 +155,9 @@ class StageActor:
         return self._timed(lambda: self.backend.sync(chunk, speech.phonemes, fps, atlas))
 
     def encode(self, chunk: VideoChunk, spec: FrameSpec) -> tuple[bytes, CallTiming]:
-        frames = len(chunk)
-        result, timing = self._timed(lambda: self.backend.encode(chunk, spec))
-        return result, CallTiming(
-            timing.replica, timing.gpu_ids, timing.started_at, timing.finished_at, frames
-        )
+        return self._timed(lambda: self.backend.encode(chunk, spec), frames=len(chunk))
 
     def assemble(
         self, segments: list[bytes], speech: SpeechTrack, spec: FrameSpec, claim: ProvenanceClaim
     ) -> tuple[bytes, CallTiming]:
-        result, timing = self._timed(lambda: self.backend.assemble(segments, speech, spec, claim))
-        return result, CallTiming(
-            timing.replica, timing.gpu_ids, timing.started_at, timing.finished_at, 0
-        )
+        return self._timed(lambda: self.backend.assemble(segments, speech, spec, claim), frames=0)

@@ -26,10 +26,10 @@ SAMPLE_TEXT = (
 # How far each viseme opens the jaw and spreads the lips (fractions of the mouth width).
 _MOTION = {
     "rest": (0.0, 0.0),
-    "open": (0.55, 0.05),
-    "wide": (0.2, 0.12),
-    "round": (0.3, -0.15),
-    "mid": (0.15, 0.0),
+    "open": (0.3, 0.04),  # stronger jaw drops stretch the photo's teeth into a grimace
+    "wide": (0.12, 0.1),
+    "round": (0.2, -0.12),
+    "mid": (0.1, 0.0),
 }
 
 

@@ -19,18 +19,16 @@ class TriangleFaceSwap:
 
     def __init__(self, analyzer: FaceAnalyzer) -> None:
         self.analyzer = analyzer
-        self._triangles: dict[int, np.ndarray] = {}
+        self._triangles: dict[bytes, np.ndarray] = {}
 
     def _triangulation(self, identity: FaceIdentity) -> np.ndarray:
-        key = id(identity.reference_landmarks)
+        key = identity.reference_landmarks.tobytes()  # by content: ids are reused after GC
         if key not in self._triangles:
             self._triangles = {key: delaunay(identity.reference_landmarks[SWAP_POINTS])}
         return self._triangles[key]
 
-    def swap_frame(
-        self, frame: np.ndarray, landmarks: np.ndarray, identity: FaceIdentity
-    ) -> np.ndarray:
-        """Return frame with the identity's face warped onto the given landmarks."""
+    def swap_frame(self, frame: np.ndarray, landmarks: np.ndarray, identity: FaceIdentity) -> None:
+        """Warp the identity's face onto the given landmarks, in place on a writable frame."""
         tris = self._triangulation(identity)
         src_pts = identity.reference_landmarks[SWAP_POINTS]
         dst_pts = landmarks[SWAP_POINTS]
@@ -40,7 +38,7 @@ class TriangleFaceSwap:
         x0, y0 = max(x - pad, 0), max(y - pad, 0)
         x1, y1 = min(x + bw + pad, w), min(y + bh + pad, h)
         if x1 - x0 < 16 or y1 - y0 < 16:
-            return frame
+            return
         local = dst_pts - [x0, y0]
         warped = warp_triangles(identity.reference_image, src_pts, local, tris, (y1 - y0, x1 - x0))
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -48,22 +46,15 @@ class TriangleFaceSwap:
         cv2.fillConvexPoly(mask, hull, 255)
         mask = cv2.erode(mask, np.ones((5, 5), np.uint8))
         roi = frame[y0:y1, x0:x1]
-        warped = match_colour(warped, roi, mask)
-        full_patch = np.zeros_like(frame)
-        full_patch[y0:y1, x0:x1] = warped
-        full_mask = np.zeros((h, w), np.uint8)
-        full_mask[y0:y1, x0:x1] = mask
-        return blend_roi(frame, full_patch, full_mask)
+        blend_roi(frame, match_colour(warped, roi, mask), mask, (x0, y0))
 
     def swap(self, chunk: VideoChunk, identity: FaceIdentity) -> VideoChunk:
         """Swap every frame of the chunk; frames without a face pass through unchanged."""
-        out = np.empty_like(chunk.frames)
+        out = chunk.frames.copy()  # frames from Ray's object store are read-only
         marks = np.full((len(chunk), 68, 2), np.nan, np.float32)
-        for i, frame in enumerate(chunk.frames):
+        for i, frame in enumerate(out):
             faces = self.analyzer.detect(frame)
-            if not faces:
-                out[i] = frame
-                continue
-            marks[i] = faces[0].landmarks
-            out[i] = self.swap_frame(frame, faces[0].landmarks, identity)
+            if faces:
+                marks[i] = faces[0].landmarks
+                self.swap_frame(frame, faces[0].landmarks, identity)
         return VideoChunk(chunk.index, chunk.start, out, marks)

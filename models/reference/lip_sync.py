@@ -94,10 +94,8 @@ def build_mouth_shape(viseme: str, frame: np.ndarray, landmarks: np.ndarray) -> 
 class AtlasLipSync:
     """Replaces each frame's mouth with the atlas shape of the viseme spoken at that frame."""
 
-    def mouth_frame(
-        self, frame: np.ndarray, landmarks: np.ndarray, shape: MouthShape
-    ) -> np.ndarray:
-        """Return frame with the shape's mouth placed over the face at landmarks."""
+    def mouth_frame(self, frame: np.ndarray, landmarks: np.ndarray, shape: MouthShape) -> None:
+        """Place the shape's mouth over the face at landmarks, in place on a writable frame."""
         to_canon = similarity_to_canonical(landmarks)
         to_frame = cv2.invertAffineTransform(to_canon)
         h, w = frame.shape[:2]
@@ -107,7 +105,7 @@ class AtlasLipSync:
         x0, y0 = max(x - pad, 0), max(y - pad, 0)
         x1, y1 = min(x + bw + pad, w), min(y + bh + pad, h)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            return frame
+            return
         shift = np.array([[1, 0, -x0], [0, 1, -y0]], np.float32)
         local = np.vstack([to_frame, [0, 0, 1]])
         local = (np.vstack([shift, [0, 0, 1]]) @ local)[:2]
@@ -123,12 +121,7 @@ class AtlasLipSync:
         cv2.fillConvexPoly(mask, hull, 255)
         grow = max(3, int(0.25 * bh))
         mask = cv2.dilate(mask, np.ones((grow, grow), np.uint8))
-        patch = match_colour(patch, frame[y0:y1, x0:x1], mask)
-        full_patch = np.zeros_like(frame)
-        full_patch[y0:y1, x0:x1] = patch
-        full_mask = np.zeros((h, w), np.uint8)
-        full_mask[y0:y1, x0:x1] = mask
-        return blend_roi(frame, full_patch, full_mask, margin=4)
+        blend_roi(frame, match_colour(patch, frame[y0:y1, x0:x1], mask), mask, (x0, y0))
 
     def sync(
         self, chunk: VideoChunk, phonemes: tuple[PhonemeTiming, ...], fps: int, atlas: MouthAtlas
@@ -143,5 +136,5 @@ class AtlasLipSync:
             if np.isnan(marks).any():
                 continue
             shape = atlas.shapes.get(vis) or atlas.shapes["rest"]
-            out[i] = self.mouth_frame(chunk.frames[i], marks, shape)
+            self.mouth_frame(out[i], marks, shape)
         return VideoChunk(chunk.index, chunk.start, out, chunk.landmarks)

@@ -127,38 +127,37 @@ def match_colour(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarr
 
 
 def blend_roi(
-    frame: np.ndarray, patch: np.ndarray, mask: np.ndarray, margin: int = 8, poisson: bool = True
-) -> np.ndarray:
-    """Blend patch into frame where mask is set, working only on the mask's bounding box."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) < 16:
-        return frame
+    dest: np.ndarray,
+    patch: np.ndarray,
+    mask: np.ndarray,
+    origin: tuple[int, int],
+    poisson: bool = True,
+) -> None:
+    """Blend an ROI-sized patch into dest (in place) where mask is set; origin = (x0, y0).
+
+    Callers pad their ROI around the mask, so the ROI itself is the working area: no
+    full-frame buffers are built and nothing outside the ROI is touched.
+    """
+    x0, y0 = origin
     h, w = mask.shape
-    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, w)
-    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, h)
-    roi = frame[y0:y1, x0:x1]
-    p = np.clip(patch[y0:y1, x0:x1], 0, 255).astype(np.uint8)
-    m = mask[y0:y1, x0:x1]
-    out = frame.copy()
-    if poisson and roi.shape[0] > 2 * margin and roi.shape[1] > 2 * margin:
-        m8 = (m > 0).astype(np.uint8) * 255
-        m8[:2, :] = 0
+    roi = dest[y0 : y0 + h, x0 : x0 + w]
+    p = np.clip(patch, 0, 255).astype(np.uint8)
+    if poisson and h > 8 and w > 8:
+        m8 = np.where(mask > 0, 255, 0).astype(np.uint8)
+        m8[:2, :] = 0  # seamlessClone needs the mask clear of the ROI's border
         m8[-2:, :] = 0
         m8[:, :2] = 0
         m8[:, -2:] = 0
-        mys, mxs = np.nonzero(m8)
-        if len(mxs) >= 16:
-            bx, by = int(mxs.min()), int(mys.min())
-            bw, bh = int(mxs.max()) - bx + 1, int(mys.max()) - by + 1
-            center = (bx + bw // 2, by + bh // 2)
+        ys, xs = np.nonzero(m8)
+        if len(xs) >= 16:
+            bx, by = int(xs.min()), int(ys.min())
+            center = (bx + (int(xs.max()) - bx + 1) // 2, by + (int(ys.max()) - by + 1) // 2)
             try:
-                cloned = cv2.seamlessClone(
+                roi[:] = cv2.seamlessClone(
                     p, np.ascontiguousarray(roi), m8, center, cv2.NORMAL_CLONE
                 )
-                out[y0:y1, x0:x1] = cloned
-                return out
+                return
             except cv2.error:
                 pass  # fall back to feathered alpha below
-    alpha = cv2.GaussianBlur((m > 0).astype(np.float32), (0, 0), 3)[..., None]
-    out[y0:y1, x0:x1] = (p * alpha + roi * (1 - alpha)).astype(np.uint8)
-    return out
+    alpha = cv2.GaussianBlur((mask > 0).astype(np.float32), (0, 0), 3)[..., None]
+    roi[:] = (p * alpha + roi * (1 - alpha)).astype(np.uint8)
