@@ -37,6 +37,10 @@ class StagePools(Protocol):
 
     def health(self) -> list[dict[str, Any]]: ...
 
+    def forget(self, keys: list[str]) -> int:
+        """Make every replica drop cached assets under these keys; return entries dropped."""
+        ...
+
 
 class LocalStagePools:
     """In-process pools: one StageActor per stage, called directly."""
@@ -62,6 +66,9 @@ class LocalStagePools:
 
     def health(self) -> list[dict[str, Any]]:
         return [actor.health() for actor in self.actors.values()]
+
+    def forget(self, keys: list[str]) -> int:
+        return sum(actor.forget(keys) for actor in self.actors.values())
 
 
 class RayStagePools:
@@ -115,3 +122,9 @@ class RayStagePools:
 
         calls = [actor.health.remote() for group in self.replicas.values() for actor in group]
         return list(ray.get(calls, timeout=30))
+
+    def forget(self, keys: list[str]) -> int:
+        import ray
+
+        calls = [a.forget.remote(keys) for group in self.replicas.values() for a in group]
+        return sum(ray.get(calls, timeout=60))

@@ -86,6 +86,14 @@ class StageActor:
             "cached": list(self.cache.items),
         }
 
+    def forget(self, keys: list[str]) -> int:
+        """Drop cached assets whose key starts with any of `keys` (a purged cameo); return how
+        many entries and cached files went."""
+        gone = [k for k in self.cache.items if any(k.startswith(p) for p in keys)]
+        for k in gone:
+            del self.cache.items[k]
+        return len(gone) + self.fetcher.forget(keys)
+
     def _timed(self, fn: Callable[[], T], frames: int | None = None) -> tuple[T, CallTiming]:
         self.calls += 1
         count = frames_of if frames is None else (lambda _: frames)

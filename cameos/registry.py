@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cameofarm.cameos import audit
 from cameofarm.storage.db import CameoEventRow, CameoRow, Database
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -112,6 +113,15 @@ def transition_cameo(
             reason=reason,
             at=at,
         )
+    )
+    audit.record(
+        session,
+        actor,
+        f"cameo.{to.value.lower()}",
+        row.id,
+        now=at,
+        owner=row.owner,
+        **{"from": current.value if current else None, "reason": reason},
     )
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cameofarm.cameos import require_usable
+from cameofarm.cameos import UnknownCameoError, audit
+from cameofarm.cameos.content import ContentError, check_script
+from cameofarm.cameos.permissions import ConsentError, cameos_of, check_use
 from cameofarm.configs import FarmConfig
 from cameofarm.models.reference.voice import clean_script
-from cameofarm.storage.db import Database, JobEventRow, JobRow
+from cameofarm.storage.db import Database, JobEventRow, JobRow, UserRow, WebhookDeliveryRow
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 
 class JobStatus(StrEnum):
@@ -43,11 +50,30 @@ _MAX_WORDS_PER_SECOND = 4.0
 
 
 class JobError(ValueError):
-    """A job request was refused; the message says why."""
+    """A job request was refused; the message says why.
+
+    `kind` says what sort of refusal it is (the HTTP API's status code follows it):
+    invalid, forbidden, not_found, conflict.
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class UnknownJobError(LookupError):
-    """No job has that id."""
+    """No job has that id (or none the caller may see)."""
+
+
+class IdempotencyConflict(JobError):
+    """A client token was reused for a different request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "conflict")
+
+
+class JobChanged(JobError):
+    """Someone else changed the job between our read and our write (e.g. a revocation)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,9 @@ class JobView:
     stage: str
     output_key: str | None
     error: str | None
+    client_token: str | None = None
+    taken_down_at: float | None = None
+    replayed: bool = False  # an idempotent resubmission returned this existing job
 
     @classmethod
     def from_row(cls, r: JobRow) -> JobView:
@@ -90,11 +119,40 @@ class JobView:
             r.stage,
             r.output_key,
             r.error,
+            r.client_token,
+            r.taken_down_at,
         )
+
+    def to_json(self) -> dict[str, object]:
+        """The job as the HTTP API shows it."""
+        return {
+            "id": self.id,
+            "tier": self.tier,
+            "status": self.status.value,
+            "customer": self.customer,
+            "priority": self.priority,
+            "cameo_ids": list(self.cameo_ids),
+            "script": self.script,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "attempts": self.attempts,
+            "progress": round(self.progress, 3),
+            "stage": self.stage,
+            "published": self.output_key is not None and self.taken_down_at is None,
+            "taken_down_at": self.taken_down_at,
+            "error": self.error,
+            "client_token": self.client_token,
+        }
 
 
 def transition_job(
-    session: Session, row: JobRow, to: JobStatus, reason: str = "", now: float | None = None
+    session: Session,
+    row: JobRow,
+    to: JobStatus,
+    reason: str = "",
+    now: float | None = None,
+    actor: str = "scheduler",
 ) -> None:
     """Change a job's status, stamping times and writing a job_events row; refuse illegal moves."""
     current = JobStatus(row.status) if row.status else None
@@ -121,6 +179,61 @@ def transition_job(
             at=at,
         )
     )
+    audit.record(
+        session,
+        actor,
+        f"job.{to.value.lower()}",
+        row.id,
+        now=at,
+        customer=row.customer,
+        cameo_ids=list(row.cameo_ids),
+        reason=reason,
+    )
+    if to in TERMINAL:
+        _queue_webhook(session, row, at)
+
+
+def _queue_webhook(session: Session, row: JobRow, at: float) -> None:
+    user = session.get(UserRow, row.customer)
+    if user is None or not user.webhook_url:
+        return
+    body = json.dumps(
+        {
+            "event": f"job.{row.status.lower()}",
+            "job_id": row.id,
+            "status": row.status,
+            "tier": row.tier,
+            "cameo_ids": list(row.cameo_ids),
+            "error": row.error,
+            "finished_at": row.finished_at,
+        },
+        sort_keys=True,
+    )
+    session.add(
+        WebhookDeliveryRow(
+            user_id=user.id,
+            job_id=row.id,
+            url=user.webhook_url,
+            body=body,
+            status="PENDING",
+            attempts=0,
+            next_at=at,
+            created_at=at,
+        )
+    )
+
+
+def request_hash(
+    cameo_ids: Sequence[str], script: str, tier: str, priority: int, bg: str | None
+) -> str:
+    """A digest of what a submit asked for: a reused client token must ask the same."""
+    body = json.dumps([list(cameo_ids), script, tier, priority, bg], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _by_token(session: Session, customer: str, token: str) -> JobRow | None:
+    query = select(JobRow).where(JobRow.customer == customer, JobRow.client_token == token)
+    return session.scalars(query).first()
 
 
 def submit_job(
@@ -133,8 +246,15 @@ def submit_job(
     customer: str,
     priority: int = 0,
     background_key: str | None = None,
+    client_token: str | None = None,
+    background_digest: str | None = None,
 ) -> JobView:
-    """Validate a render request and store it QUEUED; raise JobError saying what was wrong."""
+    """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
+
+    With a client token, a repeat of the same request returns the first job (replayed=True);
+    the same token with a different request raises IdempotencyConflict. Raises JobError
+    (ConsentError/ContentError/UnknownCameoError wrapped) saying what was wrong.
+    """
     try:
         tier_cfg = config.tier(tier)
     except KeyError as exc:
@@ -151,91 +271,161 @@ def submit_job(
         )
     if not cameo_ids:
         raise JobError("name at least one cameo (--cameo ID)")
-    if len(cameo_ids) > 1:
-        raise JobError("the reference pipeline casts exactly one cameo per video")
+    digest = request_hash(cameo_ids, script, tier, priority, background_digest)
+    if client_token is not None and not (0 < len(client_token) <= 128):
+        raise JobError("client_token must be 1-128 characters")
     try:
-        require_usable(db, cameo_ids, config.enrollment.verified_days)
-    except (LookupError, PermissionError) as exc:
-        raise JobError(str(exc)) from None
-    with db.session() as s:
-        depth = (
-            s.scalar(
-                select(func.count())
-                .select_from(JobRow)
-                .where(JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)
+        with db.session() as s:
+            if client_token is not None:
+                existing = _by_token(s, customer, client_token)
+                if existing is not None:
+                    return _replay(existing, digest, client_token)
+            check_script(script, config.content)
+            check_use(s, customer, cameo_ids, script, config)
+            if len(cameo_ids) > 1:
+                raise JobError(
+                    "the reference pipeline casts one cameo per video; submit one job per cameo"
+                )
+            depth = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(JobRow)
+                    .where(JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)
+                )
+                or 0
             )
-            or 0
-        )
-        if depth >= tier_cfg.max_queued:
-            raise JobError(f"the {tier} queue is full ({depth} jobs); try again later")
-        row = JobRow(
-            id="job_" + uuid.uuid4().hex[:12],
-            tier=tier,
-            status="",
-            customer=customer,
-            priority=priority,
-            cameo_ids=list(cameo_ids),
-            script=script,
-            background_key=background_key,
-            submitted_at=time.time(),
-            attempts=0,
-            progress=0.0,
-            stage="",
-        )
-        s.add(row)
-        s.flush()
-        transition_job(s, row, JobStatus.QUEUED, "submitted", now=row.submitted_at)
-        return JobView.from_row(row)
+            if depth >= tier_cfg.max_queued:
+                raise JobError(f"the {tier} queue is full ({depth} jobs); try again later")
+            row = JobRow(
+                id="job_" + uuid.uuid4().hex[:12],
+                tier=tier,
+                status="",
+                customer=customer,
+                priority=priority,
+                cameo_ids=list(cameo_ids),
+                script=script,
+                background_key=background_key,
+                submitted_at=time.time(),
+                attempts=0,
+                progress=0.0,
+                stage="",
+                client_token=client_token,
+                request_hash=digest,
+            )
+            s.add(row)
+            s.flush()
+            transition_job(s, row, JobStatus.QUEUED, "submitted", row.submitted_at, customer)
+            return JobView.from_row(row)
+    except IntegrityError:
+        # A concurrent submit with the same client token won the race: answer with its job.
+        with db.session() as s:
+            existing = _by_token(s, customer, client_token or "")
+            if existing is None:
+                raise
+            return _replay(existing, digest, client_token or "")
+    except ConsentError as exc:
+        raise JobError(str(exc), "forbidden") from exc
+    except UnknownCameoError as exc:
+        raise JobError(str(exc), "not_found") from exc
+    except ContentError as exc:
+        raise JobError(str(exc)) from exc
 
 
-def get_job(db: Database, job_id: str) -> JobView:
-    """Return the job or raise UnknownJobError."""
+def _replay(row: JobRow, digest: str, token: str) -> JobView:
+    if row.request_hash != digest:
+        raise IdempotencyConflict(
+            f"client token {token[:40]!r} was already used for job {row.id} with a different "
+            "request; use a new token for a new request"
+        )
+    view = JobView.from_row(row)
+    return JobView(**{**view.__dict__, "replayed": True})
+
+
+def get_job(db: Database, job_id: str, viewer: str | None = None) -> JobView:
+    """Return the job or raise UnknownJobError (also when `viewer` is neither its customer
+    nor the owner of a cameo in it: another user's job id answers as unknown)."""
     with db.session() as s:
         row = s.get(JobRow, job_id)
-        if row is None:
-            raise UnknownJobError(f"no job with id {job_id!r}; list jobs with `cameofarm jobs`")
+        if row is None or (viewer is not None and not _may_see(s, viewer, row)):
+            raise UnknownJobError(
+                f"no job with id {job_id[:40]!r}; list jobs with `cameofarm jobs`"
+            )
         return JobView.from_row(row)
+
+
+def _may_see(session: Session, viewer: str, row: JobRow) -> bool:
+    if row.customer == viewer:
+        return True
+    owned = set(cameos_of(session, viewer))
+    return bool(owned & set(row.cameo_ids))
 
 
 def list_jobs(
-    db: Database, statuses: set[JobStatus] | None = None, limit: int = 1000
+    db: Database,
+    statuses: set[JobStatus] | None = None,
+    limit: int = 1000,
+    customer: str | None = None,
 ) -> list[JobView]:
-    """Return jobs (optionally of some statuses) in submission order."""
+    """Return jobs (optionally of some statuses, or one customer's) in submission order."""
     with db.session() as s:
-        query = select(JobRow).order_by(JobRow.submitted_at).limit(limit)
+        query = select(JobRow).order_by(JobRow.submitted_at)
         if statuses:
             query = query.where(JobRow.status.in_([st.value for st in statuses]))
-        return [JobView.from_row(r) for r in s.scalars(query)]
+        if customer is not None:
+            query = query.where(JobRow.customer == customer)
+        if customer is not None:
+            # The newest `limit` of one customer's jobs, still in submission order.
+            rows = list(
+                s.scalars(query.order_by(None).order_by(JobRow.submitted_at.desc()).limit(limit))
+            )
+            return [JobView.from_row(r) for r in reversed(rows)]
+        return [JobView.from_row(r) for r in s.scalars(query.limit(limit))]
 
 
 def set_job_status(
-    db: Database, job_id: str, to: JobStatus, reason: str = "", **fields: object
+    db: Database,
+    job_id: str,
+    to: JobStatus,
+    reason: str = "",
+    actor: str = "scheduler",
+    **fields: object,
 ) -> JobView:
-    """Transition a job by id (and set extra columns such as output_key) in one transaction."""
-    with db.session() as s:
-        row = s.get(JobRow, job_id, with_for_update=True)
-        if row is None:
-            raise UnknownJobError(f"no job with id {job_id!r}")
-        for name, value in fields.items():
-            setattr(row, name, value)
-        transition_job(s, row, to, reason)
-        return JobView.from_row(row)
+    """Transition a job by id (and set extra columns such as output_key) in one transaction.
+
+    Raises JobChanged when another writer changed the job meanwhile.
+    """
+    try:
+        with db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise UnknownJobError(f"no job with id {job_id!r}")
+            for name, value in fields.items():
+                setattr(row, name, value)
+            transition_job(s, row, to, reason, actor=actor)
+            return JobView.from_row(row)
+    except StaleDataError:
+        raise JobChanged(f"job {job_id} changed meanwhile; not moved to {to.value}") from None
 
 
 def record_progress(db: Database, job_id: str, stage: str, fraction: float) -> None:
     """Store how far a running job is (shown by `cameofarm wait`)."""
-    with db.session() as s:
-        row = s.get(JobRow, job_id)
-        if row is not None and row.status == JobStatus.RUNNING.value:
-            row.stage, row.progress = stage, fraction
+    try:
+        with db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is not None and row.status == JobStatus.RUNNING.value:
+                row.stage, row.progress = stage, fraction
+    except StaleDataError:
+        pass  # cancelled meanwhile: the pipeline notices at its next checkpoint
 
 
-def cancel_job(db: Database, job_id: str, reason: str = "cancelled by user") -> JobView:
+def cancel_job(
+    db: Database, job_id: str, reason: str = "cancelled by user", actor: str = "cli"
+) -> JobView:
     """Cancel a queued or running job (a running one stops at its next stage boundary)."""
     job = get_job(db, job_id)
     if job.status in TERMINAL:
-        raise JobError(f"job {job_id} already {job.status.value}")
-    return set_job_status(db, job_id, JobStatus.CANCELLED, reason)
+        raise JobError(f"job {job_id} already {job.status.value}", "conflict")
+    return set_job_status(db, job_id, JobStatus.CANCELLED, reason, actor=actor)
 
 
 def requeue_interrupted(db: Database, reason: str) -> list[str]:
@@ -246,3 +436,95 @@ def requeue_interrupted(db: Database, reason: str) -> list[str]:
             transition_job(s, row, JobStatus.QUEUED, reason)
             moved.append(row.id)
     return moved
+
+
+# --- consent at dispatch, at publish, and when it is withdrawn ------------------------------
+
+
+def dispatch_job(db: Database, config: FarmConfig, job_id: str) -> JobView | None:
+    """Move a queued job to RUNNING if its consent still holds; cancel it (None) if not.
+
+    Returns None too when the job changed meanwhile (e.g. it was cancelled).
+    """
+    try:
+        with db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or row.status != JobStatus.QUEUED.value:
+                return None
+            try:
+                check_script(row.script, config.content)
+                check_use(s, row.customer, row.cameo_ids, row.script, config)
+            except (ConsentError, ContentError, UnknownCameoError) as exc:
+                transition_job(s, row, JobStatus.CANCELLED, f"consent check at dispatch: {exc}")
+                return None
+            transition_job(s, row, JobStatus.RUNNING, "dispatched")
+            return JobView.from_row(row)
+    except StaleDataError:
+        return None
+
+
+def finish_published(db: Database, config: FarmConfig, job_id: str, output_key: str) -> JobView:
+    """Mark a rendered job SUCCEEDED with its output, if it is still running and its consent
+    still holds, in one transaction. Raise JobChanged if not (the caller unpublishes)."""
+    try:
+        with db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or row.status != JobStatus.RUNNING.value:
+                raise JobChanged(f"job {job_id} is no longer running; not published")
+            try:
+                check_use(s, row.customer, row.cameo_ids, row.script, config)
+            except (ConsentError, ContentError, UnknownCameoError) as exc:
+                transition_job(s, row, JobStatus.CANCELLED, f"consent check at publish: {exc}")
+                raise _Withdrawn(str(exc)) from exc
+            row.output_key, row.progress, row.stage = output_key, 1.0, "published"
+            transition_job(s, row, JobStatus.SUCCEEDED, "published")
+            return JobView.from_row(row)
+    except _Withdrawn as exc:
+        raise JobChanged(f"job {job_id} not published: {exc}") from None
+    except StaleDataError:
+        raise JobChanged(f"job {job_id} changed while publishing; not published") from None
+
+
+class _Withdrawn(Exception):
+    pass
+
+
+def cancel_unpermitted(
+    session: Session, config: FarmConfig, cameo_ids: Sequence[str], actor: str
+) -> list[str]:
+    """Cancel every queued or running job using these cameos that is no longer allowed.
+
+    Call inside the transaction that narrowed the permission, after the change is flushed.
+    """
+    cancelled = []
+    wanted = set(cameo_ids)
+    active = select(JobRow).where(
+        JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])
+    )
+    for row in list(session.scalars(active)):
+        if not wanted & set(row.cameo_ids):
+            continue
+        try:
+            check_use(session, row.customer, row.cameo_ids, row.script, config)
+        except (ConsentError, ContentError, UnknownCameoError) as exc:
+            transition_job(
+                session, row, JobStatus.CANCELLED, f"consent withdrawn: {exc}", actor=actor
+            )
+            cancelled.append(row.id)
+    return cancelled
+
+
+def jobs_using(session: Session, cameo_ids: Sequence[str]) -> list[JobRow]:
+    """Every job (any status) that casts any of these cameos, oldest first."""
+    wanted = set(cameo_ids)
+    rows = session.scalars(select(JobRow).order_by(JobRow.submitted_at))
+    return [r for r in rows if wanted & set(r.cameo_ids)]
+
+
+def jobs_submitted_since(db: Database, customer: str, since: float) -> list[float]:
+    """Submission times of a customer's jobs after `since` (for the daily quota)."""
+    with db.session() as s:
+        query = select(JobRow.submitted_at).where(
+            JobRow.customer == customer, JobRow.submitted_at > since
+        )
+        return sorted(s.scalars(query))

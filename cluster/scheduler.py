@@ -15,8 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cameofarm.actors.pools import StageCallError, StagePools
+from cameofarm.cameos.purge import run_due_purges
 from cameofarm.cluster.jobs import (
+    JobChanged,
     JobStatus,
+    dispatch_job,
+    finish_published,
     get_job,
     list_jobs,
     record_progress,
@@ -31,6 +35,7 @@ from cameofarm.cluster.policy import (
     TierLimits,
     schedule,
 )
+from cameofarm.cluster.webhooks import deliver_due
 from cameofarm.configs import FarmConfig
 from cameofarm.monitoring.metrics import JOB_SECONDS, JOBS_FINISHED, QUEUE_DEPTH, RUNNING_JOBS
 from cameofarm.pipelines.render import JobCancelled, RenderJob, render_job
@@ -72,12 +77,32 @@ class Scheduler:
     # --- the control loop ----------------------------------------------------------------
 
     def start(self) -> bool:
-        """Start the loop thread (idempotent)."""
+        """Start the loop thread and the housekeeping thread (idempotent)."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
             self._thread.start()
+            self._chores = threading.Thread(target=self._chore_loop, name="chores", daemon=True)
+            self._chores.start()
         return True
+
+    def _chore_loop(self) -> None:
+        """Purges and webhook deliveries, off the dispatch path (a slow endpoint or a large
+        purge never delays dispatch)."""
+        while not self._stop.is_set():
+            try:
+                self.chores()
+            except Exception:
+                log.exception("housekeeping failed; continuing")
+            self._stop.wait(self.config.scheduler.tick_seconds)
+
+    def chores(self) -> dict[str, int]:
+        """Run due purges and webhook deliveries once; return how many of each."""
+        purged = run_due_purges(self.storage, forget=self.pools.forget)
+        for p in purged:
+            log.info("purged cameo %s: %d objects", p.cameo_id, len(p.removed))
+        sent = deliver_due(self.storage.db, self.config.webhooks)
+        return {"purged": len(purged), "webhooks": sent}
 
     def stop(self, wait: bool = True) -> None:
         """Stop dispatching; with wait, let running jobs finish."""
@@ -120,7 +145,9 @@ class Scheduler:
         started = []
         for job_id in out.start:
             try:
-                set_job_status(self.storage.db, job_id, JobStatus.RUNNING, "dispatched")
+                # Consent is checked again here; a job no longer allowed is cancelled.
+                if dispatch_job(self.storage.db, self.config, job_id) is None:
+                    continue
             except Exception:
                 log.exception("could not dispatch %s", job_id)
                 continue
@@ -142,27 +169,20 @@ class Scheduler:
                 view.background_key,
                 attempt=view.attempts,
             )
-            result = render_job(
+            render_job(
                 job,
                 self.config,
                 self.pools,
                 self.storage,
                 progress=lambda stage, frac: record_progress(db, job_id, str(stage), frac),
                 still_wanted=lambda: get_job(db, job_id).status is JobStatus.RUNNING,
+                finalize=lambda key: finish_published(db, self.config, job_id, key),
             )
-            done = set_job_status(
-                db,
-                job_id,
-                JobStatus.SUCCEEDED,
-                "published",
-                output_key=result.output_key,
-                progress=1.0,
-                stage="published",
-            )
+            done = get_job(db, job_id)
             if done.started_at is not None and done.finished_at is not None:
                 JOB_SECONDS.labels(tier=view.tier).observe(done.finished_at - done.started_at)
             JOBS_FINISHED.labels(tier=view.tier, status="SUCCEEDED").inc()
-        except JobCancelled as exc:
+        except (JobCancelled, JobChanged) as exc:
             log.info("%s", exc)
             JOBS_FINISHED.labels(tier=self._tier_of(job_id), status="CANCELLED").inc()
         except StageCallError as exc:

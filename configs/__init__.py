@@ -2,6 +2,10 @@
 
 from cameofarm.configs.loader import ConfigError, load_config
 from cameofarm.configs.schema import (
+    ApiConfig,
+    ConsentConfig,
+    ContentConfig,
+    ContentRule,
     ClusterConfig,
     DatabaseConfig,
     EnrollmentConfig,
@@ -11,9 +15,14 @@ from cameofarm.configs.schema import (
     StageName,
     StorageConfig,
     TierConfig,
+    WebhookConfig,
 )
 
 __all__ = [
+    "ApiConfig",
+    "ConsentConfig",
+    "ContentConfig",
+    "ContentRule",
     "ClusterConfig",
     "ConfigError",
     "DatabaseConfig",
@@ -24,5 +33,6 @@ __all__ = [
     "StageName",
     "StorageConfig",
     "TierConfig",
+    "WebhookConfig",
     "load_config",
 ]

@@ -155,6 +155,76 @@ class EnrollmentConfig(_Strict):
     verified_days: float = Field(default=180, gt=0, description="How long verification lasts.")
 
 
+class ConsentConfig(_Strict):
+    """How far a likeness may travel, and how fast it is gone when deleted."""
+
+    max_cameos_per_video: int = Field(default=2, ge=1, le=16, description="Cameos in one video.")
+    purge_days: float = Field(
+        default=30, gt=0, le=365, description="Deadline for purging a deleted cameo's objects."
+    )
+
+
+class ContentRule(_Strict):
+    """A named kind of content, recognised by whole-word phrases or regular expressions."""
+
+    description: str = Field(min_length=1)
+    phrases: list[str] = Field(default_factory=list, description="Whole words/phrases, any case.")
+    patterns: list[str] = Field(default_factory=list, description="Python regexes, any case.")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from None
+        return value
+
+
+class ContentConfig(_Strict):
+    """The content policy for scripts: rules, which the farm always refuses, which owners may."""
+
+    rules: dict[str, ContentRule] = Field(default_factory=dict)
+    blocked: list[str] = Field(default_factory=list, description="Rules refused for everyone.")
+    restrictable: list[str] = Field(
+        default_factory=list, description="Rules an owner may refuse for their cameo."
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> ContentConfig:
+        for field in ("blocked", "restrictable"):
+            unknown = sorted(set(getattr(self, field)) - set(self.rules))
+            if unknown:
+                raise ValueError(f"{field}: unknown rules {unknown}; known: {sorted(self.rules)}")
+        return self
+
+
+class ApiConfig(_Strict):
+    """The HTTP API (Ray Serve + FastAPI): where it listens and what each key may do."""
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 for all.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    requests_per_minute: float = Field(default=120, gt=0, description="Per-key sustained rate.")
+    burst: int = Field(default=30, ge=1, description="Requests a key may make at once.")
+    jobs_per_day: int = Field(default=500, ge=1, description="Jobs one user may submit per 24 h.")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="JSON request body limit.")
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="Recording/background upload limit."
+    )
+    download_url_seconds: int = Field(default=3600, ge=10, description="Presigned URL lifetime.")
+
+
+class WebhookConfig(_Strict):
+    """Job-completion webhooks: HMAC-signed POSTs retried with exponential backoff."""
+
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_seconds: float = Field(default=2.0, gt=0, description="First retry delay; doubles.")
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
 class FarmConfig(_Strict):
     """Everything the farm reads at start."""
 
@@ -166,6 +236,10 @@ class FarmConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     enrollment: EnrollmentConfig = EnrollmentConfig()
+    consent: ConsentConfig = ConsentConfig()
+    content: ContentConfig = ContentConfig()
+    api: ApiConfig = ApiConfig()
+    webhooks: WebhookConfig = WebhookConfig()
 
     @model_validator(mode="after")
     def _complete(self) -> FarmConfig:

@@ -47,6 +47,9 @@ class RenderResult:
 
 Progress = Callable[[str, float], None]
 StillWanted = Callable[[], bool]
+# Marks the job published with its output key, checking consent in the same transaction;
+# raises when the job may no longer be published (the pipeline then removes the object).
+Finalize = Callable[[str], None]
 
 
 def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:
@@ -73,6 +76,7 @@ def render_job(
     storage: FarmStorage,
     progress: Progress = lambda _s, _p: None,
     still_wanted: StillWanted = lambda: True,
+    finalize: Finalize = lambda _key: None,
 ) -> RenderResult:
     """Run every stage of one job and publish its MP4; return where it was published."""
     recorder = StageRecorder(storage.db, attempt=job.attempt)
@@ -143,10 +147,17 @@ def render_job(
         calls += timings
     data: bytes = pools.fetch(mp4)[0]
 
-    # 7. Check consent a last time, then publish.
+    # 7. Check consent a last time, then publish. The object is written first and the job
+    # marked published after, in a transaction that checks consent again: if that refuses
+    # (say, the owner revoked a moment ago) the object is removed and nothing is published.
     checkpoint("publish", 0.95)
     require_usable(storage.db, job.cameo_ids, days)
     key = f"{OUTPUT_PREFIX}/{job.job_id}.mp4"
     storage.objects.put_bytes(key, data, "video/mp4")
+    try:
+        finalize(key)
+    except BaseException:
+        storage.objects.delete(key)
+        raise
     progress("published", 1.0)
     return RenderResult(key, n_frames, time.time() - started)

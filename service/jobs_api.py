@@ -1,4 +1,4 @@
-"""Submit and follow render jobs: shared by the CLI (and the coming HTTP API)."""
+"""Submit and follow render jobs in-process: shared by the demo, the benchmark and the API."""
 
 from __future__ import annotations
 
@@ -25,22 +25,29 @@ class WaitError(RuntimeError):
     """A job did not end in time."""
 
 
-def _store_background(storage: FarmStorage, path: str) -> str:
-    data = Path(path).read_bytes()
+def store_background(storage: FarmStorage, data: bytes, owner: str) -> str:
+    """Check an uploaded background image, store it as PNG under its owner; return the key."""
     if len(data) > MAX_BACKGROUND_BYTES:
-        raise SubmitError(f"background {path} is {len(data) >> 20} MiB; the limit is 25 MiB")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        raise SubmitError(f"the background is {len(data) >> 20} MiB; the limit is 25 MiB")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise SubmitError(f"background {path} is not an image OpenCV can decode (PNG/JPEG)")
+        raise SubmitError("the background is not an image OpenCV can decode (PNG/JPEG)")
     h, w = image.shape[:2]
     if max(h, w) > MAX_BACKGROUND_SIDE or min(h, w) < 16:
-        raise SubmitError(f"background {path} is {w}x{h}; use 16..{MAX_BACKGROUND_SIDE} px sides")
+        raise SubmitError(f"the background is {w}x{h}; use 16..{MAX_BACKGROUND_SIDE} px sides")
     ok, png = cv2.imencode(".png", image)
     if not ok:
-        raise SubmitError(f"background {path} could not be re-encoded")
-    key = f"backgrounds/bg_{uuid.uuid4().hex[:12]}.png"
+        raise SubmitError("the background could not be re-encoded")
+    key = f"backgrounds/{owner}/bg_{uuid.uuid4().hex[:12]}.png"
     storage.objects.put_bytes(key, png.tobytes(), "image/png")
     return key
+
+
+def _store_background(storage: FarmStorage, path: str, owner: str) -> str:
+    try:
+        return store_background(storage, Path(path).read_bytes(), owner)
+    except SubmitError as exc:
+        raise SubmitError(f"{path}: {exc}") from None
 
 
 def submit_render(
@@ -54,7 +61,7 @@ def submit_render(
     background: str | None = None,
 ) -> JobView:
     """Validate and queue one render job; nothing is stored if it is refused."""
-    key = _store_background(storage, background) if background else None
+    key = _store_background(storage, background, customer) if background else None
     try:
         return submit_job(
             storage.db,

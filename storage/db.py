@@ -11,7 +11,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -33,6 +46,123 @@ class CameoRow(Base):
     assets_key: Mapped[str] = mapped_column(String(512))
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     verified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Who may cast it: only_me | approved | mutuals | everyone (cameos.permissions).
+    permission: Mapped[str] = mapped_column(String(16), default="only_me")
+    # Content rules the owner refuses for this cameo (names from the content policy).
+    restrictions: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class OrganisationRow(Base):
+    __tablename__ = "organisations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class UserRow(Base):
+    """A person or service account. Its id is its handle (also the cameo owner / job customer)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+    disabled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is stored; the token is shown once, when issued."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class FollowRow(Base):
+    __tablename__ = "follows"
+
+    follower: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    followee: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class CameoGrantRow(Base):
+    """A user the owner approved to cast a cameo (the allow list)."""
+
+    __tablename__ = "cameo_grants"
+
+    cameo_id: Mapped[str] = mapped_column(ForeignKey("cameos.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class PurgeRow(Base):
+    """A deleted cameo whose objects must be removed by `deadline`."""
+
+    __tablename__ = "purges"
+
+    cameo_id: Mapped[str] = mapped_column(ForeignKey("cameos.id"), primary_key=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[float] = mapped_column(Float)
+    deadline: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    removed: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditRow(Base):
+    """One append-only, hash-chained audit entry (cameos.audit)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The chain's newest seq and hash: appends lock this row; a truncated tail shows here."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class WebhookDeliveryRow(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # PENDING|DELIVERED|FAILED
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class SchemaRow(Base):
+    __tablename__ = "schema_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
 
 
 class EnrollmentSessionRow(Base):
@@ -89,6 +219,7 @@ class CameoEventRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("customer", "client_token", name="uq_job_client_token"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tier: Mapped[str] = mapped_column(String(32), index=True)
@@ -106,6 +237,15 @@ class JobRow(Base):
     stage: Mapped[str] = mapped_column(String(32), default="")
     output_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Idempotent submit: one job per (customer, client_token); request_hash spots a reuse.
+    client_token: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    request_hash: Mapped[str] = mapped_column(String(64), default="")
+    taken_down_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    taken_down_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Optimistic locking: a status change made from a stale read (say, dispatching a job that
+    # a revocation just cancelled) fails instead of overwriting it.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class JobEventRow(Base):
@@ -140,6 +280,13 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
+SCHEMA_VERSION = 2
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database was made by a different build of cameofarm."""
+
+
 def default_sqlite_url(data_dir: str | Path) -> str:
     """Return the SQLite URL of the farm's default database file."""
     return f"sqlite:///{Path(data_dir).resolve() / 'cameofarm.db'}"
@@ -163,6 +310,25 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        with self.session() as s:
+            row = s.get(SchemaRow, 1)
+            if row is None:
+                has_cameos = s.scalars(select(CameoRow.id).limit(1)).first() is not None
+                found = 1 if has_cameos else SCHEMA_VERSION
+                if found == SCHEMA_VERSION:
+                    s.add(SchemaRow(id=1, version=SCHEMA_VERSION))
+                    return
+            else:
+                found = row.version
+            if found != SCHEMA_VERSION:
+                raise SchemaMismatchError(
+                    f"the database {self.url} has schema version {found}; this build needs "
+                    f"{SCHEMA_VERSION}. There are no migrations yet: back it up and start from an "
+                    "empty data_dir (or point database.url at a new database)."
+                )
 
     @classmethod
     def from_config(cls, url: str, data_dir: str | Path) -> Database:

@@ -37,12 +37,24 @@ class ObjectFetcher:
         """Return the object's bytes."""
         return self.store.get_bytes(key)
 
+    def _cache_path(self, key: str) -> Path:
+        return self._cache / (hashlib.sha256(key.encode()).hexdigest()[:24] + Path(key).suffix)
+
+    def forget(self, keys: list[str]) -> int:
+        """Delete this node's cached copies of these objects; return how many were cached."""
+        removed = 0
+        for key in keys:
+            path = self._cache_path(key)
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def get_path(self, key: str) -> str:
         """Return a local path holding the object (the file itself for a local store)."""
         if isinstance(self.store, LocalObjectStore):
             return self.store.locate(key)
-        name = hashlib.sha256(key.encode()).hexdigest()[:24] + Path(key).suffix
-        path = self._cache / name
+        path = self._cache_path(key)
         if not path.is_file():
             self._cache.mkdir(parents=True, exist_ok=True)
             self.store.get_file(key, path)

@@ -31,6 +31,7 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str = "") -> Iterator[str]: ...
     def locate(self, key: str) -> str: ...
+    def presign(self, key: str, seconds: int) -> str | None: ...
 
 
 class LocalObjectStore:
@@ -116,6 +117,10 @@ class LocalObjectStore:
     def locate(self, key: str) -> str:
         """Return a local filesystem path a person can open."""
         return str(self._path(key))
+
+    def presign(self, key: str, seconds: int) -> str | None:
+        """A local folder has no URLs: the HTTP API signs its own download links."""
+        return None
 
 
 class MinioObjectStore:
@@ -203,6 +208,12 @@ class MinioObjectStore:
         for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True):
             if obj.object_name is not None:
                 yield obj.object_name
+
+    def presign(self, key: str, seconds: int) -> str | None:
+        """Return a presigned GET URL valid for `seconds`."""
+        return self.client.presigned_get_object(
+            self.bucket, validate_key(key), expires=timedelta(seconds=seconds)
+        )
 
     def locate(self, key: str) -> str:
         """Return a presigned GET URL valid for one hour."""

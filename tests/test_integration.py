@@ -48,7 +48,7 @@ def test_farm_renders_plus_job_and_survives_a_kill(farm, storage, cameo, tmp_pat
     assert all(p["gpu_ids"] != "" for p in status["pools"])  # logical GPUs were assigned
 
     # 1. A short Plus render, checked end to end.
-    job = submit_render(farm, storage, [cameo.id], "Hello there, nice to meet you.", "plus", "t")
+    job = submit_render(farm, storage, [cameo.id], "Hello there, nice to meet you.", "plus", "tester")
     done = wait_for_job(storage, job.id, timeout=600)
     assert done.status is JobStatus.SUCCEEDED, done.error
     path = storage.objects.locate(done.output_key)
@@ -74,7 +74,7 @@ def test_farm_renders_plus_job_and_survives_a_kill(farm, storage, cameo, tmp_pat
     assert report.tiers[0].overhead_mean > 0
 
     # 2. Kill the whole farm while a job runs; start it again; the job finishes.
-    job2 = submit_render(farm, storage, [cameo.id], "This one survives a crash.", "plus", "t")
+    job2 = submit_render(farm, storage, [cameo.id], "This one survives a crash.", "plus", "tester")
     deadline = time.monotonic() + 300
     while get_job(storage.db, job2.id).status is not JobStatus.RUNNING:
         assert time.monotonic() < deadline

@@ -14,7 +14,7 @@ from cameofarm.storage.db import JobEventRow
 
 
 def _submit(storage, farm_config, cameo, **kw):
-    args = dict(cameo_ids=[cameo.id], script="Hello there.", tier="plus", customer="c")
+    args = dict(cameo_ids=[cameo.id], script="Hello there.", tier="plus", customer="tester")
     args.update(kw)
     return submit_job(storage.db, farm_config, **args)
 

@@ -30,7 +30,7 @@ def _job(storage, farm_config, cameo, script):
     from cameofarm.cluster.jobs import submit_job
 
     view = submit_job(
-        storage.db, farm_config, cameo_ids=[cameo.id], script=script, tier="plus", customer="c"
+        storage.db, farm_config, cameo_ids=[cameo.id], script=script, tier="plus", customer="tester"
     )
     return RenderJob(view.id, "plus", (cameo.id,), view.script)
 
@@ -87,15 +87,15 @@ def test_submit_stores_background_and_refuses_bad_ones(farm_config, storage, cam
 
     good = tmp_path / "bg.jpg"
     cv2.imwrite(str(good), np.full((400, 600, 3), 200, np.uint8))
-    job = submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "c", background=str(good))
+    job = submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "tester", background=str(good))
     assert job.background_key and storage.objects.exists(job.background_key)
     bad = tmp_path / "bg.png"
     bad.write_bytes(b"<script>alert(1)</script>")
     with pytest.raises(SubmitError, match="not an image"):
-        submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "c", background=str(bad))
+        submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "tester", background=str(bad))
     before = set(storage.objects.list("backgrounds/"))
     with pytest.raises(SubmitError, match="unknown tier"):
-        submit_render(farm_config, storage, [cameo.id], "Hi.", "gold", "c", background=str(good))
+        submit_render(farm_config, storage, [cameo.id], "Hi.", "gold", "tester", background=str(good))
     assert set(storage.objects.list("backgrounds/")) == before  # refused: nothing left behind
 
 
