@@ -375,6 +375,15 @@ class FarmAPI:
             "instructions": session.instructions(),
         }
 
+    def get_session_owner_check(self, principal: Principal, session_id: str) -> None:
+        """Raise NotFound unless the caller opened this enrollment session."""
+        from cameofarm.storage.db import EnrollmentSessionRow
+
+        with self.db.session() as s:
+            row = s.get(EnrollmentSessionRow, session_id)
+            if row is None or row.owner != principal.user:
+                raise NotFound(f"you have no enrollment session {session_id[:40]!r}")
+
     def finish_enrollment(
         self,
         principal: Principal,
@@ -386,12 +395,8 @@ class FarmAPI:
         from cameofarm.models.reference.face import DlibFaceAnalyzer
         from cameofarm.pipelines.enroll import EnrollmentError
         from cameofarm.pipelines.verify import finish_session
-        from cameofarm.storage.db import EnrollmentSessionRow
 
-        with self.db.session() as s:
-            row = s.get(EnrollmentSessionRow, session_id)
-            if row is None or row.owner != principal.user:
-                raise NotFound(f"you have no enrollment session {session_id[:40]!r}")
+        self.get_session_owner_check(principal, session_id)
         log: list[str] = []
         try:
             record = finish_session(
@@ -592,9 +597,7 @@ class FarmAPI:
 
     # --- audit ------------------------------------------------------------------------------
 
-    def audit_log(
-        self, principal: Principal, after: int = 0, limit: int = 200
-    ) -> dict[str, Any]:
+    def audit_log(self, principal: Principal, after: int = 0, limit: int = 200) -> dict[str, Any]:
         """Operators see everything; a user sees entries about their account, cameos and jobs."""
         limit = max(1, min(int(limit), 1000))
         if principal.operator:

@@ -1,0 +1,401 @@
+"""The HTTP API: a FastAPI app (OpenAPI at /openapi.json, docs at /docs) served by Ray Serve.
+
+Every route authenticates `Authorization: Bearer KEY`, is rate limited per key (token
+bucket: `api.requests_per_minute`, `api.burst`; 429 with Retry-After), and calls one
+`FarmAPI` method. JSON bodies over `api.max_body_bytes` and uploads over
+`api.max_upload_bytes` answer 413. Errors are `{"error": "what was wrong and what to do"}`.
+
+The rate limiter lives in the ingress replica's memory; the shipped deployment has one
+replica. With several, divide the per-key figures by the replica count (or put a shared
+limiter in front).
+"""
+
+
+import hashlib
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from cameofarm.configs import FarmConfig
+from cameofarm.service.farm_api import (
+    ApiError,
+    FarmAPI,
+    Gone,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+)
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+API_TITLE = "cameofarm"
+_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewUser(_Body):
+    user: str = Field(min_length=1, max_length=63)
+    org: str = Field(min_length=1, max_length=63)
+    operator: bool = False
+
+
+class NewKey(_Body):
+    label: str = Field(default="key", min_length=1, max_length=200)
+
+
+class Webhook(_Body):
+    url: str | None = Field(default=None, max_length=2000)
+
+
+class Permission(_Body):
+    level: str = Field(description="only_me | approved | mutuals | everyone", max_length=16)
+
+
+class Restrictions(_Body):
+    restrictions: list[str] = Field(max_length=32)
+
+
+class NewSession(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    cameo_id: str | None = Field(default=None, pattern=_ID, description="re-verify this cameo")
+
+
+class NewJob(_Body):
+    cameo_ids: list[str] = Field(min_length=1, max_length=16)
+    script: str = Field(min_length=1, max_length=4000)
+    tier: str = Field(default="plus", max_length=32)
+    priority: int = Field(default=0, ge=-10, le=10)
+    client_token: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Idempotency token: resubmitting the same request returns the same job.",
+    )
+    background_id: str | None = Field(default=None, pattern=_ID)
+
+
+class TokenBuckets:
+    """Per-key token buckets: `rate` tokens per second, at most `burst` saved up."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.state: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """Spend one token; return 0 if allowed, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            tokens, last = self.state.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self.state[key] = (tokens - 1, now)
+                return 0.0
+            self.state[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+def _error(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if retry_after else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = None) -> FastAPI:
+    """The FastAPI app; the FarmAPI (database, object store) opens on first use."""
+    app = FastAPI(
+        title=API_TITLE,
+        version="1",
+        description="Consent-based avatar video render farm: cameos, permissions, jobs, audit.",
+    )
+    buckets = TokenBuckets(config.api.requests_per_minute, config.api.burst)
+    holder: dict[str, FarmAPI] = {}
+    lock = threading.Lock()
+
+    def farm() -> FarmAPI:
+        with lock:
+            if "api" not in holder:
+                if api_factory is not None:
+                    holder["api"] = api_factory()
+                else:
+                    from cameofarm.storage import open_farm_storage
+
+                    holder["api"] = FarmAPI(config, open_farm_storage(config))
+            return holder["api"]
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where or 'body'}: {err.get('msg')}")
+        return _error(422, "invalid request: " + "; ".join(parts))
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        upload = request.headers.get("content-type", "").startswith(
+            ("application/octet-stream", "video/", "image/", "audio/")
+        )
+        limit = config.api.max_upload_bytes if upload else config.api.max_body_bytes
+        if length is not None:
+            try:
+                too_big = int(length) > limit
+            except ValueError:
+                return _error(400, "Content-Length is not a number")
+            if too_big:
+                return _error(413, f"request body is {length} bytes; the limit is {limit}")
+        elif request.method in ("POST", "PUT", "PATCH") and not upload:
+            body = await request.body()
+            if len(body) > limit:
+                return _error(413, f"request body is over the {limit} byte limit")
+        return await call_next(request)
+
+    def caller(authorization: Annotated[str | None, Header()] = None) -> Any:
+        token = None
+        if authorization and authorization.lower().startswith("bearer "):
+            token = authorization[7:].strip()
+        bucket = hashlib.sha256((token or "anonymous").encode()).hexdigest()
+        wait = buckets.take(bucket)
+        if wait > 0:
+            raise RateLimited(f"rate limit: retry in {wait:.1f} s", retry_after=wait)
+        if token is None:
+            raise Unauthorized(
+                "send your API key as `Authorization: Bearer KEY`; an operator creates "
+                "users and keys (`cameofarm users add`)"
+            )
+        return farm().authenticate(token)
+
+    Caller = Annotated[Any, Depends(caller)]
+
+    async def _spool(request: Request, suffix: str) -> Path:
+        limit = config.api.max_upload_bytes
+        fd, name = tempfile.mkstemp(prefix="cameofarm-upload-", suffix=suffix)
+        path, size = Path(name), 0
+        try:
+            with open(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"upload is over the {limit} byte limit")
+                    out.write(chunk)
+            if size == 0:
+                raise ApiError("the upload is empty: send the file as the request body")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    # --- health, users, keys -------------------------------------------------------------
+
+    @app.get("/healthz", tags=["farm"])
+    def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get("/v1/me", tags=["users"])
+    def me(who: Caller) -> dict[str, Any]:
+        return farm().whoami(who)
+
+    @app.post("/v1/me/keys", tags=["users"], status_code=201)
+    def new_key(who: Caller, body: NewKey) -> dict[str, Any]:
+        return farm().issue_key(who, body.label)
+
+    @app.put("/v1/me/webhook", tags=["users"])
+    def put_webhook(who: Caller, body: Webhook) -> dict[str, Any]:
+        return farm().set_webhook(who, body.url)
+
+    @app.get("/v1/me/webhook/deliveries", tags=["users"])
+    def webhook_deliveries(
+        who: Caller, job_id: Annotated[str | None, Query(pattern=_ID)] = None
+    ) -> dict[str, Any]:
+        return farm().webhook_deliveries(who, job_id)
+
+    @app.get("/v1/users", tags=["users"])
+    def users(who: Caller) -> dict[str, Any]:
+        return farm().users(who)
+
+    @app.post("/v1/users", tags=["users"], status_code=201)
+    def new_user(who: Caller, body: NewUser) -> dict[str, Any]:
+        return farm().create_user(who, body.user, body.org, body.operator)
+
+    @app.post("/v1/follows/{user}", tags=["users"])
+    def follow(who: Caller, user: str) -> dict[str, Any]:
+        return farm().follow(who, user)
+
+    @app.delete("/v1/follows/{user}", tags=["users"])
+    def unfollow(who: Caller, user: str) -> dict[str, Any]:
+        return farm().unfollow(who, user)
+
+    # --- cameos ----------------------------------------------------------------------------
+
+    @app.get("/v1/cameos", tags=["cameos"])
+    def cameos(who: Caller) -> dict[str, Any]:
+        return farm().list_cameos(who)
+
+    @app.get("/v1/cameos/{cameo_id}", tags=["cameos"])
+    def cameo(who: Caller, cameo_id: str) -> dict[str, Any]:
+        return farm().get_cameo(who, cameo_id)
+
+    @app.put("/v1/cameos/{cameo_id}/permission", tags=["cameos"])
+    def permission(who: Caller, cameo_id: str, body: Permission) -> dict[str, Any]:
+        return farm().set_permission(who, cameo_id, body.level)
+
+    @app.put("/v1/cameos/{cameo_id}/approved/{user}", tags=["cameos"])
+    def approve(who: Caller, cameo_id: str, user: str) -> dict[str, Any]:
+        return farm().approve(who, cameo_id, user)
+
+    @app.delete("/v1/cameos/{cameo_id}/approved/{user}", tags=["cameos"])
+    def unapprove(who: Caller, cameo_id: str, user: str) -> dict[str, Any]:
+        return farm().unapprove(who, cameo_id, user)
+
+    @app.put("/v1/cameos/{cameo_id}/restrictions", tags=["cameos"])
+    def restrict(who: Caller, cameo_id: str, body: Restrictions) -> dict[str, Any]:
+        return farm().set_restrictions(who, cameo_id, body.restrictions)
+
+    @app.post("/v1/cameos/{cameo_id}/revoke", tags=["cameos"])
+    def revoke(who: Caller, cameo_id: str) -> dict[str, Any]:
+        return farm().revoke_cameo(who, cameo_id)
+
+    @app.delete("/v1/cameos/{cameo_id}", tags=["cameos"])
+    def delete(who: Caller, cameo_id: str) -> dict[str, Any]:
+        return farm().delete_cameo(who, cameo_id)
+
+    @app.get("/v1/cameos/{cameo_id}/purge", tags=["cameos"])
+    def purge(who: Caller, cameo_id: str) -> dict[str, Any]:
+        return farm().purge_status(who, cameo_id)
+
+    @app.get("/v1/cameos/{cameo_id}/scan", tags=["cameos"])
+    def scan(who: Caller, cameo_id: str) -> dict[str, Any]:
+        return farm().scan_cameo(who, cameo_id)
+
+    @app.get("/v1/uses", tags=["cameos"])
+    def uses(
+        who: Caller, cameo_id: Annotated[str | None, Query(pattern=_ID)] = None
+    ) -> dict[str, Any]:
+        """The owner's view: every video casting your cameos, drafts and others' included."""
+        return farm().owner_view(who, cameo_id)
+
+    # --- enrollment --------------------------------------------------------------------------
+
+    @app.post("/v1/enrollment/sessions", tags=["enrollment"], status_code=201)
+    def start_session(who: Caller, body: NewSession) -> dict[str, Any]:
+        return farm().start_enrollment(who, body.name, body.cameo_id)
+
+    def _id_photo_path(session_id: str) -> Path:
+        safe = hashlib.sha256(session_id.encode()).hexdigest()[:24]
+        return Path(tempfile.gettempdir()) / f"cameofarm-idphoto-{safe}.img"
+
+    @app.put("/v1/enrollment/sessions/{session_id}/id-photo", tags=["enrollment"])
+    async def id_photo(who: Caller, session_id: str, request: Request) -> dict[str, Any]:
+        """Upload an ID photo (raw body) that the recording's face must match."""
+        farm().get_session_owner_check(who, session_id)
+        path = await _spool(request, ".img")
+        path.replace(_id_photo_path(session_id))
+        return {"session_id": session_id, "id_photo": True}
+
+    @app.post("/v1/enrollment/sessions/{session_id}/recording", tags=["enrollment"])
+    async def recording(who: Caller, session_id: str, request: Request) -> dict[str, Any]:
+        """Upload the recording (raw MP4 body); verifies liveness and enrolls the cameo."""
+        import asyncio
+
+        farm().get_session_owner_check(who, session_id)
+        video = await _spool(request, ".mp4")
+        photo = _id_photo_path(session_id)
+        try:
+            return await asyncio.to_thread(
+                farm().finish_enrollment,
+                who,
+                session_id,
+                video,
+                photo if photo.is_file() else None,
+            )
+        finally:
+            video.unlink(missing_ok=True)
+            photo.unlink(missing_ok=True)
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    @app.post("/v1/backgrounds", tags=["jobs"], status_code=201)
+    async def background(who: Caller, request: Request) -> dict[str, Any]:
+        """Upload a background image (raw PNG/JPEG body) for later jobs."""
+        path = await _spool(request, ".img")
+        try:
+            return farm().store_background(who, path.read_bytes())
+        finally:
+            path.unlink(missing_ok=True)
+
+    @app.post("/v1/jobs", tags=["jobs"], status_code=201)
+    def submit(
+        who: Caller,
+        body: NewJob,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> Any:
+        out = farm().submit(
+            who,
+            body.cameo_ids,
+            body.script,
+            body.tier,
+            body.priority,
+            body.client_token or idempotency_key,
+            body.background_id,
+        )
+        return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
+
+    @app.get("/v1/jobs", tags=["jobs"])
+    def jobs(who: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        return farm().list_jobs(who, limit)
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"])
+    def job(who: Caller, job_id: str) -> dict[str, Any]:
+        """The job with its status, stage and progress (0..1)."""
+        return farm().get_job(who, job_id)
+
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])
+    def cancel(who: Caller, job_id: str) -> dict[str, Any]:
+        return farm().cancel(who, job_id)
+
+    @app.get("/v1/jobs/{job_id}/download", tags=["jobs"])
+    def download(who: Caller, job_id: str, request: Request) -> dict[str, Any]:
+        """A presigned URL for the published MP4, valid `api.download_url_seconds`."""
+        return farm().download(who, job_id, str(request.base_url))
+
+    @app.post("/v1/jobs/{job_id}/takedown", tags=["jobs"])
+    def takedown(who: Caller, job_id: str) -> dict[str, Any]:
+        """Remove a published video (its customer, or an owner of a cameo in it)."""
+        return farm().takedown(who, job_id)
+
+    @app.get("/v1/files/{key:path}", tags=["jobs"], include_in_schema=False)
+    def file(key: str, expires: int, sig: str) -> Any:
+        api = farm()
+        api.check_download(key, expires, sig)
+        if not api.storage.objects.exists(key):
+            raise Gone("the video is no longer published")
+        return FileResponse(api.storage.objects.locate(key), media_type="video/mp4")
+
+    # --- audit ------------------------------------------------------------------------------
+
+    @app.get("/v1/audit", tags=["audit"])
+    def audit_log(
+        who: Caller,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> dict[str, Any]:
+        return farm().audit_log(who, after, limit)
+
+    @app.get("/v1/audit/verify", tags=["audit"])
+    def audit_verify(who: Caller) -> dict[str, Any]:
+        return farm().audit_verify(who)
+
+    return app
