@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import click
-from cameofarm.configs import ConfigError, FarmConfig, load_config
+from cameofarm.configs import ConfigError
+from cameofarm.service.cli_common import Ctx, fail, json_option
+from cameofarm.service.cli_consent import COMMANDS
+from cameofarm.service.farm_api import ApiError
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-
-
-class Ctx:
-    def __init__(self, config_dir: str | None) -> None:
-        self.config_dir = config_dir
-        self._config: FarmConfig | None = None
-
-    @property
-    def config(self) -> FarmConfig:
-        if self._config is None:
-            cfg = load_config(self.config_dir)
-            self._config = cfg.model_copy(update={"data_dir": str(Path(cfg.data_dir).resolve())})
-        return self._config
-
-    def storage(self) -> Any:
-        from cameofarm.storage import open_farm_storage
-
-        return open_farm_storage(self.config)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(code)
+_fail = fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,26 +26,51 @@ def _fail(message: str, code: int = 1) -> None:
     default=None,
     help="Folder of *.yaml overriding the packaged defaults.",
 )
+@click.option(
+    "--api-url",
+    envvar="CAMEOFARM_API_URL",
+    default=None,
+    help="Talk to the farm's HTTP API at this URL (default: the local farm, in-process).",
+)
+@click.option(
+    "--api-key",
+    envvar="CAMEOFARM_API_KEY",
+    default=None,
+    help="Your API key (env CAMEOFARM_API_KEY). `cameofarm users init` makes the first one.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 @click.pass_context
-def cli(ctx: click.Context, config_dir: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context,
+    config_dir: str | None,
+    api_url: str | None,
+    api_key: str | None,
+    verbose: bool,
+) -> None:
     """cameofarm: a render farm for consent-based avatar video on Ray.
 
     \b
     Typical session:
       cameofarm demo                      # everything, end to end, on built-in material
-      cameofarm up                        # start the farm (embedded Ray)
-      cameofarm enroll start --name Ada       # prints timed challenges
+      cameofarm up                        # start the farm (embedded Ray) and its HTTP API
+      cameofarm users init --user ops --org acme     # first operator; prints its API key
+      export CAMEOFARM_API_KEY=cf_...
+      cameofarm users add ada --org acme  # prints ada's key
+      cameofarm enroll start --name Ada   # prints timed challenges (with ada's key)
       cameofarm enroll finish ses_... clip.mp4
+      cameofarm cameo permission cam_... approved; cameofarm cameo approve cam_... bob
       cameofarm submit --cameo cam_... --script "Hello!" --tier plus
       cameofarm wait job_...
       cameofarm down
+
+    Commands that read or change users' data need an API key; they run in-process on this
+    machine's farm, or over HTTP with --api-url (env CAMEOFARM_API_URL).
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Ctx(config_dir)
+    ctx.obj = Ctx(config_dir, api_url, api_key)
 
 
 def main() -> None:
@@ -81,10 +85,14 @@ def main() -> None:
 
 @cli.command()
 @click.option("--address", default=None, help="Join an existing Ray cluster instead.")
+@click.option(
+    "--api/--no-api", default=True, show_default=True, help="Also serve the HTTP API (Ray Serve)."
+)
 @click.pass_obj
-def up(obj: Ctx, address: str | None) -> None:
-    """Start the farm: Ray, the five stage pools and the scheduler."""
+def up(obj: Ctx, address: str | None, api: bool) -> None:
+    """Start the farm: Ray, the five stage pools, the scheduler and the HTTP API."""
     from cameofarm.cluster.bootstrap import FarmError, farm_up
+    from cameofarm.service.serving import api_up
 
     config = obj.config
     if address:
@@ -93,6 +101,21 @@ def up(obj: Ctx, address: str | None) -> None:
         )
     try:
         farm_up(config, progress=click.echo)
+        if api:
+            api_up(config, progress=click.echo)
+    except FarmError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+@click.pass_obj
+def serve(obj: Ctx) -> None:
+    """Serve the HTTP API on the running farm (Ray Serve + FastAPI; OpenAPI at /docs)."""
+    from cameofarm.cluster.bootstrap import FarmError
+    from cameofarm.service.serving import api_up
+
+    try:
+        api_up(obj.config, progress=click.echo)
     except FarmError as exc:
         _fail(str(exc))
 
@@ -101,8 +124,14 @@ def up(obj: Ctx, address: str | None) -> None:
 @click.pass_obj
 def down(obj: Ctx) -> None:
     """Stop the scheduler, the pools and the embedded Ray node. Queued jobs stay queued."""
-    from cameofarm.cluster.bootstrap import FarmError, farm_down
+    from cameofarm.cluster.bootstrap import FarmError, connect, farm_down
+    from cameofarm.service.serving import api_down
 
+    try:
+        connect(obj.config)
+        api_down(obj.config)
+    except FarmError:
+        pass
     try:
         farm_down(obj.config, progress=click.echo)
     except FarmError as exc:
@@ -183,59 +212,52 @@ def enroll_check(obj: Ctx, video: str, audio: str | None, as_json: bool) -> None
 @click.argument("video", type=click.Path(dir_okay=False))
 @_audio_option
 @click.option("--name", required=True, help="Display name of the person.")
-@click.option("--owner", default=None, help="Owner account (default: current user).")
 @click.pass_obj
-def enroll_add(obj: Ctx, video: str, audio: str | None, name: str, owner: str | None) -> None:
-    """Check a recording, extract face identity, mouth shapes and voice; store a cameo."""
+def enroll_add(obj: Ctx, video: str, audio: str | None, name: str) -> None:
+    """Check a recording and store it as your PENDING cameo (no liveness yet).
+
+    It cannot be cast until you pass a liveness session: `enroll start --cameo ID`.
+    """
     from cameofarm.models.reference.face import DlibFaceAnalyzer
     from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 
+    api = obj.api()
     try:
+        who = api.authenticate(obj.api_key)
         record = enroll_recording(
-            obj.storage(),
+            api.storage,
             DlibFaceAnalyzer(),
             video,
             name=name,
-            owner=owner or getpass.getuser(),
+            owner=who.user,
             checks=obj.config.enrollment,
             audio=audio,
             progress=lambda m: click.echo(f"  {m}"),
         )
+    except ApiError as exc:
+        _fail(exc.message)
     except EnrollmentError as exc:
         _fail(f"enrollment refused: {exc}")
-        return
     click.echo(record.id)
 
 
 @enroll.command("start")
 @click.option("--name", required=True, help="Display name of the person.")
-@click.option("--owner", default=None, help="Owner account (default: current user).")
 @click.option("--cameo", "cameo_id", default=None, help="Re-verify this existing cameo.")
 @click.pass_obj
-def enroll_start(obj: Ctx, name: str, owner: str | None, cameo_id: str | None) -> None:
-    """Open a liveness session: prints the challenges and when to perform each."""
-    from cameofarm.pipelines.enroll import EnrollmentError
-    from cameofarm.pipelines.verify import start_session
-
+def enroll_start(obj: Ctx, name: str, cameo_id: str | None) -> None:
+    """Open a liveness session for yourself: prints the challenges and when to perform each."""
     try:
-        session = start_session(
-            obj.storage(),
-            obj.config.enrollment,
-            name=name,
-            owner=owner or getpass.getuser(),
-            cameo_id=cameo_id,
-        )
-    except (EnrollmentError, LookupError) as exc:
-        _fail(str(exc))
-        return
-    click.echo(session.instructions())
-    click.echo(f"then: cameofarm enroll finish {session.id} VIDEO")
+        out = obj.client().start_enrollment(name, cameo_id)
+    except ApiError as exc:
+        _fail(exc.message)
+    click.echo(out["instructions"])
+    click.echo(f"then: cameofarm enroll finish {out['session_id']} VIDEO")
 
 
 @enroll.command("finish")
 @click.argument("session_id")
 @click.argument("video", type=click.Path(exists=True, dir_okay=False))
-@_audio_option
 @click.option(
     "--id-photo",
     type=click.Path(exists=True, dir_okay=False),
@@ -243,29 +265,16 @@ def enroll_start(obj: Ctx, name: str, owner: str | None, cameo_id: str | None) -
     help="An ID photo the recorded face must match (threshold: README).",
 )
 @click.pass_obj
-def enroll_finish(
-    obj: Ctx, session_id: str, video: str, audio: str | None, id_photo: str | None
-) -> None:
+def enroll_finish(obj: Ctx, session_id: str, video: str, id_photo: str | None) -> None:
     """Verify a recording performing the session's challenges; make a VERIFIED cameo."""
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
-    from cameofarm.pipelines.enroll import EnrollmentError
-    from cameofarm.pipelines.verify import finish_session
-
+    click.echo("verifying liveness, checking the recording and extracting the likeness...")
     try:
-        record = finish_session(
-            obj.storage(),
-            DlibFaceAnalyzer(),
-            obj.config.enrollment,
-            session_id,
-            video,
-            audio=audio,
-            id_photo=id_photo,
-            progress=lambda m: click.echo(f"  {m}"),
-        )
-    except EnrollmentError as exc:
-        _fail(f"enrollment refused: {exc}")
-        return
-    click.echo(f"{record.id} {record.status.value}")
+        out = obj.client().finish_enrollment(session_id, video, id_photo)
+    except ApiError as exc:
+        _fail(exc.message)
+    for line in out.get("log", []):
+        click.echo(f"  {line}")
+    click.echo(f"{out['cameo_id']} {out['status']}")
 
 
 @cli.group()
@@ -308,16 +317,6 @@ def protected_list(obj: Ctx) -> None:
         click.echo(f"#{row} {label}  {reason}")
 
 
-@cli.command()
-@click.pass_obj
-def cameos(obj: Ctx) -> None:
-    """List cameos."""
-    from cameofarm.cameos import list_cameos
-
-    for c in list_cameos(obj.storage().db):
-        click.echo(f"{c.id}  {c.status.value:<8} {c.owner:<12} {c.name}")
-
-
 # --- jobs ----------------------------------------------------------------------------------
 
 
@@ -331,8 +330,13 @@ def cameos(obj: Ctx) -> None:
     default=None,
     help="Background image for the scene (default: a plain colour).",
 )
-@click.option("--priority", type=int, default=0, show_default=True)
-@click.option("--customer", default=None, help="Who the job is for (default: current user).")
+@click.option("--priority", type=click.IntRange(-10, 10), default=0, show_default=True)
+@click.option(
+    "--client-token",
+    default=None,
+    help="Idempotency token: re-running with the same token returns the same job.",
+)
+@json_option
 @click.pass_obj
 def submit(
     obj: Ctx,
@@ -341,26 +345,17 @@ def submit(
     tier: str,
     background: str | None,
     priority: int,
-    customer: str | None,
+    client_token: str | None,
+    as_json: bool,
 ) -> None:
-    """Queue a render job and print its id."""
-    from cameofarm.service.jobs_api import SubmitError, submit_render
-
+    """Queue a render job as yourself and print its id."""
     try:
-        job = submit_render(
-            obj.config,
-            obj.storage(),
-            list(cameo_ids),
-            script,
-            tier,
-            customer or getpass.getuser(),
-            priority,
-            background,
-        )
-    except SubmitError as exc:
-        _fail(str(exc))
-        return
-    click.echo(job.id)
+        client = obj.client()
+        bg = client.store_background(background)["background_id"] if background else None
+        job = client.submit(list(cameo_ids), script, tier, priority, client_token, bg)
+    except ApiError as exc:
+        _fail(exc.message)
+    click.echo(json.dumps(job, indent=2) if as_json else job["id"])
 
 
 @cli.command()
@@ -368,46 +363,75 @@ def submit(
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds to wait.")
 @click.pass_obj
 def wait(obj: Ctx, job_id: str, timeout: float) -> None:
-    """Follow a job's progress until it ends; print the output's path."""
-    from cameofarm.service.jobs_api import WaitError, wait_for_job
+    """Follow a job's progress until it ends; print where to get the video."""
+    import time
 
-    storage = obj.storage()
+    from cameofarm.service.farm_api import job_is_over
+
+    client = obj.client()
+    deadline, last = time.monotonic() + timeout, ""
     try:
-        job = wait_for_job(storage, job_id, timeout, progress=click.echo)
-    except (WaitError, LookupError) as exc:
-        _fail(str(exc))
-        return
-    if job.output_key is None:
-        _fail(f"job {job.id} ended {job.status.value}: {job.error}")
-        return
-    click.echo(storage.objects.locate(job.output_key))
+        while True:
+            job = client.get_job(job_id)
+            line = (
+                f"{job['id']} {job['status']:<9} {job['stage'] or '-':<11} {job['progress']:4.0%}"
+            )
+            if job["attempts"] > 1:
+                line += f" (attempt {job['attempts']})"
+            if line != last:
+                click.echo(line)
+                last = line
+            if job_is_over(job):
+                break
+            if time.monotonic() > deadline:
+                _fail(f"job {job_id} still {job['status']} after {timeout:g} s")
+            time.sleep(0.5)
+        if job["status"] != "SUCCEEDED":
+            _fail(f"job {job_id} ended {job['status']}: {job['error']}")
+        click.echo(client.download(job_id)["url"])
+    except ApiError as exc:
+        _fail(exc.message)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def download(obj: Ctx, job_id: str) -> None:
+    """Print a presigned download URL (or, in-process on a local store, the file path)."""
+    try:
+        click.echo(obj.client().download(job_id)["url"])
+    except ApiError as exc:
+        _fail(exc.message)
 
 
 @cli.command()
 @click.argument("job_id")
 @click.pass_obj
 def cancel(obj: Ctx, job_id: str) -> None:
-    """Cancel a queued or running job (nothing is published)."""
-    from cameofarm.cluster.jobs import JobError, cancel_job
-
+    """Cancel your queued or running job (nothing is published)."""
     try:
-        job = cancel_job(obj.storage().db, job_id)
-    except (JobError, LookupError) as exc:
-        _fail(str(exc))
-        return
-    click.echo(f"{job.id} {job.status.value}")
+        job = obj.client().cancel(job_id)
+    except ApiError as exc:
+        _fail(exc.message)
+    click.echo(f"{job['id']} {job['status']}")
 
 
 @cli.command()
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
 @click.pass_obj
-def jobs(obj: Ctx, limit: int) -> None:
-    """List recent jobs."""
-    from cameofarm.cluster.jobs import list_jobs
-
-    for j in list_jobs(obj.storage().db)[-limit:]:
-        detail = j.output_key or j.error or j.stage
-        click.echo(f"{j.id}  {j.tier:<5} {j.status.value:<9} try {j.attempts}  {detail}")
+def jobs(obj: Ctx, limit: int, as_json: bool) -> None:
+    """List your recent jobs."""
+    try:
+        out = obj.client().list_jobs(limit)
+    except ApiError as exc:
+        _fail(exc.message)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for j in out["jobs"]:
+        detail = "published" if j["published"] else (j["error"] or j["stage"])
+        click.echo(f"{j['id']}  {j['tier']:<5} {j['status']:<9} try {j['attempts']}  {detail}")
 
 
 @cli.command()
@@ -487,6 +511,10 @@ def bench_enroll(obj: Ctx, seconds: float) -> None:
     from cameofarm.service.demo import run_enroll_bench
 
     run_enroll_bench(obj.config, seconds, echo=click.echo)
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -81,9 +81,10 @@ def run_demo(
     config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: str | None, echo: Echo
 ) -> list[str]:
     """Enroll the sample, render Plus and Pro on a local farm, check and print both outputs."""
+    from cameofarm.cameos.audit import verify_audit
     from cameofarm.cluster.bootstrap import farm_down, farm_up
     from cameofarm.models.media import probe_mp4
-    from cameofarm.models.reference.provenance import ensure_signing_chain
+    from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
     from cameofarm.service.jobs_api import submit_render, wait_for_job
 
     cameo_id = ensure_sample_cameo(config, storage, echo)
@@ -110,9 +111,14 @@ def run_demo(
             if problems:
                 raise DemoError(f"{done.tier} output {path} failed its checks: {problems}")
             r = probe_mp4(path)
+            c2pa = verify_mp4(Path(path).read_bytes(), root)
             echo(
                 f"  ok: {r.width}x{r.height}, {r.frames} frames, {r.duration:.2f} s, "
-                f"audio {r.audio_codec} {r.audio_seconds:.2f} s, C2PA valid"
+                f"audio {r.audio_codec} {r.audio_seconds:.2f} s"
+            )
+            echo(
+                f"  C2PA {c2pa.state}: signer {c2pa.signer}; job {c2pa.job_id}, tier "
+                f"{c2pa.tier}, cameos {', '.join(c2pa.cameo_ids)}"
             )
             if out_dir:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -121,6 +127,10 @@ def run_demo(
     finally:
         if not keep_up:
             farm_down(config, progress=echo)
+    report = verify_audit(storage.db)
+    if not report.ok:
+        raise DemoError(f"the audit log does not verify: {report.problems}")
+    echo(f"audit log: {report.rows} rows, hash chain intact (head {report.head_hash[:16]}...)")
     echo("\ndemo videos:")
     for path in paths:
         echo(f"  {path}")
@@ -144,13 +154,16 @@ def run_bench(
         farm_status(config)
     except FarmError as exc:
         raise DemoError(f"{exc} (bench needs a running farm)") from exc
+    from cameofarm.cameos import get_cameo
+
     cameo_id = cameo_id or ensure_sample_cameo(config, storage, echo)
+    owner = get_cameo(storage.db, cameo_id).owner  # the benchmark renders as the cameo's owner
     jobs = [
-        submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", "bench")
+        submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", owner)
         for _ in range(n_plus)
     ]
     jobs += [
-        submit_render(config, storage, [cameo_id], PRO_SCRIPT, "pro", "bench") for _ in range(n_pro)
+        submit_render(config, storage, [cameo_id], PRO_SCRIPT, "pro", owner) for _ in range(n_pro)
     ]
     echo(f"submitted {n_plus} plus + {n_pro} pro jobs; waiting...")
     for job in jobs:

@@ -514,8 +514,11 @@ class FarmAPI:
         except JobError as exc:
             raise _job_error(exc) from None
 
-    def download(self, principal: Principal, job_id: str, base_url: str) -> dict[str, Any]:
-        """A presigned URL for the published video (MinIO's own, or one this API signs)."""
+    def download(
+        self, principal: Principal, job_id: str, base_url: str, local: bool = False
+    ) -> dict[str, Any]:
+        """A presigned URL for the published video (MinIO's own, or one this API signs;
+        in-process with a local store, the file's path)."""
         job = self._visible(principal, job_id)
         if job.taken_down_at is not None:
             raise Gone(f"job {job_id}'s video was taken down")
@@ -524,7 +527,9 @@ class FarmAPI:
         seconds = self.config.api.download_url_seconds
         url = self.storage.objects.presign(job.output_key, seconds)
         expires = int(time.time() + seconds)
-        if url is None:
+        if url is None and local:
+            url = self.storage.objects.locate(job.output_key)
+        elif url is None:
             sig = self.sign_download(job.output_key, expires)
             url = f"{base_url.rstrip('/')}/v1/files/{job.output_key}?expires={expires}&sig={sig}"
         with self.db.session() as s:

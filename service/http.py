@@ -10,7 +10,6 @@ replica. With several, divide the per-key figures by the replica count (or put a
 limiter in front).
 """
 
-
 import hashlib
 import tempfile
 import threading

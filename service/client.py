@@ -1,0 +1,201 @@
+"""What the CLI talks to: the HTTP API (`--api-url`) or the farm's storage in-process.
+
+Both clients offer the same methods with the same JSON answers and raise `ApiError` with the
+same messages, so every CLI command has one code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cameofarm.cameos.accounts import Principal
+from cameofarm.service.farm_api import ApiError, FarmAPI
+
+_STATUS: dict[int, type[ApiError]] = {}
+
+
+def _error_for(status: int, message: str, retry_after: float | None) -> ApiError:
+    from cameofarm.service import farm_api
+
+    if not _STATUS:
+        for cls in vars(farm_api).values():
+            if isinstance(cls, type) and issubclass(cls, ApiError) and cls is not ApiError:
+                _STATUS.setdefault(int(getattr(cls, "status", 400)), cls)
+    err = _STATUS.get(status, ApiError)(message, retry_after)
+    err.status = status
+    return err
+
+
+class LocalClient:
+    """In-process: the caller's key is checked against the farm database directly."""
+
+    def __init__(self, api: FarmAPI, token: str | None) -> None:
+        self.api = api
+        self.principal: Principal = api.authenticate(token)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.api, name)
+        return lambda *args, **kwargs: method(self.principal, *args, **kwargs)
+
+    def download(self, job_id: str) -> dict[str, Any]:
+        return self.api.download(self.principal, job_id, "", local=True)
+
+    def finish_enrollment(
+        self, session_id: str, video: str, id_photo: str | None = None
+    ) -> dict[str, Any]:
+        return self.api.finish_enrollment(self.principal, session_id, video, id_photo)
+
+    def store_background(self, path: str) -> dict[str, Any]:
+        return self.api.store_background(self.principal, Path(path).read_bytes())
+
+
+class HttpClient:
+    """Over HTTP with `Authorization: Bearer KEY`."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 600) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the API at {self.http.base_url}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:500]}
+        if response.status_code >= 400:
+            retry = response.headers.get("retry-after")
+            raise _error_for(
+                response.status_code,
+                str(body.get("error", body)),
+                float(retry) if retry else None,
+            )
+        return dict(body)
+
+    def whoami(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/me")
+
+    def issue_key(self, label: str = "key") -> dict[str, Any]:
+        return self._call("POST", "/v1/me/keys", json={"label": label})
+
+    def users(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/users")
+
+    def create_user(self, user: str, org: str, operator: bool = False) -> dict[str, Any]:
+        return self._call(
+            "POST", "/v1/users", json={"user": user, "org": org, "operator": operator}
+        )
+
+    def follow(self, other: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/follows/{other}")
+
+    def unfollow(self, other: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/follows/{other}")
+
+    def set_webhook(self, url: str | None) -> dict[str, Any]:
+        return self._call("PUT", "/v1/me/webhook", json={"url": url})
+
+    def webhook_deliveries(self, job_id: str | None = None) -> dict[str, Any]:
+        params = {"job_id": job_id} if job_id else {}
+        return self._call("GET", "/v1/me/webhook/deliveries", params=params)
+
+    def list_cameos(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/cameos")
+
+    def get_cameo(self, cameo_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/cameos/{cameo_id}")
+
+    def set_permission(self, cameo_id: str, level: str) -> dict[str, Any]:
+        return self._call("PUT", f"/v1/cameos/{cameo_id}/permission", json={"level": level})
+
+    def approve(self, cameo_id: str, user: str) -> dict[str, Any]:
+        return self._call("PUT", f"/v1/cameos/{cameo_id}/approved/{user}")
+
+    def unapprove(self, cameo_id: str, user: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/cameos/{cameo_id}/approved/{user}")
+
+    def set_restrictions(self, cameo_id: str, names: list[str]) -> dict[str, Any]:
+        body = {"restrictions": names}
+        return self._call("PUT", f"/v1/cameos/{cameo_id}/restrictions", json=body)
+
+    def revoke_cameo(self, cameo_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/cameos/{cameo_id}/revoke")
+
+    def delete_cameo(self, cameo_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/cameos/{cameo_id}")
+
+    def purge_status(self, cameo_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/cameos/{cameo_id}/purge")
+
+    def scan_cameo(self, cameo_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/cameos/{cameo_id}/scan")
+
+    def owner_view(self, cameo_id: str | None = None) -> dict[str, Any]:
+        return self._call("GET", "/v1/uses", params={"cameo_id": cameo_id} if cameo_id else {})
+
+    def start_enrollment(self, name: str, cameo_id: str | None = None) -> dict[str, Any]:
+        body = {"name": name, "cameo_id": cameo_id}
+        return self._call("POST", "/v1/enrollment/sessions", json=body)
+
+    def finish_enrollment(
+        self, session_id: str, video: str, id_photo: str | None = None
+    ) -> dict[str, Any]:
+        base = f"/v1/enrollment/sessions/{session_id}"
+        octet = {"Content-Type": "application/octet-stream"}
+        if id_photo is not None:
+            self._call(
+                "PUT", f"{base}/id-photo", content=Path(id_photo).read_bytes(), headers=octet
+            )
+        with open(video, "rb") as fh:
+            return self._call("POST", f"{base}/recording", content=fh.read(), headers=octet)
+
+    def store_background(self, path: str) -> dict[str, Any]:
+        octet = {"Content-Type": "application/octet-stream"}
+        return self._call("POST", "/v1/backgrounds", content=Path(path).read_bytes(), headers=octet)
+
+    def submit(
+        self,
+        cameo_ids: list[str],
+        script: str,
+        tier: str = "plus",
+        priority: int = 0,
+        client_token: str | None = None,
+        background_id: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "cameo_ids": cameo_ids,
+            "script": script,
+            "tier": tier,
+            "priority": priority,
+            "client_token": client_token,
+            "background_id": background_id,
+        }
+        return self._call("POST", "/v1/jobs", json=body)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, limit: int = 50) -> dict[str, Any]:
+        return self._call("GET", "/v1/jobs", params={"limit": limit})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def download(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/download")
+
+    def takedown(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/takedown")
+
+    def audit_log(self, after: int = 0, limit: int = 200) -> dict[str, Any]:
+        return self._call("GET", "/v1/audit", params={"after": after, "limit": limit})
+
+    def audit_verify(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/audit/verify")
