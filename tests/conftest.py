@@ -70,3 +70,22 @@ def cameo(farm_config, storage, analyzer, sample_clip):
         checks=farm_config.enrollment,
         verified_by="test fixture",
     )
+
+
+@pytest.fixture
+def pools(farm_config, storage):
+    """In-process stage pools: the same actor shells as the farm, without Ray."""
+    from cameofarm.actors.pools import LocalStagePools
+    from cameofarm.actors.stage import StageActor
+    from cameofarm.configs import StageName
+    from cameofarm.models.registry import BackendContext
+    from cameofarm.storage.fetch import ObjectFetcher
+
+    ctx = BackendContext(storage.keys_dir, storage.data_dir / "models")
+    fetcher = ObjectFetcher(farm_config.storage, storage.data_dir)
+    return LocalStagePools(
+        {
+            stage: StageActor(stage, "reference", f"{stage.value}-local", ctx, fetcher)
+            for stage in StageName
+        }
+    )

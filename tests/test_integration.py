@@ -48,7 +48,9 @@ def test_farm_renders_plus_job_and_survives_a_kill(farm, storage, cameo, tmp_pat
     assert all(p["gpu_ids"] != "" for p in status["pools"])  # logical GPUs were assigned
 
     # 1. A short Plus render, checked end to end.
-    job = submit_render(farm, storage, [cameo.id], "Hello there, nice to meet you.", "plus", "tester")
+    job = submit_render(
+        farm, storage, [cameo.id], "Hello there, nice to meet you.", "plus", "tester"
+    )
     done = wait_for_job(storage, job.id, timeout=600)
     assert done.status is JobStatus.SUCCEEDED, done.error
     path = storage.objects.locate(done.output_key)

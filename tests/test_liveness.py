@@ -137,7 +137,12 @@ def test_pending_cameo_cannot_render(farm_config, storage, analyzer, sample_clip
     assert record.status is CameoStatus.PENDING
     with pytest.raises(JobError, match=r"PENDING.*liveness"):
         submit_job(
-            storage.db, farm_config, cameo_ids=[record.id], script="Hi.", tier="plus", customer="tester"
+            storage.db,
+            farm_config,
+            cameo_ids=[record.id],
+            script="Hi.",
+            tier="plus",
+            customer="tester",
         )
 
 

@@ -5,25 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from cameofarm.actors.pools import LocalStagePools
-from cameofarm.actors.stage import StageActor
 from cameofarm.configs import StageName
-from cameofarm.models.registry import BackendContext
 from cameofarm.pipelines.render import JobCancelled, RenderError, RenderJob, plan_frames, render_job
 from cameofarm.storage.db import StageTimingRow
-from cameofarm.storage.fetch import ObjectFetcher
-
-
-@pytest.fixture
-def pools(farm_config, storage):
-    ctx = BackendContext(storage.keys_dir, storage.data_dir / "models")
-    fetcher = ObjectFetcher(farm_config.storage, storage.data_dir)
-    return LocalStagePools(
-        {
-            stage: StageActor(stage, "reference", f"{stage.value}-local", ctx, fetcher)
-            for stage in StageName
-        }
-    )
 
 
 def _job(storage, farm_config, cameo, script):
@@ -87,15 +71,21 @@ def test_submit_stores_background_and_refuses_bad_ones(farm_config, storage, cam
 
     good = tmp_path / "bg.jpg"
     cv2.imwrite(str(good), np.full((400, 600, 3), 200, np.uint8))
-    job = submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "tester", background=str(good))
+    job = submit_render(
+        farm_config, storage, [cameo.id], "Hi.", "plus", "tester", background=str(good)
+    )
     assert job.background_key and storage.objects.exists(job.background_key)
     bad = tmp_path / "bg.png"
     bad.write_bytes(b"<script>alert(1)</script>")
     with pytest.raises(SubmitError, match="not an image"):
-        submit_render(farm_config, storage, [cameo.id], "Hi.", "plus", "tester", background=str(bad))
+        submit_render(
+            farm_config, storage, [cameo.id], "Hi.", "plus", "tester", background=str(bad)
+        )
     before = set(storage.objects.list("backgrounds/"))
     with pytest.raises(SubmitError, match="unknown tier"):
-        submit_render(farm_config, storage, [cameo.id], "Hi.", "gold", "tester", background=str(good))
+        submit_render(
+            farm_config, storage, [cameo.id], "Hi.", "gold", "tester", background=str(good)
+        )
     assert set(storage.objects.list("backgrounds/")) == before  # refused: nothing left behind
 
 
