@@ -1,0 +1,381 @@
+"""The HTTP API on a real loopback farm (Ray + Ray Serve): enrollment, the permission matrix,
+revocation while queued and while running, webhooks, downloads and provenance, idempotency,
+rate limits, hostile input, deletion with its purge proof, and the audit log.
+
+The tests in this module share one farm and run in order.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+USERS = ("olive", "amy", "mo", "fay", "stan")  # owner, approved, mutual, follower-only, stranger
+ALLOWED = {
+    "only_me": {"olive"},
+    "approved": {"olive", "amy"},
+    "mutuals": {"olive", "amy", "mo"},
+    "everyone": set(USERS),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Farm:
+    def __init__(self, config, url, storage):
+        import httpx
+
+        self.config, self.url, self.storage = config, url, storage
+        self.http = httpx.Client(base_url=url, timeout=300)
+        self.keys: dict[str, str] = {}
+        self.state: dict[str, str] = {}
+
+    def call(self, who, method, path, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if who is not None:
+            headers["Authorization"] = f"Bearer {self.keys[who]}"
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def ok(self, who, method, path, **kwargs):
+        response = self.call(who, method, path, **kwargs)
+        assert response.status_code < 300, (response.status_code, response.text)
+        return response.json()
+
+    def wait_job(self, who, job_id, until, timeout=600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.ok(who, "GET", f"/v1/jobs/{job_id}")
+            if until(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} never reached the state: {job}")
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    import ray
+    from cameofarm.cluster.bootstrap import connect, farm_down, farm_up
+    from cameofarm.configs import load_config
+    from cameofarm.service.serving import api_down, api_up
+    from cameofarm.storage import open_farm_storage
+
+    data = tmp_path_factory.mktemp("apifarm")
+    config = load_config(
+        environ={
+            "CAMEOFARM__DATA_DIR": str(data),
+            "CAMEOFARM__ENROLLMENT__MIN_SPEECH_SECONDS": "4",
+            "CAMEOFARM__TIERS__PLUS__MAX_RUNNING": "1",
+            "CAMEOFARM__SCHEDULER__MAX_RUNNING_JOBS": "1",
+            "CAMEOFARM__API__PORT": str(_free_port()),
+            "CAMEOFARM__API__REQUESTS_PER_MINUTE": "600",
+            "CAMEOFARM__API__BURST": "40",
+            "CAMEOFARM__WEBHOOKS__BACKOFF_SECONDS": "0.2",
+        }
+    )
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True
+    )
+    farm_up(config, progress=lambda _: None)
+    url = api_up(config, progress=lambda _: None)
+    storage = open_farm_storage(config)
+    f = Farm(config, url, storage)
+    from cameofarm.service.farm_api import FarmAPI
+
+    api = FarmAPI(config, storage)
+    f.keys["ops"] = api.init_operator("ops", "farm")["api_key"]
+    for user in USERS:
+        f.keys[user] = f.ok("ops", "POST", "/v1/users", json={"user": user, "org": "acme"})[
+            "api_key"
+        ]
+    f.ok("mo", "POST", "/v1/follows/olive")
+    f.ok("olive", "POST", "/v1/follows/mo")
+    f.ok("fay", "POST", "/v1/follows/olive")
+    try:
+        yield f
+    finally:
+        if not ray.is_initialized():
+            connect(config)
+        api_down(config)
+        farm_down(config, progress=lambda _: None)
+
+
+def test_openapi_document_lists_the_routes(farm):
+    doc = farm.http.get("/openapi.json").json()
+    for path in ("/v1/jobs", "/v1/cameos/{cameo_id}/permission", "/v1/uses", "/v1/audit/verify"):
+        assert path in doc["paths"], path
+    assert farm.http.get("/healthz").json() == {"ok": True}
+
+
+def test_enrollment_over_the_api(farm, analyzer, tmp_path):
+    from cameofarm.pipelines.sample_clip import build_sample_clip
+
+    hostile = "Olive'); DROP TABLE cameos;-- <script>"
+    session = farm.ok("olive", "POST", "/v1/enrollment/sessions", json={"name": hostile})
+    windows = tuple((c["kind"], c["start"], c["end"]) for c in session["challenges"])
+    clip = tmp_path / "olive.mp4"
+    seconds = session["challenges"][-1]["end"] + 10
+    build_sample_clip(clip, analyzer, seconds=seconds, challenges=windows, phrase=session["phrase"])
+    path = f"/v1/enrollment/sessions/{session['session_id']}/recording"
+    octet = {"Content-Type": "application/octet-stream"}
+    # Someone else cannot finish Olive's session.
+    stolen = farm.call("stan", "POST", path, content=clip.read_bytes(), headers=dict(octet))
+    assert stolen.status_code == 404
+    out = farm.ok("olive", "POST", path, content=clip.read_bytes(), headers=dict(octet))
+    assert out["status"] == "VERIFIED", out
+    farm.state["cameo"] = out["cameo_id"]
+    cameo = farm.ok("olive", "GET", f"/v1/cameos/{out['cameo_id']}")
+    assert cameo["name"] == hostile and cameo["permission"] == "only_me"  # stored verbatim
+    assert farm.call("stan", "GET", f"/v1/cameos/{out['cameo_id']}").status_code == 404
+
+
+def test_permission_matrix(farm):
+    cameo = farm.state["cameo"]
+    farm.ok("olive", "PUT", f"/v1/cameos/{cameo}/approved/amy")
+    seen = {}
+    for level in ALLOWED:
+        farm.ok("olive", "PUT", f"/v1/cameos/{cameo}/permission", json={"level": level})
+        for user in USERS:
+            r = farm.call(
+                user, "POST", "/v1/jobs", json={"cameo_ids": [cameo], "script": "Hi there."}
+            )
+            seen[(level, user)] = r.status_code
+            if r.status_code == 201:
+                farm.ok(user, "POST", f"/v1/jobs/{r.json()['id']}/cancel")
+            else:
+                assert "may not cast" in r.json()["error"], r.json()
+    expected = {(lv, u): 201 if u in ok else 403 for lv, ok in ALLOWED.items() for u in USERS}
+    assert seen == expected
+
+
+def test_revocation_while_running_and_queued_publishes_nothing(farm):
+    from cameofarm.cluster.webhooks import verify_signature
+
+    cameo = farm.state["cameo"]
+    farm.ok("olive", "PUT", f"/v1/cameos/{cameo}/permission", json={"level": "approved"})
+    received: list[tuple[dict, bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(500 if len(received) <= 2 else 200)  # fail twice, then accept
+            self.end_headers()
+
+        def log_message(self, *_args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = farm.ok(
+        "amy", "PUT", "/v1/me/webhook", json={"url": f"http://127.0.0.1:{server.server_port}/h"}
+    )
+    try:
+        body = {"cameo_ids": [cameo], "script": "Welcome aboard, everyone."}
+        running = farm.ok("amy", "POST", "/v1/jobs", json=body)
+        farm.wait_job(
+            "amy",
+            running["id"],
+            lambda j: j["status"] == "RUNNING" and j["stage"] in ("face_swap", "lip_sync"),
+        )
+        queued = farm.ok("amy", "POST", "/v1/jobs", json={**body, "script": "Second video."})
+        assert farm.ok("amy", "GET", f"/v1/jobs/{queued['id']}")["status"] == "QUEUED"
+
+        out = farm.ok("olive", "DELETE", f"/v1/cameos/{cameo}/approved/amy")
+        assert set(out["cancelled_jobs"]) == {running["id"], queued["id"]}
+        for job_id in (running["id"], queued["id"]):
+            job = farm.ok("amy", "GET", f"/v1/jobs/{job_id}")
+            assert job["status"] == "CANCELLED" and "consent withdrawn" in job["error"]
+
+        # The owner's own job runs on the same single worker: once it is done, the revoked
+        # render has certainly stopped.
+        mine = farm.ok("olive", "POST", "/v1/jobs", json={**body, "script": "Olive's own video."})
+        done = farm.wait_job("olive", mine["id"], lambda j: j["status"] in ("SUCCEEDED", "FAILED"))
+        assert done["status"] == "SUCCEEDED", done
+        farm.state["published"] = mine["id"]
+        objects = set(farm.storage.objects.list("outputs/"))
+        assert f"outputs/{mine['id']}.mp4" in objects
+        assert f"outputs/{running['id']}.mp4" not in objects
+        assert f"outputs/{queued['id']}.mp4" not in objects
+
+        uses = {u["job_id"]: u for u in farm.ok("olive", "GET", "/v1/uses")["uses"]}
+        assert uses[running["id"]]["made_by"] == "amy" and uses[running["id"]]["draft"]
+        assert not uses[running["id"]]["published"] and uses[mine["id"]]["published"]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            deliveries = farm.ok("amy", "GET", "/v1/me/webhook/deliveries")["deliveries"]
+            if len(deliveries) == 2 and all(d["status"] == "DELIVERED" for d in deliveries):
+                break
+            time.sleep(0.2)
+        assert {d["job_id"] for d in deliveries} == {running["id"], queued["id"]}
+        assert all(d["status"] == "DELIVERED" for d in deliveries), deliveries
+        assert sum(d["attempts"] for d in deliveries) == len(received) == 4
+        for headers, raw in received:
+            assert verify_signature(hook["secret"], headers["X-Cameofarm-Signature"], raw)
+            assert headers["X-Cameofarm-Event"] == "job.cancelled"
+            assert not verify_signature(
+                hook["secret"], headers["X-Cameofarm-Signature"], raw + b" "
+            )
+        assert {json.loads(raw)["job_id"] for _, raw in received} == {running["id"], queued["id"]}
+    finally:
+        server.shutdown()
+
+
+def test_download_is_presigned_and_carries_provenance(farm, tmp_path):
+    from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    job_id = farm.state["published"]
+    link = farm.ok("olive", "GET", f"/v1/jobs/{job_id}/download")
+    data = farm.http.get(link["url"].replace(farm.url, "")).content
+    root = ensure_signing_chain(farm.storage.keys_dir).root_cert.read_bytes()
+    report = verify_mp4(data, root)
+    assert report.valid and report.cameo_ids == (farm.state["cameo"],) and report.job_id == job_id
+    tampered = link["url"].replace("sig=", "sig=0")
+    assert farm.http.get(tampered.replace(farm.url, "")).status_code == 403
+    assert farm.call("stan", "GET", f"/v1/jobs/{job_id}/download").status_code == 404
+    video = tmp_path / "out.mp4"
+    video.write_bytes(data)
+    env = {"CAMEOFARM__DATA_DIR": farm.config.data_dir}
+    out = CliRunner().invoke(cli, ["verify", str(video)], env=env)
+    assert out.exit_code == 0 and f"cameos: {farm.state['cameo']}" in out.output, out.output
+
+
+def test_idempotent_submit_and_rate_limit(farm):
+    cameo = farm.state["cameo"]
+    body = {"cameo_ids": [cameo], "script": "Just once.", "client_token": "tok-1"}
+    first = farm.call("olive", "POST", "/v1/jobs", json=body)
+    again = farm.call("olive", "POST", "/v1/jobs", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] and again.json()["replayed"]
+    header = farm.call(
+        "olive",
+        "POST",
+        "/v1/jobs",
+        json={"cameo_ids": [cameo], "script": "Just once."},
+        headers={"Idempotency-Key": "tok-1"},
+    )
+    assert header.status_code == 200 and header.json()["id"] == first.json()["id"]
+    clash = farm.call("olive", "POST", "/v1/jobs", json={**body, "script": "Something else."})
+    assert clash.status_code == 409 and "different request" in clash.json()["error"]
+    farm.ok("olive", "POST", f"/v1/jobs/{first.json()['id']}/cancel")
+
+    codes = [farm.call("stan", "GET", "/v1/me") for _ in range(150)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited, "150 quick requests never hit the limit (burst 40, 10/s)"
+    assert int(limited[0].headers["Retry-After"]) >= 1
+    assert codes[0].status_code == 200
+
+
+def test_hostile_input(farm):
+    cameo = farm.state["cameo"]
+    bad_user = farm.call(
+        "ops", "POST", "/v1/users", json={"user": "x'; DROP TABLE users;--", "org": "a"}
+    )
+    assert bad_user.status_code == 422 and "not allowed" in bad_user.json()["error"]
+    big = farm.call(
+        "olive",
+        "POST",
+        "/v1/jobs",
+        content=b'{"script": "' + b"a" * 100_000 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert big.status_code == 413
+    junk = farm.call(
+        "olive",
+        "POST",
+        "/v1/jobs",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert junk.status_code == 422
+    assert farm.call("olive", "GET", "/v1/jobs/job_doesnotexist").status_code == 404
+    # Another user's job answers exactly like an unknown one.
+    other = farm.call("fay", "GET", f"/v1/jobs/{farm.state['published']}")
+    assert other.status_code == 404 and "no job with id" in other.json()["error"]
+    assert farm.call("fay", "POST", f"/v1/jobs/{farm.state['published']}/cancel").status_code == 404
+    unknown = farm.call(
+        "olive", "POST", "/v1/jobs", json={"cameo_ids": ["cam_nope"], "script": "Hi."}
+    )
+    assert unknown.status_code == 404
+    assert farm.call(None, "GET", "/v1/me").status_code == 401
+    assert (
+        farm.call(None, "GET", "/v1/me", headers={"Authorization": "Bearer cf_forged"}).status_code
+        == 401
+    )
+    traversal = farm.http.get(
+        "/v1/files/../../etc/passwd", params={"expires": 9999999999, "sig": "x"}
+    )
+    assert traversal.status_code in (403, 404)
+    policy = farm.call(
+        "olive", "POST", "/v1/jobs", json={"cameo_ids": [cameo], "script": "I am the president."}
+    )
+    assert policy.status_code == 422 and "public_official" in policy.json()["error"]
+    sql = farm.ok(
+        "olive",
+        "POST",
+        "/v1/jobs",
+        json={"cameo_ids": [cameo], "script": "Robert'); DROP TABLE jobs;-- said hi."},
+    )
+    farm.ok("olive", "POST", f"/v1/jobs/{sql['id']}/cancel")
+    assert farm.ok("olive", "GET", "/v1/jobs")["jobs"]  # the jobs table is still there
+
+
+def test_delete_purges_every_object_of_the_cameo(farm):
+    import cv2
+    import numpy as np
+
+    cameo, published = farm.state["cameo"], farm.state["published"]
+    # Someone else's object stays: the scan must read it and leave it alone.
+    png = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    octet = {"Content-Type": "application/octet-stream"}
+    kept = farm.ok("fay", "POST", "/v1/backgrounds", content=png, headers=octet)["background_id"]
+    assert farm.call("stan", "DELETE", f"/v1/cameos/{cameo}").status_code == 404
+    out = farm.ok("olive", "DELETE", f"/v1/cameos/{cameo}")
+    assert out["status"] == "DELETED"
+    refused = farm.call("olive", "POST", "/v1/jobs", json={"cameo_ids": [cameo], "script": "Hi."})
+    assert refused.status_code == 403
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        purge = farm.ok("olive", "GET", f"/v1/cameos/{cameo}/purge")
+        if purge["finished_at"]:
+            break
+        time.sleep(0.2)
+    assert purge["finished_at"] and f"outputs/{published}.mp4" in purge["removed"], purge
+    scan = farm.ok("olive", "GET", f"/v1/cameos/{cameo}/scan")
+    assert scan["clean"] and scan["remaining"] == [] and scan["scanned_objects"] > 0, scan
+    assert not [k for k in farm.storage.objects.list("") if cameo in k]
+    assert f"backgrounds/fay/{kept}.png" in set(farm.storage.objects.list(""))
+    assert farm.call("olive", "GET", f"/v1/jobs/{published}/download").status_code == 410
+
+
+def test_audit_log_verifies_and_names_an_edited_row(farm):
+    from sqlalchemy import text
+
+    assert farm.call("olive", "GET", "/v1/audit/verify").status_code == 403
+    report = farm.ok("ops", "GET", "/v1/audit/verify")
+    assert report["ok"] and report["rows"] > 50, report
+    mine = farm.ok("olive", "GET", "/v1/audit", params={"limit": 1000})["entries"]
+    actions = {e["action"] for e in mine}
+    assert {"cameo.verified", "cameo.permission", "cameo.unapprove", "cameo.deleted"} <= actions
+    assert {"job.queued", "job.running", "job.cancelled", "job.succeeded"} <= actions
+    assert not [e for e in mine if e["subject"] in ("stan",)]
+    with farm.storage.db.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET actor = 'nobody' WHERE seq = 7"))
+    tampered = farm.ok("ops", "GET", "/v1/audit/verify")
+    assert not tampered["ok"] and tampered["problems"][0].startswith("row 7 edited"), tampered
