@@ -67,8 +67,14 @@ def refusal(
     status = CameoStatus(row.status)
     lapsed = status is CameoStatus.VERIFIED and (row.verified_at or 0) < now - verified_days * DAY
     if status is not CameoStatus.VERIFIED or lapsed:
-        shown = "EXPIRED" if lapsed else status.value
-        return f"cameo {row.id} is {shown} and cannot be cast"
+        shown = CameoStatus.EXPIRED if lapsed else status
+        hint = {
+            CameoStatus.PENDING: "its owner must pass a liveness session "
+            "(`cameofarm enroll start --cameo ID`)",
+            CameoStatus.EXPIRED: "its verification lapsed; its owner must re-verify "
+            "(`cameofarm enroll start --cameo ID`)",
+        }.get(shown, "its owner withdrew it")
+        return f"cameo {row.id} is {shown.value} and cannot be cast: {hint}"
     if user == row.owner:
         return None
     level = PermissionLevel(row.permission or PermissionLevel.ONLY_ME)

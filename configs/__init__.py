@@ -3,10 +3,10 @@
 from cameofarm.configs.loader import ConfigError, load_config
 from cameofarm.configs.schema import (
     ApiConfig,
+    ClusterConfig,
     ConsentConfig,
     ContentConfig,
     ContentRule,
-    ClusterConfig,
     DatabaseConfig,
     EnrollmentConfig,
     FarmConfig,
@@ -20,11 +20,11 @@ from cameofarm.configs.schema import (
 
 __all__ = [
     "ApiConfig",
+    "ClusterConfig",
+    "ConfigError",
     "ConsentConfig",
     "ContentConfig",
     "ContentRule",
-    "ClusterConfig",
-    "ConfigError",
     "DatabaseConfig",
     "EnrollmentConfig",
     "FarmConfig",

@@ -375,7 +375,26 @@ def test_audit_log_verifies_and_names_an_edited_row(farm):
     assert {"cameo.verified", "cameo.permission", "cameo.unapprove", "cameo.deleted"} <= actions
     assert {"job.queued", "job.running", "job.cancelled", "job.succeeded"} <= actions
     assert not [e for e in mine if e["subject"] in ("stan",)]
+    # The CLI over HTTP says the same.
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    env = {"CAMEOFARM_API_URL": farm.url, "CAMEOFARM__DATA_DIR": "/nonexistent-not-used"}
+    ok = runner.invoke(cli, ["audit", "verify"], env={**env, "CAMEOFARM_API_KEY": farm.keys["ops"]})
+    assert ok.exit_code == 0 and "audit log intact" in ok.output, ok.output
+    uses = runner.invoke(cli, ["uses"], env={**env, "CAMEOFARM_API_KEY": farm.keys["olive"]})
+    assert uses.exit_code == 0 and "by amy" in uses.output, uses.output
+    mine = runner.invoke(cli, ["jobs"], env={**env, "CAMEOFARM_API_KEY": farm.keys["amy"]})
+    assert mine.exit_code == 0 and "CANCELLED" in mine.output, mine.output
+    nokey = runner.invoke(cli, ["jobs"], env=env)
+    assert nokey.exit_code == 1 and "API key" in nokey.output
+
     with farm.storage.db.engine.begin() as conn:
         conn.execute(text("UPDATE audit_log SET actor = 'nobody' WHERE seq = 7"))
     tampered = farm.ok("ops", "GET", "/v1/audit/verify")
     assert not tampered["ok"] and tampered["problems"][0].startswith("row 7 edited"), tampered
+    bad = runner.invoke(
+        cli, ["audit", "verify"], env={**env, "CAMEOFARM_API_KEY": farm.keys["ops"]}
+    )
+    assert bad.exit_code == 1 and "TAMPERED: row 7 edited" in bad.output, bad.output

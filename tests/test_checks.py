@@ -182,6 +182,10 @@ def test_enroll_check_cli_rejects_and_stores_nothing(tmp_path, monkeypatch):
     assert not report["accepted"]
     assert any(c["name"] == "resolution" and not c["passed"] for c in report["checks"])
     result = CliRunner().invoke(cli, ["enroll", "add", str(video), "--name", "X"])
+    assert result.exit_code == 1 and "no API key" in result.output  # adding needs an owner
+    init = CliRunner().invoke(cli, ["users", "init", "--user", "ops", "--org", "farm"])
+    monkeypatch.setenv("CAMEOFARM_API_KEY", init.output.splitlines()[1])
+    result = CliRunner().invoke(cli, ["enroll", "add", str(video), "--name", "X"])
     assert result.exit_code == 1 and "resolution" in result.output + str(result.stderr_bytes)
     objects = tmp_path / "farm" / "objects"
     assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*"))

@@ -107,7 +107,7 @@ def test_delete_purges_every_object_and_the_scan_proves_it(api, people, cameo, p
     from cameofarm.cameos.purge import run_due_purges
     from cameofarm.cluster.jobs import dispatch_job, finish_published
     from cameofarm.pipelines.render import RenderJob, render_job
-    from cameofarm.service.farm_api import Forbidden, NotFound
+    from cameofarm.service.farm_api import Forbidden, Gone, NotFound
 
     owner, ada = people["tester"], people["ada"]
     sub = api.submit(owner, [cameo.id], "A video to be purged.")
@@ -122,6 +122,16 @@ def test_delete_purges_every_object_and_the_scan_proves_it(api, people, cameo, p
     before = api.scan_cameo(owner, cameo.id)
     assert not before["clean"] and f"outputs/{sub['id']}.mp4" in before["remaining"]
     assert sum(len(h["cached"]) for h in pools.health()) > 0  # replicas hold its assets
+
+    # Take-down: not by a stranger (who cannot even see the job), by the owner at once.
+    with pytest.raises(NotFound):
+        api.takedown(ada, sub["id"])
+    assert api.download(owner, sub["id"], "http://farm")["url"]
+    down = api.takedown(owner, sub["id"])
+    assert down["taken_down_at"] and not down["published"]
+    assert not storage.objects.exists(f"outputs/{sub['id']}.mp4")
+    with pytest.raises(Gone):
+        api.download(owner, sub["id"], "http://farm")
 
     with pytest.raises(NotFound):  # only the owner deletes (others see no such cameo)
         api.delete_cameo(ada, cameo.id)
@@ -142,3 +152,19 @@ def test_delete_purges_every_object_and_the_scan_proves_it(api, people, cameo, p
     from cameofarm.cameos.audit import verify_audit
 
     assert verify_audit(storage.db).ok
+
+
+def test_dispatch_checks_consent_again(api, people, cameo, storage):
+    """A grant that vanished without the usual enforcement is still caught at dispatch."""
+    from cameofarm.cluster.jobs import dispatch_job, get_job
+    from cameofarm.storage.db import CameoGrantRow
+
+    owner, ada = people["tester"], people["ada"]
+    api.set_permission(owner, cameo.id, "approved")
+    api.approve(owner, cameo.id, "ada")
+    sub = api.submit(ada, [cameo.id], "Hello there.")
+    with storage.db.session() as s:
+        s.delete(s.get(CameoGrantRow, (cameo.id, "ada")))
+    assert dispatch_job(storage.db, api.config, sub["id"]) is None
+    view = get_job(storage.db, sub["id"])
+    assert view.status.value == "CANCELLED" and "consent check at dispatch" in (view.error or "")
