@@ -213,6 +213,15 @@ def test_compositor_watermarks_encodes_and_signs(storage, cameo, tmp_path):
     tampered = bytearray(data)
     tampered[len(tampered) // 2] ^= 0xFF
     assert not verify_mp4(bytes(tampered), chain.root_cert.read_bytes()).valid
+    # An output that fails verification is never handed on (so never published): here the
+    # leaf is checked against another farm's root.
+    from cameofarm.models.media import MediaError
+    from cameofarm.models.reference.provenance import SigningChain
+
+    other = ensure_signing_chain(tmp_path / "other-keys")
+    wrong = FfmpegCompositor(SigningChain(other.root_cert, chain.leaf_cert, chain.leaf_key))
+    with pytest.raises(MediaError, match="failed C2PA verification"):
+        wrong.assemble(segments, speech, spec, ProvenanceClaim("job_t", "plus", (cameo.id,)))
 
 
 def test_probe_rejects_garbage(tmp_path):
