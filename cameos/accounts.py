@@ -110,20 +110,6 @@ def issue_key(db: Database, principal: Principal, label: str = "") -> str:
         return token
 
 
-def revoke_keys(db: Database, actor: str, user: str) -> int:
-    """Revoke every key of a user; return how many."""
-    with db.session() as s:
-        rows = list(
-            s.scalars(
-                select(ApiKeyRow).where(ApiKeyRow.user_id == user, ApiKeyRow.revoked_at.is_(None))
-            )
-        )
-        for row in rows:
-            row.revoked_at = time.time()
-        audit.record(s, actor, "key.revoke", user, count=len(rows))
-        return len(rows)
-
-
 def authenticate(db: Database, token: str | None) -> Principal:
     """Return who holds this key; raise AuthError for a missing, unknown or revoked key."""
     if not token:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from cameofarm.cameos import audit
 from cameofarm.cameos.accounts import AccountError, Principal, get_user, is_mutual
 from cameofarm.cameos.content import ContentError, check_restriction_names, check_restrictions
-from cameofarm.cameos.registry import DAY, CameoStatus, UnknownCameoError
+from cameofarm.cameos.registry import DAY, CameoStatus, UnknownCameoError, unusable_hint
 from cameofarm.configs import FarmConfig
 from cameofarm.storage.db import CameoGrantRow, CameoRow
 from sqlalchemy import select
@@ -68,13 +68,7 @@ def refusal(
     lapsed = status is CameoStatus.VERIFIED and (row.verified_at or 0) < now - verified_days * DAY
     if status is not CameoStatus.VERIFIED or lapsed:
         shown = CameoStatus.EXPIRED if lapsed else status
-        hint = {
-            CameoStatus.PENDING: "its owner must pass a liveness session "
-            "(`cameofarm enroll start --cameo ID`)",
-            CameoStatus.EXPIRED: "its verification lapsed; its owner must re-verify "
-            "(`cameofarm enroll start --cameo ID`)",
-        }.get(shown, "its owner withdrew it")
-        return f"cameo {row.id} is {shown.value} and cannot be cast: {hint}"
+        return f"cameo {row.id} is {shown.value} and cannot be cast: {unusable_hint(shown)}"
     if user == row.owner:
         return None
     level = PermissionLevel(row.permission or PermissionLevel.ONLY_ME)

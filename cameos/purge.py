@@ -16,7 +16,7 @@ the cameo's, any output of a job that cast it, and any object whose bytes name i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cameofarm.cameos import audit
@@ -146,13 +146,9 @@ def scan_cameo(storage: FarmStorage, cameo_id: str, read_contents: bool = True) 
         own = {row.recording_key, *_output_keys(s, cameo_id)}
     needle = cameo_id.encode()
     remaining, scanned = [], 0
-    for key in _all(storage.objects.list("")):
+    for key in storage.objects.list(""):
         scanned += 1
         named = key.startswith(cameo_prefix(cameo_id)) or key in own
         if named or (read_contents and needle in storage.objects.get_bytes(key)):
             remaining.append(key)
     return ScanReport(cameo_id, scanned, remaining)
-
-
-def _all(keys: Iterable[str]) -> list[str]:
-    return sorted(keys)

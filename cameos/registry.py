@@ -228,13 +228,18 @@ def require_usable(
     records = [get_cameo(db, cid) for cid in cameo_ids]
     for rec in records:
         if rec.status is not CameoStatus.VERIFIED:
-            hint = {
-                CameoStatus.PENDING: "its owner must pass a liveness session "
-                "(`cameofarm enroll start --cameo ID`)",
-                CameoStatus.EXPIRED: "its verification lapsed; its owner must re-verify "
-                "(`cameofarm enroll start --cameo ID`)",
-            }.get(rec.status, "its owner withdrew it")
             raise CameoUnavailableError(
-                f"cameo {rec.id} ({rec.name}) is {rec.status.value} and cannot be rendered: {hint}"
+                f"cameo {rec.id} ({rec.name}) is {rec.status.value} and cannot be rendered: "
+                f"{unusable_hint(rec.status)}"
             )
     return records
+
+
+def unusable_hint(status: CameoStatus) -> str:
+    """What it takes to make a cameo in this (not VERIFIED) status castable again."""
+    return {
+        CameoStatus.PENDING: "its owner must pass a liveness session "
+        "(`cameofarm enroll start --cameo ID`)",
+        CameoStatus.EXPIRED: "its verification lapsed; its owner must re-verify "
+        "(`cameofarm enroll start --cameo ID`)",
+    }.get(status, "its owner withdrew it")

@@ -236,6 +236,13 @@ def _by_token(session: Session, customer: str, token: str) -> JobRow | None:
     return session.scalars(query).first()
 
 
+def job_for_token(db: Database, customer: str, token: str) -> JobView | None:
+    """The job a customer already submitted with this client token, if any."""
+    with db.session() as s:
+        row = _by_token(s, customer, token)
+        return JobView.from_row(row) if row is not None else None
+
+
 def submit_job(
     db: Database,
     config: FarmConfig,
@@ -366,20 +373,18 @@ def list_jobs(
     limit: int = 1000,
     customer: str | None = None,
 ) -> list[JobView]:
-    """Return jobs (optionally of some statuses, or one customer's) in submission order."""
+    """Return jobs (optionally of some statuses, or one customer's newest `limit`) in
+    submission order."""
     with db.session() as s:
-        query = select(JobRow).order_by(JobRow.submitted_at)
+        query = select(JobRow)
         if statuses:
             query = query.where(JobRow.status.in_([st.value for st in statuses]))
-        if customer is not None:
-            query = query.where(JobRow.customer == customer)
-        if customer is not None:
-            # The newest `limit` of one customer's jobs, still in submission order.
-            rows = list(
-                s.scalars(query.order_by(None).order_by(JobRow.submitted_at.desc()).limit(limit))
-            )
-            return [JobView.from_row(r) for r in reversed(rows)]
-        return [JobView.from_row(r) for r in s.scalars(query.limit(limit))]
+        if customer is None:
+            rows = list(s.scalars(query.order_by(JobRow.submitted_at).limit(limit)))
+        else:
+            newest = query.where(JobRow.customer == customer).order_by(JobRow.submitted_at.desc())
+            rows = list(reversed(list(s.scalars(newest.limit(limit)))))
+        return [JobView.from_row(r) for r in rows]
 
 
 def set_job_status(

@@ -36,7 +36,6 @@ from cameofarm.cameos.accounts import (
     unfollow,
 )
 from cameofarm.cameos.permissions import (
-    PermissionLevel,
     approve,
     approved_users,
     owned_cameo,
@@ -54,6 +53,7 @@ from cameofarm.cluster.jobs import (
     cancel_job,
     cancel_unpermitted,
     get_job,
+    job_for_token,
     jobs_submitted_since,
     jobs_using,
     list_jobs,
@@ -461,8 +461,8 @@ class FarmAPI:
                     raise NotFound(f"you have no background {background_id[:40]!r}")
             except ValueError:
                 raise NotFound(f"you have no background {background_id[:40]!r}") from None
-        if client_token is None or not self._replayable(principal, client_token):
-            self._quota(principal)
+        if client_token is None or job_for_token(self.db, principal.user, client_token) is None:
+            self._quota(principal)  # a replay of an accepted job is not a new job
         try:
             job = submit_job(
                 self.db,
@@ -479,13 +479,6 @@ class FarmAPI:
         except JobError as exc:
             raise _job_error(exc) from None
         return {**job.to_json(), "replayed": job.replayed}
-
-    def _replayable(self, principal: Principal, token: str) -> bool:
-        with self.db.session() as s:
-            query = select(JobRow.id).where(
-                JobRow.customer == principal.user, JobRow.client_token == token
-            )
-            return s.scalars(query).first() is not None
 
     def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
         return self._visible(principal, job_id).to_json()
@@ -538,12 +531,12 @@ class FarmAPI:
 
     def _url_key(self) -> bytes:
         path = self.storage.keys_dir / "download-url.key"
-        if not path.is_file():
+        if not path.is_file():  # first use: written aside, then moved into place atomically
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}")
             tmp.write_bytes(secrets.token_bytes(32))
             tmp.chmod(0o600)
-            tmp.replace(path) if not path.exists() else tmp.unlink()
+            tmp.replace(path)
         return path.read_bytes()
 
     def sign_download(self, key: str, expires: int) -> str:
@@ -640,6 +633,3 @@ class FarmAPI:
 
 def job_is_over(job: dict[str, Any]) -> bool:
     return JobStatus(job["status"]) in TERMINAL
-
-
-__all__ = ["ApiError", "FarmAPI", "PermissionLevel"]
