@@ -9,17 +9,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from cameofarm.cameos import UnknownCameoError, audit
 from cameofarm.cameos.content import ContentError, check_script
 from cameofarm.cameos.permissions import ConsentError, cameos_of, check_use
+from cameofarm.cluster.policy import QueuedJob
 from cameofarm.configs import FarmConfig
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.storage.db import Database, JobEventRow, JobRow, UserRow, WebhookDeliveryRow
-from sqlalchemy import func, select
+from sqlalchemy import CompoundSelect, Select, func, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 
 class JobStatus(StrEnum):
@@ -387,6 +388,62 @@ def list_jobs(
         return [JobView.from_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What the scheduler reads of the queues each tick."""
+
+    depth: dict[str, int]  # tier → queued jobs
+    heads: tuple[QueuedJob, ...]  # the first jobs of every (tier, customer), in order
+
+
+def read_queues(db: Database, per_customer: int) -> QueueSnapshot:
+    """Count the queues and read the first `per_customer` jobs of every (tier, customer) by
+    priority then age: all the dispatch policy needs, however deep the queues are.
+
+    One indexed GROUP BY, then the heads of all (tier, customer) pairs in one compound query
+    of short indexed LIMIT scans; past a few hundred pairs, one window-function pass over the
+    queue is cheaper.
+    """
+    queued = JobRow.status == JobStatus.QUEUED.value
+    order = (JobRow.priority.desc(), JobRow.submitted_at, JobRow.id)
+    columns = (JobRow.id, JobRow.tier, JobRow.submitted_at, JobRow.priority, JobRow.customer)
+    depth: dict[str, int] = {}
+    with db.session() as s:
+        pairs = s.execute(
+            select(JobRow.tier, JobRow.customer, func.count())
+            .where(queued)
+            .group_by(JobRow.tier, JobRow.customer)
+        ).all()
+        for tier, _customer, n in pairs:
+            depth[tier] = depth.get(tier, 0) + int(n)
+        if per_customer <= 0 or not pairs:
+            return QueueSnapshot(depth, ())
+        if len(pairs) <= _COMPOUND_LIMIT:
+            scans = [
+                select(*columns)
+                .where(queued, JobRow.tier == tier, JobRow.customer == customer)
+                .order_by(*order)
+                .limit(per_customer)
+                .subquery()
+                for tier, customer, _n in pairs
+            ]
+            query: Select[Any] | CompoundSelect[Any] = union_all(
+                *(select(*scan.c) for scan in scans)
+            )
+        else:
+            rank = func.row_number().over(
+                partition_by=(JobRow.tier, JobRow.customer), order_by=order
+            )
+            ranked = select(*columns, rank.label("rank")).where(queued).subquery()
+            query = select(*(ranked.c[c.key] for c in columns)).where(ranked.c.rank <= per_customer)
+        heads = tuple(QueuedJob(*row) for row in s.execute(query))
+    return QueueSnapshot(depth, heads)
+
+
+# SQLite allows 500 terms in one compound SELECT.
+_COMPOUND_LIMIT = 400
+
+
 def set_job_status(
     db: Database,
     job_id: str,
@@ -397,40 +454,76 @@ def set_job_status(
 ) -> JobView:
     """Transition a job by id (and set extra columns such as output_key) in one transaction.
 
-    Raises JobChanged when another writer changed the job meanwhile.
+    A concurrent writer is waited out (re-read, re-decided); raises JobError when the move is
+    not allowed from the job's status as it is now.
     """
-    try:
-        with db.session() as s:
-            row = s.get(JobRow, job_id, with_for_update=True)
-            if row is None:
-                raise UnknownJobError(f"no job with id {job_id!r}")
-            for name, value in fields.items():
-                setattr(row, name, value)
-            transition_job(s, row, to, reason, actor=actor)
-            return JobView.from_row(row)
-    except StaleDataError:
-        raise JobChanged(f"job {job_id} changed meanwhile; not moved to {to.value}") from None
+
+    def decide(s: Session) -> JobView:
+        row = s.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            raise UnknownJobError(f"no job with id {job_id!r}")
+        for name, value in fields.items():
+            setattr(row, name, value)
+        transition_job(s, row, to, reason, actor=actor)
+        return JobView.from_row(row)
+
+    return db.transact(decide)
 
 
 def record_progress(db: Database, job_id: str, stage: str, fraction: float) -> None:
-    """Store how far a running job is (shown by `cameofarm wait`)."""
-    try:
-        with db.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is not None and row.status == JobStatus.RUNNING.value:
-                row.stage, row.progress = stage, fraction
-    except StaleDataError:
-        pass  # cancelled meanwhile: the pipeline notices at its next checkpoint
+    """Store how far a running job is (shown by `cameofarm wait`).
+
+    A plain UPDATE of two columns: it does not bump the version that guards status changes,
+    so progress never makes a user's cancel or an owner's revocation lose a race.
+    """
+    jobs = JobRow.__table__
+    with db.session() as s:
+        s.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
+            .values(stage=stage[:32], progress=float(fraction))
+        )
 
 
 def cancel_job(
     db: Database, job_id: str, reason: str = "cancelled by user", actor: str = "cli"
 ) -> JobView:
-    """Cancel a queued or running job (a running one stops at its next stage boundary)."""
-    job = get_job(db, job_id)
-    if job.status in TERMINAL:
-        raise JobError(f"job {job_id} already {job.status.value}", "conflict")
-    return set_job_status(db, job_id, JobStatus.CANCELLED, reason, actor=actor)
+    """Cancel a queued or running job (a running one stops at its next stage boundary).
+
+    Raises JobError (conflict) only when the job has really ended already.
+    """
+
+    def decide(s: Session) -> JobView:
+        row = s.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            raise UnknownJobError(f"no job with id {job_id[:40]!r}")
+        if JobStatus(row.status) in TERMINAL:
+            raise JobError(f"job {job_id} already {row.status}", "conflict")
+        transition_job(s, row, JobStatus.CANCELLED, reason, actor=actor)
+        return JobView.from_row(row)
+
+    return db.transact(decide)
+
+
+def end_failed_attempt(
+    db: Database, job_id: str, error: str, retryable: bool, max_attempts: int
+) -> JobStatus | None:
+    """A running job's attempt failed: queue it again (retryable, attempts left) or fail it.
+
+    Decided on the job as it is now; a job cancelled meanwhile is left as it is (None).
+    """
+
+    def decide(s: Session) -> JobStatus | None:
+        row = s.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.status != JobStatus.RUNNING.value:
+            return None
+        if retryable and (row.attempts or 0) < max_attempts:
+            transition_job(s, row, JobStatus.QUEUED, f"retrying after: {error}")
+            return JobStatus.QUEUED
+        transition_job(s, row, JobStatus.FAILED, error)
+        return JobStatus.FAILED
+
+    return db.transact(decide)
 
 
 def requeue_interrupted(db: Database, reason: str) -> list[str]:
@@ -449,49 +542,48 @@ def requeue_interrupted(db: Database, reason: str) -> list[str]:
 def dispatch_job(db: Database, config: FarmConfig, job_id: str) -> JobView | None:
     """Move a queued job to RUNNING if its consent still holds; cancel it (None) if not.
 
-    Returns None too when the job changed meanwhile (e.g. it was cancelled).
+    Returns None too when the job is no longer queued (e.g. it was cancelled meanwhile).
     """
-    try:
-        with db.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is None or row.status != JobStatus.QUEUED.value:
-                return None
-            try:
-                check_script(row.script, config.content)
-                check_use(s, row.customer, row.cameo_ids, row.script, config)
-            except (ConsentError, ContentError, UnknownCameoError) as exc:
-                transition_job(s, row, JobStatus.CANCELLED, f"consent check at dispatch: {exc}")
-                return None
-            transition_job(s, row, JobStatus.RUNNING, "dispatched")
-            return JobView.from_row(row)
-    except StaleDataError:
-        return None
+
+    def decide(s: Session) -> JobView | None:
+        row = s.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.status != JobStatus.QUEUED.value:
+            return None
+        try:
+            check_script(row.script, config.content)
+            check_use(s, row.customer, row.cameo_ids, row.script, config)
+        except (ConsentError, ContentError, UnknownCameoError) as exc:
+            transition_job(s, row, JobStatus.CANCELLED, f"consent check at dispatch: {exc}")
+            return None
+        transition_job(s, row, JobStatus.RUNNING, "dispatched")
+        return JobView.from_row(row)
+
+    return db.transact(decide)
 
 
 def finish_published(db: Database, config: FarmConfig, job_id: str, output_key: str) -> JobView:
     """Mark a rendered job SUCCEEDED with its output, if it is still running and its consent
-    still holds, in one transaction. Raise JobChanged if not (the caller unpublishes)."""
-    try:
-        with db.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is None or row.status != JobStatus.RUNNING.value:
-                raise JobChanged(f"job {job_id} is no longer running; not published")
-            try:
-                check_use(s, row.customer, row.cameo_ids, row.script, config)
-            except (ConsentError, ContentError, UnknownCameoError) as exc:
-                transition_job(s, row, JobStatus.CANCELLED, f"consent check at publish: {exc}")
-                raise _Withdrawn(str(exc)) from exc
-            row.output_key, row.progress, row.stage = output_key, 1.0, "published"
-            transition_job(s, row, JobStatus.SUCCEEDED, "published")
-            return JobView.from_row(row)
-    except _Withdrawn as exc:
-        raise JobChanged(f"job {job_id} not published: {exc}") from None
-    except StaleDataError:
-        raise JobChanged(f"job {job_id} changed while publishing; not published") from None
+    still holds, in one transaction. Raise JobChanged if not (the caller unpublishes); a job
+    whose consent lapsed is CANCELLED in that same transaction."""
 
+    def decide(s: Session) -> JobView | str:
+        row = s.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.status != JobStatus.RUNNING.value:
+            return f"job {job_id} is no longer running; not published"
+        try:
+            check_use(s, row.customer, row.cameo_ids, row.script, config)
+        except (ConsentError, ContentError, UnknownCameoError) as exc:
+            transition_job(s, row, JobStatus.CANCELLED, f"consent check at publish: {exc}")
+            return f"job {job_id} not published: {exc}"
+        row.output_key, row.progress, row.stage = output_key, 1.0, "published"
+        transition_job(s, row, JobStatus.SUCCEEDED, "published")
+        return JobView.from_row(row)
 
-class _Withdrawn(Exception):
-    pass
+    # The refusal is raised after the commit, so the cancellation it made is kept.
+    outcome = db.transact(decide)
+    if isinstance(outcome, str):
+        raise JobChanged(outcome)
+    return outcome
 
 
 def cancel_unpermitted(

@@ -20,19 +20,20 @@ from cameofarm.cluster.jobs import (
     JobChanged,
     JobStatus,
     dispatch_job,
+    end_failed_attempt,
     finish_published,
     get_job,
     list_jobs,
+    read_queues,
     record_progress,
     requeue_interrupted,
-    set_job_status,
 )
 from cameofarm.cluster.policy import (
-    QueuedJob,
     RunningJob,
     SchedulerInput,
     SchedulerOutput,
     TierLimits,
+    heads_needed,
     schedule,
 )
 from cameofarm.cluster.webhooks import deliver_due
@@ -124,21 +125,19 @@ class Scheduler:
         """One pass: reap finished jobs, start what the policy allows; return started ids."""
         self.ticks += 1
         self.futures = {jid: f for jid, f in self.futures.items() if not f.done()}
-        queued = list_jobs(self.storage.db, {JobStatus.QUEUED})
         running = list_jobs(self.storage.db, {JobStatus.RUNNING})
-        depth = Counter(j.tier for j in queued)
+        max_running = self.config.scheduler.max_running_jobs
+        queues = read_queues(self.storage.db, heads_needed(self.tiers, len(running), max_running))
         active = Counter(j.tier for j in running)
         for tier in self.tiers:
-            QUEUE_DEPTH.labels(tier=tier).set(depth[tier])
+            QUEUE_DEPTH.labels(tier=tier).set(queues.depth.get(tier, 0))
             RUNNING_JOBS.labels(tier=tier).set(active[tier])
         out = schedule(
             SchedulerInput(
-                queued=tuple(
-                    QueuedJob(j.id, j.tier, j.submitted_at, j.priority, j.customer) for j in queued
-                ),
+                queued=queues.heads,
                 running=tuple(RunningJob(j.id, j.tier, j.customer) for j in running),
                 tiers=self.tiers,
-                max_running_jobs=self.config.scheduler.max_running_jobs,
+                max_running_jobs=max_running,
             )
         )
         self.last_output = out
@@ -198,16 +197,11 @@ class Scheduler:
             return "unknown"
 
     def _fail_or_retry(self, job_id: str, exc: Exception, retryable: bool) -> None:
-        db = self.storage.db
         try:
-            view = get_job(db, job_id)
-            if view.status is not JobStatus.RUNNING:
-                return  # cancelled meanwhile: leave it as the user set it
-            if retryable and view.attempts < self.config.scheduler.max_attempts:
-                set_job_status(db, job_id, JobStatus.QUEUED, f"retrying after: {exc}")
-            else:
-                set_job_status(db, job_id, JobStatus.FAILED, str(exc))
-                JOBS_FINISHED.labels(tier=view.tier, status="FAILED").inc()
+            max_attempts = self.config.scheduler.max_attempts
+            ended = end_failed_attempt(self.storage.db, job_id, str(exc), retryable, max_attempts)
+            if ended is JobStatus.FAILED:
+                JOBS_FINISHED.labels(tier=self._tier_of(job_id), status="FAILED").inc()
         except Exception:
             log.exception("could not record the end of job %s", job_id)
 
@@ -215,12 +209,11 @@ class Scheduler:
 
     def status(self) -> dict[str, Any]:
         """Pools with replica GPU ids, queue depth per tier, running jobs, loop health."""
-        queued = list_jobs(self.storage.db, {JobStatus.QUEUED})
         running = list_jobs(self.storage.db, {JobStatus.RUNNING})
-        depth = Counter(j.tier for j in queued)
+        depth = read_queues(self.storage.db, 0).depth
         return {
             "pools": self.pools.health(),
-            "queues": {tier: depth[tier] for tier in self.tiers},
+            "queues": {tier: depth.get(tier, 0) for tier in self.tiers},
             "running": [
                 {
                     "id": j.id,

@@ -64,6 +64,7 @@ from cameofarm.configs import FarmConfig
 from cameofarm.storage import FarmStorage
 from cameofarm.storage.db import CameoRow, FollowRow, JobRow, PurgeRow, UserRow
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 MAX_SCRIPT_CHARS = 4000
 
@@ -197,14 +198,17 @@ class FarmAPI:
 
     def unfollow(self, principal: Principal, other: str) -> dict[str, Any]:
         """Stop following; mutual-only uses of either side's cameos stop at once."""
-        with self.db.session() as s:
-            if unfollow(s, principal, other):
-                s.flush()
-                owners = [principal.user, other]
-                cameos = list(s.scalars(select(CameoRow.id).where(CameoRow.owner.in_(owners))))
-                cancelled = cancel_unpermitted(s, self.config, cameos, principal.user)
-            else:
-                cancelled = []
+
+        def change(s: Session) -> list[str]:
+            if not unfollow(s, principal, other):
+                return []
+            s.flush()
+            owners = [principal.user, other]
+            cameos = list(s.scalars(select(CameoRow.id).where(CameoRow.owner.in_(owners))))
+            return cancel_unpermitted(s, self.config, cameos, principal.user)
+
+        # Re-decided on a fresh read if the scheduler touched one of the jobs meanwhile.
+        cancelled = self.db.transact(change)
         return {**self.whoami(principal), "cancelled_jobs": cancelled}
 
     def set_webhook(self, principal: Principal, url: str | None) -> dict[str, Any]:
@@ -247,13 +251,20 @@ class FarmAPI:
                 raise NotFound(str(exc)) from None
 
     def _owner_change(self, principal: Principal, cameo_id: str, change: Any) -> dict[str, Any]:
-        """Apply one owner's change, then cancel active jobs it no longer allows — atomically."""
+        """Apply one owner's change, then cancel active jobs it no longer allows — atomically.
+
+        If the scheduler moves one of those jobs meanwhile, the whole change is made again on
+        a fresh read, so a revocation never fails because a job was dispatched or progressed.
+        """
+
+        def decide(s: Session) -> tuple[list[str], dict[str, Any]]:
+            change(s)
+            s.flush()
+            cancelled = cancel_unpermitted(s, self.config, [cameo_id], principal.user)
+            return cancelled, self._cameo_json(s, owned_cameo(s, principal, cameo_id))
+
         try:
-            with self.db.session() as s:
-                change(s)
-                s.flush()
-                cancelled = cancel_unpermitted(s, self.config, [cameo_id], principal.user)
-                out = self._cameo_json(s, owned_cameo(s, principal, cameo_id))
+            cancelled, out = self.db.transact(decide)
         except UnknownCameoError as exc:
             raise NotFound(str(exc)) from None
         except UnknownUserError as exc:
@@ -312,7 +323,7 @@ class FarmAPI:
             deadline.append(request_deletion(s, row, principal.user, days))
 
         out = self._owner_change(principal, cameo_id, change)
-        return {**out, "purge_deadline": deadline[0]}
+        return {**out, "purge_deadline": deadline[-1]}
 
     def purge_status(self, principal: Principal, cameo_id: str) -> dict[str, Any]:
         with self.db.session() as s:
@@ -551,17 +562,22 @@ class FarmAPI:
 
     def takedown(self, principal: Principal, job_id: str) -> dict[str, Any]:
         """Remove a published video: by its customer, or by the owner of a cameo in it."""
-        job = self._visible(principal, job_id)
-        if job.status is not JobStatus.SUCCEEDED or job.output_key is None:
-            raise Conflict(f"job {job_id} is {job.status.value}; only published videos come down")
-        if job.taken_down_at is not None:
-            raise Gone(f"job {job_id}'s video was already taken down")
-        self.storage.objects.delete(job.output_key)
-        with self.db.session() as s:
-            row = s.get(JobRow, job_id)
-            assert row is not None
+        self._visible(principal, job_id)
+
+        def decide(s: Session) -> str:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != JobStatus.SUCCEEDED.value or row.output_key is None:
+                status = row.status if row is not None else "unknown"
+                raise Conflict(f"job {job_id} is {status}; only published videos come down")
+            if row.taken_down_at is not None:
+                raise Gone(f"job {job_id}'s video was already taken down")
             row.taken_down_at, row.taken_down_by = time.time(), principal.user
             audit.record(s, principal.user, "job.takedown", job_id, cameo_ids=list(row.cameo_ids))
+            return row.output_key
+
+        # Marked first, then removed: a failed delete leaves a taken-down row whose object the
+        # download route already refuses (410), never a published row without its object.
+        self.storage.objects.delete(self.db.transact(decide))
         return self._visible(principal, job_id).to_json()
 
     def owner_view(self, principal: Principal, cameo_id: str | None = None) -> dict[str, Any]:

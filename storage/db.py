@@ -6,10 +6,13 @@ Timestamps are UTC epoch seconds (float) so timing arithmetic needs no conversio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +29,12 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+T = TypeVar("T")
+log = logging.getLogger("cameofarm.db")
 
 
 class Base(DeclarativeBase):
@@ -219,8 +227,6 @@ class CameoEventRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("customer", "client_token", name="uq_job_client_token"),)
-
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tier: Mapped[str] = mapped_column(String(32), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -246,6 +252,19 @@ class JobRow(Base):
     # a revocation just cancelled) fails instead of overwriting it.
     version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+    __table_args__ = (
+        UniqueConstraint("customer", "client_token", name="uq_job_client_token"),
+        # The scheduler reads each (tier, customer)'s queue heads in dispatch order.
+        Index(
+            "ix_job_queue_heads",
+            status,
+            tier,
+            customer,
+            priority.desc(),
+            submitted_at,
+            id,
+        ),
+    )
 
 
 class JobEventRow(Base):
@@ -348,8 +367,46 @@ class Database:
         finally:
             session.close()
 
+    def transact(self, decide: Callable[[Session], T], attempts: int = 8) -> T:
+        """Run `decide(session)` in one transaction; when another writer got in between its
+        reads and its writes, run it again on a fresh read (at most `attempts` times).
+
+        `decide` must read what it decides on inside the session it is given, so a re-run
+        re-decides: a cancel that lost to a dispatch cancels the now-running job, and one
+        that lost to a success raises the caller's own "already SUCCEEDED" error.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.session() as s:
+                    return decide(s)
+            except (StaleDataError, DBAPIError) as exc:
+                if attempt == attempts or not is_write_conflict(exc):
+                    raise
+                log.debug("write conflict (attempt %d/%d): %s", attempt, attempts, exc)
+                # Jittered backoff so two writers that collided do not collide again.
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# SQLite says "database is locked" when a deferred transaction that has read cannot upgrade to
+# a write (WAL snapshot too old); PostgreSQL says SQLSTATE 40001 / 40P01 for a serialization
+# failure or a deadlock. Either means: read again and decide again.
+_CONFLICT_WORDS = ("database is locked", "could not serialize", "deadlock detected")
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True when `exc` says a concurrent writer won (retry on a fresh read)."""
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code in ("40001", "40P01"):
+            return True
+        return any(w in str(exc.orig).lower() for w in _CONFLICT_WORDS)
+    return False
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -89,3 +89,30 @@ def pools(farm_config, storage):
             for stage in StageName
         }
     )
+
+
+@pytest.fixture
+def cameo_row(storage):
+    """A VERIFIED cameo of "tester" as the job domain sees it: a database row, no media.
+    For tests of jobs, consent and scheduling that never render."""
+    import time
+    import types
+
+    from cameofarm.storage.db import CameoRow
+
+    now = time.time()
+    with storage.db.session() as s:
+        s.add(
+            CameoRow(
+                id="cam_rowonly0001",
+                name="Row only",
+                owner="tester",
+                status="VERIFIED",
+                created_at=now,
+                updated_at=now,
+                recording_key="",
+                assets_key="",
+                verified_at=now,
+            )
+        )
+    return types.SimpleNamespace(id="cam_rowonly0001")

@@ -72,3 +72,85 @@ def test_unknown_tier_waits_with_reason_and_nothing_free_starts_nothing():
     assert out.start == () and "unknown tier" in out.waiting["gold"]
     out = run([q("p", "plus", 1)], running=[RunningJob(f"r{i}", "plus") for i in range(3)])
     assert out.start == ()
+
+
+def _reference(inp):
+    """The old policy, written plainly over the whole queue: the heads-fed one must agree."""
+    from collections import Counter
+
+    by_tier = Counter(j.tier for j in inp.running)
+    cust = Counter(j.customer for j in inp.running)
+    pending = {}
+    for job in inp.queued:
+        if job.tier in inp.tiers:
+            pending.setdefault(job.tier, []).append(job)
+    free, started = inp.max_running_jobs - len(inp.running), []
+    while free > 0:
+        eligible = [t for t, js in pending.items() if js and by_tier[t] < inp.tiers[t].max_running]
+        if not eligible:
+            break
+        tier = min(
+            eligible,
+            key=lambda t: (by_tier[t] / inp.tiers[t].capacity_share, -inp.tiers[t].priority, t),
+        )
+        best = min(
+            pending[tier], key=lambda j: (-j.priority, cust[j.customer], j.submitted_at, j.job_id)
+        )
+        pending[tier].remove(best)
+        started.append(best.job_id)
+        by_tier[tier] += 1
+        cust[best.customer] += 1
+        free -= 1
+    return tuple(started)
+
+
+def _heads(queued, n):
+    out, seen = [], {}
+    for job in sorted(queued, key=lambda j: (-j.priority, j.submitted_at, j.job_id)):
+        key = (job.tier, job.customer)
+        if seen.get(key, 0) < n:
+            seen[key] = seen.get(key, 0) + 1
+            out.append(job)
+    return out
+
+
+def test_heads_give_the_same_decision_as_the_whole_queue():
+    import random
+
+    from cameofarm.cluster.policy import heads_needed
+
+    rng = random.Random(7)
+    tiers = {
+        "plus": TierLimits(max_running=4, capacity_share=0.6, priority=0),
+        "pro": TierLimits(max_running=3, capacity_share=0.4, priority=1),
+    }
+    for trial in range(300):
+        customers = [f"c{i}" for i in range(rng.randint(1, 6))]
+        queued = [
+            q(
+                f"j{trial}_{i}",
+                rng.choice(["plus", "pro"]),
+                rng.random() * 100,
+                rng.choice([0, 0, 0, 1, 5]),
+                rng.choice(customers),
+            )
+            for i in range(rng.randint(0, 60))
+        ]
+        running = [
+            RunningJob(f"r{i}", rng.choice(["plus", "pro"]), rng.choice(customers))
+            for i in range(rng.randint(0, 4))
+        ]
+        max_running = rng.randint(1, 8)
+        whole = SchedulerInput(tuple(queued), tuple(running), tiers, max_running)
+        n = heads_needed(tiers, len(running), max_running)
+        heads = SchedulerInput(tuple(_heads(queued, n)), tuple(running), tiers, max_running)
+        assert schedule(heads).start == _reference(whole), trial
+
+
+def test_a_pro_job_behind_5000_plus_jobs_gets_the_pro_slot():
+    queued = [q(f"p{i}", "plus", i, cust=f"c{i % 40}") for i in range(5000)]
+    queued.append(q("pro-last", "pro", 10_000, cust="late"))
+    running = [RunningJob("r0", "plus", "c1"), RunningJob("r1", "plus", "c2")]  # plus is full
+    out = run(queued, running=running, max_running=3)
+    assert out.start == ("pro-last",)
+    assert "tier at its limit" in out.waiting["plus"]

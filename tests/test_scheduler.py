@@ -1,0 +1,103 @@
+"""The scheduler's loop on a real database with the render side replaced: what it dispatches."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+
+from cameofarm.cluster.jobs import JobStatus, get_job, read_queues, submit_job
+from cameofarm.storage.db import CameoRow, JobRow
+
+
+class _RecordingExecutor:
+    """Stands in for the render threads: remembers what was started, runs nothing."""
+
+    def __init__(self):
+        self.started: list[str] = []
+
+    def submit(self, _fn, job_id):
+        self.started.append(job_id)
+        return Future()
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def _queue_plus(storage, cameo_id, n, customers=40):
+    """n queued Plus jobs of 40 customers, straight into the table (the cameo is opened to
+    everyone so they pass the consent check at dispatch)."""
+    now = time.time()
+    with storage.db.session() as s:
+        s.get(CameoRow, cameo_id).permission = "everyone"
+        s.add_all(
+            JobRow(
+                id=f"job_plus{i:07d}",
+                tier="plus",
+                status="QUEUED",
+                customer=f"c{i % customers}",
+                priority=0,
+                cameo_ids=[cameo_id],
+                script="Hello.",
+                submitted_at=now - n + i,
+                attempts=0,
+                progress=0.0,
+                stage="",
+            )
+            for i in range(n)
+        )
+
+
+def _scheduler(farm_config, storage):
+    from cameofarm.cluster.scheduler import Scheduler
+
+    sched = Scheduler(farm_config, pools=None, storage=storage)
+    sched.executor = _RecordingExecutor()
+    return sched
+
+
+def test_a_pro_job_behind_5000_queued_plus_jobs_starts_at_once(farm_config, storage, cameo_row):
+    _queue_plus(storage, cameo_row.id, 5000)
+    pro = submit_job(
+        storage.db,
+        farm_config,
+        cameo_ids=[cameo_row.id],
+        script="Hi.",
+        tier="pro",
+        customer="tester",
+    )
+    sched = _scheduler(farm_config, storage)
+
+    started = sched.tick()
+
+    assert pro.id in started
+    assert get_job(storage.db, pro.id).status is JobStatus.RUNNING
+    assert sched.executor.started == started
+    # Plus filled its own slots; the rest of its queue waits for them.
+    plus = [j for j in started if j.startswith("job_plus")]
+    assert len(plus) == farm_config.tiers["plus"].max_running
+    assert "limit" in sched.last_output.waiting["plus"]
+    assert read_queues(storage.db, 0).depth["plus"] == 5000 - len(plus)
+
+
+def test_a_pro_job_starts_as_soon_as_a_pro_slot_frees(farm_config, storage, cameo_row):
+    from cameofarm.cluster.jobs import set_job_status
+
+    _queue_plus(storage, cameo_row.id, 5000)
+    first, second = (
+        submit_job(
+            storage.db,
+            farm_config,
+            cameo_ids=[cameo_row.id],
+            script=f"Take {i}.",
+            tier="pro",
+            customer="tester",
+        )
+        for i in range(2)
+    )
+    sched = _scheduler(farm_config, storage)
+    started = sched.tick()
+    assert first.id in started and second.id not in started  # pro's one slot is taken
+
+    assert sched.tick() == []  # nothing frees, nothing starts
+    set_job_status(storage.db, first.id, JobStatus.SUCCEEDED, output_key="outputs/x.mp4")
+    assert sched.tick() == [second.id]
