@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Ray binds every interface: tests run in a loopback-only network namespace when we can make one.
 NETNS := $(shell unshare --net true 2>/dev/null && echo "unshare --net sh -c 'ip link set lo up && exec \"\$$0\" \"\$$@\"'")
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint typecheck clean
 
 $(BIN)/cameofarm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -18,13 +18,20 @@ setup: $(BIN)/cameofarm
 demo: setup
 	$(NETNS) $(BIN)/cameofarm demo --out demo-output
 
-lint: setup
+ROOMS := actors cameos cluster configs models monitoring pipelines service storage
+
+lint: setup typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+
+# mypy sees the package as installed: cameofarm.<room> is a link to the room's folder.
+typecheck: setup
+	@rm -rf .typecheck/cameofarm && mkdir -p .typecheck/cameofarm
+	@for room in $(ROOMS); do ln -s ../../$$room .typecheck/cameofarm/$$room; done
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p cameofarm
 
 test: lint
 	$(NETNS) $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .farm demo-output .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .farm demo-output .typecheck .mypy_cache .ruff_cache .pytest_cache

@@ -58,15 +58,17 @@ def _key_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _issue(session: Session, user_id: str, label: str) -> str:
+def _issue(session: Session, user_id: str, label: str, expires_in_days: float | None = None) -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = time.time()
     session.add(
         ApiKeyRow(
             id="key_" + uuid.uuid4().hex[:12],
             user_id=user_id,
             sha256=_key_hash(token),
             label=label[:200],
-            created_at=time.time(),
+            created_at=now,
+            expires_at=now + expires_in_days * 86400 if expires_in_days else None,
         )
     )
     return token
@@ -102,12 +104,90 @@ def init_operator(db: Database, user: str, org: str) -> tuple[Principal, str]:
     return create_user(db, "local-admin", user, org, operator=True)
 
 
-def issue_key(db: Database, principal: Principal, label: str = "") -> str:
-    """Issue another API key for the caller; the token is returned once and never stored."""
+MAX_KEY_DAYS = 3650
+
+
+def issue_key(
+    db: Database, principal: Principal, label: str = "", expires_in_days: float | None = None
+) -> str:
+    """Issue another API key for the caller (optionally expiring); the token is returned
+    once and never stored."""
+    if expires_in_days is not None and not 0 < expires_in_days <= MAX_KEY_DAYS:
+        raise AccountError(f"a key expires in more than 0 and at most {MAX_KEY_DAYS} days")
     with db.session() as s:
-        token = _issue(s, principal.user, label)
-        audit.record(s, principal.user, "key.issue", principal.user, label=label[:200])
+        token = _issue(s, principal.user, label, expires_in_days)
+        audit.record(
+            s,
+            principal.user,
+            "key.issue",
+            principal.user,
+            label=label[:200],
+            expires_in_days=expires_in_days,
+        )
         return token
+
+
+@dataclass(frozen=True)
+class KeyView:
+    """An API key as its owner (or an operator) sees it: never the token itself."""
+
+    id: str
+    user: str
+    label: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    revoked_by: str | None
+
+    def state(self, now: float | None = None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or time.time()):
+            return "expired"
+        return "active"
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.__dict__, "state": self.state()}
+
+
+def _key_view(row: ApiKeyRow) -> KeyView:
+    return KeyView(
+        row.id,
+        row.user_id,
+        row.label,
+        row.created_at,
+        row.expires_at,
+        row.revoked_at,
+        row.revoked_by,
+    )
+
+
+def list_keys(db: Database, principal: Principal, user: str | None = None) -> list[KeyView]:
+    """The caller's keys (an operator may name any user), oldest first."""
+    user = user or principal.user
+    if user != principal.user and not principal.operator:
+        raise UnknownUserError(f"you may list only your own keys, not {user[:80]!r}'s")
+    with db.session() as s:
+        get_user(s, user)
+        query = select(ApiKeyRow).where(ApiKeyRow.user_id == user).order_by(ApiKeyRow.created_at)
+        return [_key_view(r) for r in s.scalars(query)]
+
+
+def revoke_key(db: Database, principal: Principal, key_id: str) -> KeyView:
+    """Revoke a key at once (the caller's own, or anyone's for an operator); audited.
+
+    Revoking an already revoked key changes nothing and says so in the answer.
+    """
+    with db.session() as s:
+        row = s.get(ApiKeyRow, key_id)
+        if row is None or (row.user_id != principal.user and not principal.operator):
+            raise UnknownUserError(
+                f"no key {key_id[:40]!r} of yours; list them with `cameofarm keys list`"
+            )
+        if row.revoked_at is None:
+            row.revoked_at, row.revoked_by = time.time(), principal.user
+            audit.record(s, principal.user, "key.revoke", row.user_id, key_id=row.id)
+        return _key_view(row)
 
 
 def authenticate(db: Database, token: str | None) -> Principal:
@@ -121,6 +201,11 @@ def authenticate(db: Database, token: str | None) -> Principal:
         row = s.scalars(select(ApiKeyRow).where(ApiKeyRow.sha256 == _key_hash(token))).first()
         if row is None or row.revoked_at is not None:
             raise AuthError("the API key is unknown or revoked")
+        if row.expires_at is not None and row.expires_at <= time.time():
+            raise AuthError(
+                f"the API key {row.id} expired; issue a new one (`cameofarm new-key`) with a key "
+                "that still works, or ask an operator"
+            )
         user = s.get(UserRow, row.user_id)
         if user is None or user.disabled_at is not None:
             raise AuthError(f"user {row.user_id!r} is disabled")

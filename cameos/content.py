@@ -1,7 +1,10 @@
 """The content policy: which scripts the farm refuses, and which an owner refuses for a cameo.
 
-Text is normalised before matching (Unicode NFKC, case folded, punctuation to spaces, and a
-second pass with common digit-for-letter swaps such as `n00d3`), then each rule's phrases are
+Text is normalised before matching (invisible characters and combining marks removed,
+look-alike letters of other scripts folded to the Latin letter they imitate using Unicode's
+confusables table — a Cyrillic `і` in "presіdent" is an `i` —, Unicode NFKC, case folded,
+punctuation to spaces, and a second pass with common digit-for-letter swaps such as `n00d3`),
+then each rule's phrases are
 matched as whole words and its patterns as regular expressions. Word lists cannot understand
 intent: they are a first filter whose reason is always shown, and the lists live in config so
 an operator tunes them for their audience.
@@ -32,9 +35,46 @@ class Violation:
     matched: str
 
 
+# Removed outright: format characters (zero-width space and joiners, bidi controls, soft
+# hyphen), combining marks (so accents and stacked marks hide nothing) and the fillers that
+# render as nothing although Unicode files them as letters.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+@lru_cache(maxsize=1)
+def _confusable_letters() -> dict[int, str]:
+    """Every non-ASCII character that Unicode lists as confusable with one ASCII letter or
+    digit, mapped to it (Cyrillic а, Greek ο, mathematical 𝐬 ...)."""
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table = {}
+    for char, homoglyphs in confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        ascii_like = [g["c"] for g in homoglyphs if len(g["c"]) == 1 and g["c"].isascii()]
+        # Letters before digits (an `о` is an o, not a 0); the text is case folded first.
+        for target in sorted((c for c in ascii_like if c.isalnum()), key=str.isdigit):
+            table[ord(char)] = target.lower()
+            break
+    return table
+
+
+def fold_lookalikes(text: str) -> str:
+    """Strip invisible characters and marks, case fold, and fold look-alike letters to ASCII
+    (upper case is folded first: a Greek capital iota is an i, not an l)."""
+    decomposed = unicodedata.normalize("NFKD", text).casefold()
+    visible = "".join(
+        " " if unicodedata.category(ch) == "Cc" else ch
+        for ch in decomposed
+        if unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _FILLERS
+    )
+    return visible.translate(_confusable_letters())
+
+
 def normalise(text: str) -> list[str]:
     """Return the forms of `text` that rules are matched against."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    folded = unicodedata.normalize("NFKC", fold_lookalikes(text)).casefold()
     forms = []
     for form in (folded, folded.translate(_LEET)):
         cleaned = " ".join(re.sub(r"[^\w']+", " ", form).split())
@@ -49,7 +89,9 @@ def _compiled(rule: ContentRule) -> re.Pattern[str]:
 
 @lru_cache(maxsize=256)
 def _compile(phrases: tuple[str, ...], patterns: tuple[str, ...]) -> re.Pattern[str]:
-    parts = [r"(?<!\w)" + re.escape(" ".join(p.casefold().split())) + r"(?!\w)" for p in phrases]
+    # Phrases get the same folding as the text, so a rule written with accents still matches.
+    words = [normalise(p)[0] for p in phrases]
+    parts = [r"(?<!\w)" + re.escape(w) + r"(?!\w)" for w in words if w]
     parts += [f"(?:{p})" for p in patterns]
     return re.compile("|".join(parts) if parts else r"(?!x)x", re.IGNORECASE)
 

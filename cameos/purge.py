@@ -26,7 +26,7 @@ from cameofarm.storage.farm import FarmStorage
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-Forget = Callable[[list[str]], None]
+Forget = Callable[[list[str]], object]  # its return value is ignored
 _DAY = 86400.0
 
 

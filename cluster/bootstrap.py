@@ -142,7 +142,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     progress(f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     progress("stage pools:")
     pools = _create_pools(config, progress)
-    scheduler = _find(SCHEDULER_NAME)
+    scheduler: Any = _find(SCHEDULER_NAME)
     if scheduler is None:
         scheduler = (
             ray.remote(Scheduler)

@@ -18,7 +18,7 @@ from cameofarm.cluster.policy import QueuedJob
 from cameofarm.configs import FarmConfig
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.storage.db import Database, JobEventRow, JobRow, UserRow, WebhookDeliveryRow
-from sqlalchemy import CompoundSelect, Select, func, select, union_all
+from sqlalchemy import CompoundSelect, Select, Table, func, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -477,6 +477,7 @@ def record_progress(db: Database, job_id: str, stage: str, fraction: float) -> N
     so progress never makes a user's cancel or an owner's revocation lose a race.
     """
     jobs = JobRow.__table__
+    assert isinstance(jobs, Table)
     with db.session() as s:
         s.execute(
             jobs.update()

@@ -10,6 +10,8 @@ with
 
 A 2xx answer delivers it; anything else (or no answer within `webhooks.timeout_seconds`) is
 retried after backoff_seconds, then twice that, and so on, up to `webhooks.max_attempts`.
+Redirects are not followed, and a URL that resolves to a loopback, private or link-local
+address is refused without a request (`cluster.egress`): such a delivery fails at once.
 Receivers check the signature with `verify_signature` (or the same few lines in any language).
 """
 
@@ -19,9 +21,9 @@ import hashlib
 import hmac
 import logging
 import time
-import urllib.error
-import urllib.request
 
+from cameofarm.cluster import egress
+from cameofarm.cluster.egress import AllowRule, DestinationRefused
 from cameofarm.configs import WebhookConfig
 from cameofarm.storage.db import Database, UserRow, WebhookDeliveryRow
 from sqlalchemy import select
@@ -50,15 +52,6 @@ def verify_signature(
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def deliver_due(db: Database, config: WebhookConfig, now: float | None = None) -> int:
@@ -94,10 +87,16 @@ def _attempt(db: Database, config: WebhookConfig, delivery_id: int) -> None:
         "X-Cameofarm-Delivery": str(delivery_id),
         SIGNATURE_HEADER: sign(secret, body, timestamp),
     }
+    allow = [AllowRule.parse(entry) for entry in config.allow_destinations]
+    refused = False
     try:
-        code = _post(url, body, headers, config.timeout_seconds)
+        code = egress.post(url, body, headers, config.timeout_seconds, allow)
         error = None if 200 <= code < 300 else f"HTTP {code}"
-    except Exception as exc:  # unreachable host, timeout, bad URL
+        if 300 <= code < 400:
+            error = f"HTTP {code} (redirects are not followed: give the final URL)"
+    except DestinationRefused as exc:
+        error, refused = f"destination refused: {exc}", True
+    except Exception as exc:  # unreachable host, timeout, TLS failure
         error = f"{type(exc).__name__}: {exc}"
     with db.session() as s:
         row = s.get(WebhookDeliveryRow, delivery_id)
@@ -107,7 +106,7 @@ def _attempt(db: Database, config: WebhookConfig, delivery_id: int) -> None:
         row.last_error = error
         if error is None:
             row.status = "DELIVERED"
-        elif row.attempts >= config.max_attempts:
+        elif refused or row.attempts >= config.max_attempts:
             row.status = "FAILED"
             log.warning("webhook for %s failed %d times: %s", event_job, row.attempts, error)
         else:

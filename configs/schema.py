@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Literal
 
@@ -215,6 +216,15 @@ class ApiConfig(_Strict):
         default=512 * 1024 * 1024, ge=1024, description="Recording/background upload limit."
     )
     download_url_seconds: int = Field(default=3600, ge=10, description="Presigned URL lifetime.")
+    auth_failures_per_minute: float = Field(
+        default=20,
+        gt=0,
+        description="Failed authentications one client address may make per minute, sustained "
+        "(unknown, revoked or expired keys); past it the address gets 429 without a key check.",
+    )
+    auth_failure_burst: int = Field(
+        default=10, ge=1, description="Failed authentications one client address may make at once."
+    )
 
 
 class WebhookConfig(_Strict):
@@ -223,6 +233,42 @@ class WebhookConfig(_Strict):
     max_attempts: int = Field(default=6, ge=1, le=50)
     backoff_seconds: float = Field(default=2.0, gt=0, description="First retry delay; doubles.")
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    allow_destinations: list[str] = Field(
+        default_factory=list,
+        description="Internal addresses webhooks may reach after all: an address or network, "
+        "optionally with a port ('10.0.0.0/8', '127.0.0.1:9000', '[::1]:9000'). Empty (the "
+        "default): only public addresses; loopback, private and link-local ones are refused.",
+    )
+
+    @field_validator("allow_destinations")
+    @classmethod
+    def _parse_each(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_destination(entry)
+        return entries
+
+
+def parse_destination(
+    text: str,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]:
+    """Parse an allow-list entry into (network, port or None); raise ValueError saying why."""
+    host, port = text.strip(), None
+    try:
+        if host.startswith("["):  # [v6]:port
+            inner, _, rest = host[1:].partition("]")
+            host, port = inner, int(rest[1:]) if rest.startswith(":") else None
+        elif host.count(":") == 1:  # v4:port
+            host, _, digits = host.partition(":")
+            port = int(digits)
+        network = ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"allow-list entry {text!r} is not an address or network "
+            "(e.g. 10.0.0.5, 10.0.0.0/8, 127.0.0.1:8080, [::1]:8080)"
+        ) from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"allow-list entry {text!r}: the port must be 1-65535")
+    return network, port
 
 
 class FarmConfig(_Strict):

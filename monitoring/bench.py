@@ -64,6 +64,8 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
         if jobs.get(r.job_id) is not None and r.attempt == jobs[r.job_id].attempts:
             by_job[r.job_id].append(r)
     done = [j for j in jobs.values() if j.status == "SUCCEEDED" and j.started_at and j.finished_at]
+    # (started, finished) of each finished job: both set, by the filter above.
+    span_of = {j.id: (float(j.started_at or 0.0), float(j.finished_at or 0.0)) for j in done}
     failed = [j.id for j in jobs.values() if j.status != "SUCCEEDED"]
     walls: dict[tuple[str, str], list[float]] = defaultdict(list)
     fps: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -77,7 +79,7 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
             waits[(job.tier, stage)].append(wait)
             if frames and wall > 0:
                 fps[(job.tier, stage)].append(frames / wall)
-        run = float(job.finished_at - job.started_at)
+        run = span_of[job.id][1] - span_of[job.id][0]
         runs[job.tier].append(run)
         total = sum(w for w, _, _ in stage_walls.values())
         if total > 0:
@@ -100,7 +102,7 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
     tiers = []
     for tier in sorted(runs):
         tier_jobs = [j for j in done if j.tier == tier]
-        span = max(j.finished_at for j in tier_jobs) - min(j.started_at for j in tier_jobs)
+        span = max(span_of[j.id][1] for j in tier_jobs) - min(span_of[j.id][0] for j in tier_jobs)
         tiers.append(
             TierStats(
                 tier,

@@ -252,7 +252,8 @@ def enroll_recording(
     cameo_id = new_cameo_id()
     prefix = f"cameos/{cameo_id}"
     boxes = np.array([s.face.box for s in found])
-    face_box = tuple(int(v) for v in np.median(boxes, axis=0))
+    left, top, right, bottom = (int(v) for v in np.median(boxes, axis=0))
+    face_box = (left, top, right, bottom)
     summary = {
         "width": info.width,
         "height": info.height,

@@ -49,7 +49,7 @@ Progress = Callable[[str, float], None]
 StillWanted = Callable[[], bool]
 # Marks the job published with its output key, checking consent in the same transaction;
 # raises when the job may no longer be published (the pipeline then removes the object).
-Finalize = Callable[[str], None]
+Finalize = Callable[[str], object]  # its return value is ignored
 
 
 def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:

@@ -87,10 +87,46 @@ def whoami(obj: Ctx, as_json: bool) -> None:
 
 @click.command("new-key")
 @click.option("--label", default="key", show_default=True)
+@click.option(
+    "--expires-days",
+    type=click.FloatRange(0, 3650, min_open=True),
+    default=None,
+    help="The key stops working after this many days (default: until revoked).",
+)
 @click.pass_obj
-def new_key(obj: Ctx, label: str) -> None:
+def new_key(obj: Ctx, label: str, expires_days: float | None) -> None:
     """Issue another API key for yourself (shown once)."""
-    click.echo(_run(lambda: obj.client().issue_key(label))["api_key"])
+    click.echo(_run(lambda: obj.client().issue_key(label, expires_days))["api_key"])
+
+
+@click.group()
+def keys() -> None:
+    """List and revoke API keys (a leaked key: `keys revoke KEY_ID`)."""
+
+
+@keys.command("list")
+@click.option("--user", default=None, help="Another user's keys (operators only).")
+@json_option
+@click.pass_obj
+def keys_list(obj: Ctx, user: str | None, as_json: bool) -> None:
+    """Your API keys: id, label, state (active, expired, revoked), created, expires."""
+    out = _run(lambda: obj.client().list_keys(user))
+    lines = [
+        f"{k['id']}  {k['state']:<8} created {_when(k['created_at'])}  "
+        f"expires {_when(k['expires_at'])}  {k['label']}"
+        + (f"  (revoked by {k['revoked_by']})" if k["revoked_by"] else "")
+        for k in out["keys"]
+    ]
+    show(out, as_json, "\n".join(lines) or "no keys")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def keys_revoke(obj: Ctx, key_id: str) -> None:
+    """Revoke a key at once: its next request is refused (401). Audited."""
+    out = _run(lambda: obj.client().revoke_key(key_id))
+    click.echo(f"{out['id']} of {out['user']} revoked by {out['revoked_by']}")
 
 
 @click.command()
@@ -366,6 +402,7 @@ COMMANDS = [
     users,
     whoami,
     new_key,
+    keys,
     follow,
     unfollow,
     webhook,

@@ -82,8 +82,15 @@ class HttpClient:
     def whoami(self) -> dict[str, Any]:
         return self._call("GET", "/v1/me")
 
-    def issue_key(self, label: str = "key") -> dict[str, Any]:
-        return self._call("POST", "/v1/me/keys", json={"label": label})
+    def issue_key(self, label: str = "key", expires_in_days: float | None = None) -> dict[str, Any]:
+        body = {"label": label, "expires_in_days": expires_in_days}
+        return self._call("POST", "/v1/me/keys", json=body)
+
+    def list_keys(self, user: str | None = None) -> dict[str, Any]:
+        return self._call("GET", f"/v1/users/{user}/keys" if user else "/v1/me/keys")
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/keys/{key_id}")
 
     def users(self) -> dict[str, Any]:
         return self._call("GET", "/v1/users")

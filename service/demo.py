@@ -122,7 +122,7 @@ def run_demo(
             )
             if out_dir:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
-                path = shutil.copy(path, Path(out_dir) / f"{done.tier}-{done.id}.mp4")
+                path = str(shutil.copy(path, Path(out_dir) / f"{done.tier}-{done.id}.mp4"))
             paths.append(path)
     finally:
         if not keep_up:

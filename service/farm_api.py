@@ -32,6 +32,8 @@ from cameofarm.cameos.accounts import (
     get_user,
     init_operator,
     issue_key,
+    list_keys,
+    revoke_key,
     set_webhook,
     unfollow,
 )
@@ -44,6 +46,7 @@ from cameofarm.cameos.permissions import (
     unapprove,
 )
 from cameofarm.cameos.purge import request_deletion, scan_cameo
+from cameofarm.cluster.egress import AllowRule, DestinationRefused, resolve
 from cameofarm.cluster.jobs import (
     TERMINAL,
     JobError,
@@ -184,8 +187,28 @@ class FarmAPI:
                 "webhook_url": row.webhook_url,
             }
 
-    def issue_key(self, principal: Principal, label: str = "") -> dict[str, Any]:
-        return {"api_key": issue_key(self.db, principal, _text(label or "key", "label"))}
+    def issue_key(
+        self, principal: Principal, label: str = "", expires_in_days: float | None = None
+    ) -> dict[str, Any]:
+        try:
+            token = issue_key(self.db, principal, _text(label or "key", "label"), expires_in_days)
+        except AccountError as exc:
+            raise BadRequest(str(exc)) from None
+        return {"api_key": token}
+
+    def list_keys(self, principal: Principal, user: str | None = None) -> dict[str, Any]:
+        """The caller's API keys (an operator may name a user): ids, labels, states."""
+        try:
+            return {"keys": [k.to_json() for k in list_keys(self.db, principal, user)]}
+        except UnknownUserError as exc:
+            raise NotFound(str(exc)) from None
+
+    def revoke_key(self, principal: Principal, key_id: str) -> dict[str, Any]:
+        """Revoke a key at once: its next request answers 401. Audited with who did it."""
+        try:
+            return revoke_key(self.db, principal, key_id).to_json()
+        except UnknownUserError as exc:
+            raise NotFound(str(exc)) from None
 
     def follow(self, principal: Principal, other: str) -> dict[str, Any]:
         try:
@@ -212,6 +235,14 @@ class FarmAPI:
         return {**self.whoami(principal), "cancelled_jobs": cancelled}
 
     def set_webhook(self, principal: Principal, url: str | None) -> dict[str, Any]:
+        """Set where job-completion webhooks go; internal destinations are refused now (and
+        again at every delivery, since a name may later resolve elsewhere)."""
+        if url is not None:
+            allow = [AllowRule.parse(e) for e in self.config.webhooks.allow_destinations]
+            try:
+                resolve(url, allow, lookup=False)
+            except DestinationRefused as exc:
+                raise BadRequest(f"webhook url refused: {exc}") from None
         try:
             secret = set_webhook(self.db, principal, url)
         except AccountError as exc:

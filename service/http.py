@@ -1,7 +1,9 @@
 """The HTTP API: a FastAPI app (OpenAPI at /openapi.json, docs at /docs) served by Ray Serve.
 
 Every route authenticates `Authorization: Bearer KEY`, is rate limited per key (token
-bucket: `api.requests_per_minute`, `api.burst`; 429 with Retry-After), and calls one
+bucket: `api.requests_per_minute`, `api.burst`; 429 with Retry-After), failed
+authentications are limited per client address (`api.auth_failures_per_minute`,
+`api.auth_failure_burst`), and each route calls one
 `FarmAPI` method. JSON bodies over `api.max_body_bytes` and uploads over
 `api.max_upload_bytes` answer 413. Errors are `{"error": "what was wrong and what to do"}`.
 
@@ -28,6 +30,7 @@ from cameofarm.service.farm_api import (
     Unauthorized,
 )
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +51,9 @@ class NewUser(_Body):
 
 class NewKey(_Body):
     label: str = Field(default="key", min_length=1, max_length=200)
+    expires_in_days: float | None = Field(
+        default=None, gt=0, le=3650, description="The key stops working after this many days."
+    )
 
 
 class Webhook(_Body):
@@ -102,6 +108,14 @@ class TokenBuckets:
             self.state[key] = (tokens, now)
             return (1 - tokens) / self.rate
 
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Seconds until `key` has a token again (0 if it has one); spends nothing."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            tokens, last = self.state.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
 
 def _error(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
     headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if retry_after else None
@@ -116,6 +130,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         description="Consent-based avatar video render farm: cameos, permissions, jobs, audit.",
     )
     buckets = TokenBuckets(config.api.requests_per_minute, config.api.burst)
+    failures = TokenBuckets(config.api.auth_failures_per_minute, config.api.auth_failure_burst)
     holder: dict[str, FarmAPI] = {}
     lock = threading.Lock()
 
@@ -162,7 +177,16 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
                 return _error(413, f"request body is over the {limit} byte limit")
         return await call_next(request)
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> Any:
+    def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Any:
+        # Failed authentications are limited per client address (a guesser's random keys
+        # each have a fresh per-key bucket); past the limit no key is even looked up.
+        address = request.client.host if request.client else "unknown"
+        blocked = failures.wait(address)
+        if blocked > 0:
+            raise RateLimited(
+                f"too many failed authentications from {address}; retry in {blocked:.0f} s",
+                retry_after=blocked,
+            )
         token = None
         if authorization and authorization.lower().startswith("bearer "):
             token = authorization[7:].strip()
@@ -170,12 +194,16 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         wait = buckets.take(bucket)
         if wait > 0:
             raise RateLimited(f"rate limit: retry in {wait:.1f} s", retry_after=wait)
-        if token is None:
-            raise Unauthorized(
-                "send your API key as `Authorization: Bearer KEY`; an operator creates "
-                "users and keys (`cameofarm users add`)"
-            )
-        return farm().authenticate(token)
+        try:
+            if token is None:
+                raise Unauthorized(
+                    "send your API key as `Authorization: Bearer KEY`; an operator creates "
+                    "users and keys (`cameofarm users add`)"
+                )
+            return farm().authenticate(token)
+        except Unauthorized:
+            failures.take(address)
+            raise
 
     Caller = Annotated[Any, Depends(caller)]
 
@@ -209,7 +237,19 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
 
     @app.post("/v1/me/keys", tags=["users"], status_code=201)
     def new_key(who: Caller, body: NewKey) -> dict[str, Any]:
-        return farm().issue_key(who, body.label)
+        return farm().issue_key(who, body.label, body.expires_in_days)
+
+    @app.get("/v1/me/keys", tags=["users"])
+    def my_keys(who: Caller) -> dict[str, Any]:
+        return farm().list_keys(who)
+
+    @app.get("/v1/users/{user}/keys", tags=["users"])
+    def user_keys(who: Caller, user: Annotated[str, PathParam(pattern=_ID)]) -> dict[str, Any]:
+        return farm().list_keys(who, user)
+
+    @app.delete("/v1/keys/{key_id}", tags=["users"])
+    def revoke_key(who: Caller, key_id: Annotated[str, PathParam(pattern=_ID)]) -> dict[str, Any]:
+        return farm().revoke_key(who, key_id)
 
     @app.put("/v1/me/webhook", tags=["users"])
     def put_webhook(who: Caller, body: Webhook) -> dict[str, Any]:

@@ -92,6 +92,8 @@ class ApiKeyRow(Base):
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class FollowRow(Base):
@@ -299,7 +301,7 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: API keys expire and record who revoked them
 
 
 class SchemaMismatchError(RuntimeError):

@@ -74,6 +74,7 @@ def farm(tmp_path_factory):
     from cameofarm.storage import open_farm_storage
 
     data = tmp_path_factory.mktemp("apifarm")
+    hook_port = _free_port()  # the one loopback port webhooks may reach (tests' allow-list)
     config = load_config(
         environ={
             "CAMEOFARM__DATA_DIR": str(data),
@@ -83,7 +84,9 @@ def farm(tmp_path_factory):
             "CAMEOFARM__API__PORT": str(_free_port()),
             "CAMEOFARM__API__REQUESTS_PER_MINUTE": "600",
             "CAMEOFARM__API__BURST": "40",
+            "CAMEOFARM__API__AUTH_FAILURE_BURST": "40",
             "CAMEOFARM__WEBHOOKS__BACKOFF_SECONDS": "0.2",
+            "CAMEOFARM__WEBHOOKS__ALLOW_DESTINATIONS": f"['127.0.0.1:{hook_port}']",
         }
     )
     subprocess.run(
@@ -93,6 +96,7 @@ def farm(tmp_path_factory):
     url = api_up(config, progress=lambda _: None)
     storage = open_farm_storage(config)
     f = Farm(config, url, storage)
+    f.state["hook_port"] = str(hook_port)
     from cameofarm.service.farm_api import FarmAPI
 
     api = FarmAPI(config, storage)
@@ -178,7 +182,7 @@ def test_revocation_while_running_and_queued_publishes_nothing(farm):
         def log_message(self, *_args):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Hook)
+    server = HTTPServer(("127.0.0.1", int(farm.state["hook_port"])), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = farm.ok(
         "amy", "PUT", "/v1/me/webhook", json={"url": f"http://127.0.0.1:{server.server_port}/h"}

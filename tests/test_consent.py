@@ -37,6 +37,40 @@ def test_content_policy_refuses_with_the_rule_and_words(farm_config):
     check_script("Hello, Helen, happy sextant day", policy)  # whole words only
 
 
+@pytest.mark.parametrize(
+    ("script", "rule"),
+    [
+        ("Hello, I am the pres\u0456dent of France.", "public_official"),  # Cyrillic і
+        ("This is the presi\u200bdent speaking.", "public_official"),  # zero-width space
+        ("Let's talk about s\u0435x tonight.", "sexual"),  # Cyrillic е
+        ("I am the PRES\u0399DENT.", "public_official"),  # Greek capital iota
+        ("I am the \U0001d429resident.", "public_official"),  # mathematical bold p
+        ("Let's get na\u0301ked.", "sexual"),  # combining accent
+        ("Let's get nak\u00aded.", "sexual"),  # soft hyphen
+        ("Let's get n\u2060aked.", "sexual"),  # word joiner
+    ],
+)
+def test_lookalike_letters_and_invisible_characters_do_not_bypass_the_rules(
+    farm_config, script, rule
+):
+    from cameofarm.cameos.content import ContentError, check_script
+
+    with pytest.raises(ContentError, match=rf"rule '{rule}'"):
+        check_script(script, farm_config.content)
+
+
+def test_other_scripts_and_accents_are_not_refused_for_their_letters(farm_config):
+    from cameofarm.cameos.content import check_script
+
+    for script in [
+        "Willkommen zur Sicherheitsschulung, liebe Kolleginnen und Kollegen.",
+        "安全研修へようこそ。今日は火災訓練について話します。",
+        "Добро пожаловать на тренинг по безопасности.",
+        "Café résumé: the naïve coördinator presents.",
+    ]:
+        check_script(script, farm_config.content)
+
+
 def test_owner_restrictions_and_cameo_limit(api, people, cameo):
     from cameofarm.service.farm_api import BadRequest, Forbidden
 
