@@ -30,8 +30,12 @@ typecheck: setup
 	@for room in $(ROOMS); do ln -s ../../$$room .typecheck/cameofarm/$$room; done
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p cameofarm
 
+# The database tests run on SQLite and on a throwaway PostgreSQL (.ci/postgres: Debian's
+# server, installed if missing, on a Unix socket the loopback-only namespace can reach).
 test: lint
-	$(NETNS) $(BIN)/python -m pytest -q
+	@url=$$(bash .ci/postgres up) || { echo "could not start PostgreSQL (see above)"; exit 1; }; \
+	CAMEOFARM_TEST_POSTGRES="$$url" $(NETNS) $(BIN)/python -m pytest -q; status=$$?; \
+	bash .ci/postgres down "$$url"; exit $$status
 
 clean:
 	rm -rf $(VENV) .farm demo-output .typecheck .mypy_cache .ruff_cache .pytest_cache

@@ -42,6 +42,17 @@ class StagePools(Protocol):
         ...
 
 
+# Each stage replica has a "control" concurrency group of its own thread: health and forget
+# answer at once while the default group works through chunk calls.
+CONTROL_GROUP = "control"
+CONCURRENCY_GROUPS = {CONTROL_GROUP: 1}
+
+
+def control(method: Any) -> Any:
+    """The actor method, called on the replica's control thread."""
+    return method.options(concurrency_group=CONTROL_GROUP)
+
+
 class LocalStagePools:
     """In-process pools: one StageActor per stage, called directly."""
 
@@ -120,11 +131,11 @@ class RayStagePools:
     def health(self) -> list[dict[str, Any]]:
         import ray
 
-        calls = [actor.health.remote() for group in self.replicas.values() for actor in group]
+        calls = [control(a.health).remote() for group in self.replicas.values() for a in group]
         return list(ray.get(calls, timeout=30))
 
     def forget(self, keys: list[str]) -> int:
         import ray
 
-        calls = [a.forget.remote(keys) for group in self.replicas.values() for a in group]
+        calls = [control(a.forget).remote(keys) for group in self.replicas.values() for a in group]
         return sum(ray.get(calls, timeout=60))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,19 +31,36 @@ T = TypeVar("T")
 
 
 class _LRU:
+    """Per-cameo assets, least recently used out first. A lock guards the dict: health and
+    forget run on the replica's control thread while a chunk call fills the cache."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self.items: OrderedDict[str, Any] = OrderedDict()
+        self.lock = threading.Lock()
 
     def get(self, key: str, load: Callable[[], Any]) -> Any:
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        value = load()
-        self.items[key] = value
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = load()  # outside the lock: loading may take long
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
         return value
+
+    def keys(self) -> list[str]:
+        with self.lock:
+            return list(self.items)
+
+    def drop(self, prefixes: list[str]) -> int:
+        with self.lock:
+            gone = [k for k in self.items if any(k.startswith(p) for p in prefixes)]
+            for k in gone:
+                del self.items[k]
+            return len(gone)
 
 
 class StageActor:
@@ -83,16 +101,13 @@ class StageActor:
             "pid": os.getpid(),
             "calls": self.calls,
             "load_seconds": round(self.load_seconds, 3),
-            "cached": list(self.cache.items),
+            "cached": self.cache.keys(),
         }
 
     def forget(self, keys: list[str]) -> int:
         """Drop cached assets whose key starts with any of `keys` (a purged cameo); return how
         many entries and cached files went."""
-        gone = [k for k in self.cache.items if any(k.startswith(p) for p in keys)]
-        for k in gone:
-            del self.cache.items[k]
-        return len(gone) + self.fetcher.forget(keys)
+        return self.cache.drop(keys) + self.fetcher.forget(keys)
 
     def _timed(self, fn: Callable[[], T], frames: int | None = None) -> tuple[T, CallTiming]:
         self.calls += 1

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
 from cameofarm.actors.stage import StageActor
+from cameofarm.cluster.ray_head import (
+    HeadError,
+    reachable,
+    read_head,
+    start_head,
+    stop_head,
+    use_auth,
+)
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.registry import BackendContext
 from cameofarm.storage.fetch import ObjectFetcher
@@ -28,43 +34,42 @@ def replica_name(stage: StageName, index: int) -> str:
     return f"cameofarm-{stage.value}-{index}"
 
 
-def _ray_cli() -> str:
-    candidate = Path(sys.executable).parent / "ray"
-    return str(candidate) if candidate.exists() else "ray"
-
-
 def _embedded(config: FarmConfig) -> bool:
     return config.cluster.address is None
 
 
-def start_head(config: FarmConfig) -> None:
-    """Start an embedded Ray head node on this machine with the configured logical GPUs."""
-    c = config.cluster
-    cmd = [
-        _ray_cli(),
-        "start",
-        "--head",
-        f"--num-gpus={c.logical_gpus}",
-        f"--object-store-memory={int(c.object_store_gb * 1024**3)}",
-        f"--include-dashboard={'true' if c.dashboard else 'false'}",
-        "--disable-usage-stats",
-    ]
-    if c.num_cpus is not None:
-        cmd.append(f"--num-cpus={c.num_cpus}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise FarmError(f"`ray start --head` failed:\n{proc.stderr[-1500:]}")
-
-
 def connect(config: FarmConfig, start_if_missing: bool = False) -> None:
-    """Connect this process to the farm's Ray cluster (starting the embedded head if asked)."""
+    """Connect this process to the farm's Ray cluster: its own embedded head (started first
+    if asked), or the cluster at `cluster.address`. Never Ray's auto-detected cluster."""
     import ray
 
     if ray.is_initialized():
         return
-    address = config.cluster.address or "auto"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if _embedded(config):
+        head = read_head(config)
+        if head is None or not reachable(head.address):
+            if not start_if_missing:
+                raise FarmError(
+                    f"the farm in {config.data_dir} is not running (its Ray head is not up); "
+                    "start it with `cameofarm up`"
+                )
+            if head is not None:
+                stop_head(config)  # what is left of a head that died
+            try:
+                head = start_head(config)
+            except HeadError as exc:
+                raise FarmError(str(exc)) from None
+        use_auth(config)  # the farm's own token, for this process and its workers
+        address = head.address
+    else:
+        address = str(config.cluster.address)
+        if not reachable(address, timeout=5):
+            raise FarmError(
+                f"no Ray cluster answers at {address}; check cluster.address and that the "
+                "cluster is up (its auth settings come from your environment: RAY_AUTH_MODE, "
+                "RAY_AUTH_TOKEN_PATH)"
+            )
     try:
         ray.init(
             address=address,
@@ -72,21 +77,8 @@ def connect(config: FarmConfig, start_if_missing: bool = False) -> None:
             logging_level=logging.ERROR,
             log_to_driver=False,
         )
-    except ConnectionError as exc:
-        if not (start_if_missing and _embedded(config)):
-            hint = (
-                "start it with `cameofarm up`"
-                if _embedded(config)
-                else f"check that a Ray cluster listens at {address}"
-            )
-            raise FarmError(f"no Ray cluster to join at {address}; {hint}") from exc
-        start_head(config)
-        ray.init(
-            address="auto",
-            namespace=config.cluster.namespace,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-        )
+    except (ConnectionError, RuntimeError) as exc:
+        raise FarmError(f"could not join Ray at {address}: {exc}") from None
 
 
 def _find(name: str) -> Any | None:
@@ -104,7 +96,7 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, lis
     data_dir = Path(config.data_dir)
     ctx = BackendContext(keys_dir=data_dir / "keys", models_dir=data_dir / "models")
     fetcher = ObjectFetcher(config.storage, data_dir)
-    remote = ray.remote(StageActor)
+    remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
     pools: dict[StageName, list[Any]] = {}
     for stage in StageName:
         pool = config.pools[stage]
@@ -121,7 +113,7 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, lis
             ).remote(stage, pool.backend, name, ctx, fetcher, pool.cache_cameos, ray.get_gpu_ids)
             group.append(actor)
         pools[stage] = group
-    health = [a.health.remote() for group in pools.values() for a in group]
+    health = [control(a.health).remote() for group in pools.values() for a in group]
     for info in ray.get(health, timeout=600):
         progress(
             f"  {info['replica']:<28} backend={info['backend']:<10} "
@@ -151,8 +143,11 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
                 lifetime="detached",
                 num_cpus=0,
                 max_concurrency=config.scheduler.max_running_jobs + 4,
+                # Supervised: Ray restarts a crashed scheduler, which re-queues the jobs it
+                # was running and starts its loop by itself; no one has to run `up`.
+                max_restarts=-1,
             )
-            .remote(config, RayStagePools(pools))
+            .remote(config, RayStagePools(pools), autostart=True)
         )
     ray.get(scheduler.start.remote(), timeout=120)
     status: dict[str, Any] = ray.get(scheduler.status.remote(), timeout=60)
@@ -197,8 +192,6 @@ def farm_down(config: FarmConfig, progress: Progress = print) -> None:
     progress("scheduler and stage pools stopped")
     ray.shutdown()
     if _embedded(config):
-        proc = subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise FarmError(f"`ray stop` failed: {proc.stderr[-500:]}")
-        time.sleep(0.5)
-        progress("embedded Ray stopped")
+        # Only this farm's head: `ray stop --force` would end every Ray cluster on the host.
+        stopped = stop_head(config)
+        progress(f"embedded Ray stopped ({stopped} processes)")

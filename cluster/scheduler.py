@@ -49,7 +49,11 @@ class Scheduler:
     """Owns dispatch for the whole farm. One instance per farm."""
 
     def __init__(
-        self, config: FarmConfig, pools: StagePools, storage: FarmStorage | None = None
+        self,
+        config: FarmConfig,
+        pools: StagePools,
+        storage: FarmStorage | None = None,
+        autostart: bool = False,
     ) -> None:
         self.config = config
         self.pools = pools
@@ -74,6 +78,8 @@ class Scheduler:
         self.recovered = requeue_interrupted(self.storage.db, "farm restarted; running again")
         if self.recovered:
             log.warning("re-queued %d interrupted jobs: %s", len(self.recovered), self.recovered)
+        if autostart:  # as a supervised actor: after a restart nobody else calls start()
+            self.start()
 
     # --- the control loop ----------------------------------------------------------------
 

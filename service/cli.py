@@ -436,14 +436,33 @@ def jobs(obj: Ctx, limit: int, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--root",
+    "root_pem",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Trust root certificate (PEM) to check against; default: the farm's own "
+    "(<data_dir>/keys/root.pem).",
+)
 @click.pass_obj
-def verify(obj: Ctx, video: str) -> None:
-    """Validate a video's signed C2PA manifest against this farm's root certificate."""
-    from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
+def verify(obj: Ctx, video: str, root_pem: str | None) -> None:
+    """Validate a video's signed C2PA manifest against a farm's root certificate.
 
-    chain = ensure_signing_chain(Path(obj.config.data_dir) / "keys")
-    report = verify_mp4(Path(video).read_bytes(), chain.root_cert.read_bytes())
+    Read-only: it creates nothing. Run it in the farm's folder (or with --config pointing at
+    the farm's configuration), or name the trust root with --root.
+    """
+    from cameofarm.models.reference.provenance import verify_mp4
+
+    root = Path(root_pem) if root_pem else Path(obj.config.data_dir) / "keys" / "root.pem"
+    if not root.is_file():
+        _fail(
+            f"no trust root at {root.resolve()}: this is not a farm's folder (data_dir "
+            f"{obj.config.data_dir!r}). Run `cameofarm verify` in the farm's folder, point "
+            "--config at its configuration, or pass --root FARM_DATA_DIR/keys/root.pem"
+        )
+    report = verify_mp4(Path(video).read_bytes(), root.read_bytes())
     click.echo(
+        f"trust root: {root.resolve()}\n"
         f"state: {report.state}\nsigner: {report.signer}\njob: {report.job_id}\n"
         f"tier: {report.tier}\ncameos: {', '.join(report.cameo_ids)}\n"
         f"AI-generated: {report.ai_generated}"

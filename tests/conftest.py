@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -20,8 +22,42 @@ def fixture_path(name: str) -> Path:
     return path
 
 
+def pytest_generate_tests(metafunc):
+    """Tests marked `databases` run once on SQLite and once on PostgreSQL."""
+    if metafunc.definition.get_closest_marker("databases") and "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def farm_config(tmp_path):
+def database(request):
+    """The farm's database URL: "" (SQLite in the data folder) or a fresh PostgreSQL database
+    on the server named by CAMEOFARM_TEST_POSTGRES (`make test` starts one)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield ""
+        return
+    server = os.environ.get("CAMEOFARM_TEST_POSTGRES")
+    if not server:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: CAMEOFARM_TEST_POSTGRES is not set")
+        pytest.skip("no PostgreSQL: set CAMEOFARM_TEST_POSTGRES (`make test` starts one)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = "t_" + uuid.uuid4().hex[:16]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def farm_config(tmp_path, database):
     from cameofarm.configs import load_config
 
     # The 8 s sample clip has ~7 s of speech: the speech minimum is lowered for speed; every
@@ -30,6 +66,7 @@ def farm_config(tmp_path):
         environ={
             "CAMEOFARM__DATA_DIR": str(tmp_path / "farm"),
             "CAMEOFARM__ENROLLMENT__MIN_SPEECH_SECONDS": "4",
+            "CAMEOFARM__DATABASE__URL": database,
         }
     )
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -88,9 +85,6 @@ def farm(tmp_path_factory):
             "CAMEOFARM__WEBHOOKS__BACKOFF_SECONDS": "0.2",
             "CAMEOFARM__WEBHOOKS__ALLOW_DESTINATIONS": f"['127.0.0.1:{hook_port}']",
         }
-    )
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True
     )
     farm_up(config, progress=lambda _: None)
     url = api_up(config, progress=lambda _: None)

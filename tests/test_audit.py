@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 def chain(storage):
@@ -48,7 +50,8 @@ def test_edited_and_rehashed_row_is_named(chain):
         ).one()
     import json
 
-    forged = entry_hash(row[0], row[1], "mallory", row[2], row[3], json.loads(row[4]))
+    detail = row[4] if isinstance(row[4], dict) else json.loads(row[4])  # PostgreSQL: a dict
+    forged = entry_hash(row[0], row[1], "mallory", row[2], row[3], detail)
     _sql(chain, "UPDATE audit_log SET actor='mallory', hash=:h WHERE seq=3", h=forged)
     problems = _problems(chain)
     assert any(p.startswith("row 3 edited") for p in problems), problems
@@ -85,7 +88,11 @@ def test_cli_audit_verify_names_the_edited_row(farm_config, chain):
         FarmStorage(chain, LocalObjectStore(farm_config.data_dir), farm_config.data_dir),
     )
     key = api.init_operator("ops", "farm")["api_key"]
-    env = {"CAMEOFARM__DATA_DIR": farm_config.data_dir, "CAMEOFARM_API_KEY": key}
+    env = {
+        "CAMEOFARM__DATA_DIR": farm_config.data_dir,
+        "CAMEOFARM__DATABASE__URL": farm_config.database.url,
+        "CAMEOFARM_API_KEY": key,
+    }
     runner = CliRunner()
     ok = runner.invoke(cli, ["audit", "verify"], env=env)
     assert ok.exit_code == 0 and "audit log intact" in ok.output, ok.output
@@ -96,3 +103,31 @@ def test_cli_audit_verify_names_the_edited_row(farm_config, chain):
     user_key = api.create_user(api.authenticate(key), "ada", "acme")["api_key"]
     denied = runner.invoke(cli, ["audit", "verify"], env={**env, "CAMEOFARM_API_KEY": user_key})
     assert denied.exit_code == 1 and "only an operator" in denied.output
+
+
+def test_concurrent_appends_keep_one_unbroken_chain(storage):
+    """Writers on four threads (the API, the scheduler, the CLI at once): every append gets
+    its own seq and the chain still verifies."""
+    import threading
+
+    from cameofarm.cameos.audit import append, verify_audit
+
+    append(storage.db, "ops", "test.genesis", "farm")  # the head row exists
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(25):
+                append(storage.db, f"writer{n}", "test.concurrent", f"s{n}-{i}", i=i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    report = verify_audit(storage.db)
+    assert report.ok, report.problems
+    assert report.rows == report.head_seq == 101

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +15,6 @@ def farm(farm_config, storage):
     import ray
     from cameofarm.cluster.bootstrap import farm_down, farm_up
 
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True
-    )
     farm_up(farm_config, progress=lambda _: None)
     try:
         yield farm_config
@@ -36,6 +31,7 @@ def test_farm_renders_plus_job_and_survives_a_kill(farm, storage, cameo, tmp_pat
     import ray
     from cameofarm.cluster.bootstrap import farm_status, farm_up
     from cameofarm.cluster.jobs import JobStatus, get_job
+    from cameofarm.cluster.ray_head import stop_head
     from cameofarm.models.media import probe_mp4
     from cameofarm.models.reference.compositor import watermark_mask
     from cameofarm.models.reference.provenance import verify_mp4
@@ -82,11 +78,7 @@ def test_farm_renders_plus_job_and_survives_a_kill(farm, storage, cameo, tmp_pat
         assert time.monotonic() < deadline
         time.sleep(0.2)
     ray.shutdown()
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "stop", "--force"],
-        capture_output=True,
-        check=True,
-    )
+    assert stop_head(farm, grace=0) > 0  # kill -9 every process of this farm's Ray node
     assert get_job(storage.db, job2.id).status is JobStatus.RUNNING  # nobody left to finish it
     status = farm_up(farm, progress=lambda _: None)
     assert job2.id in status["recovered"]

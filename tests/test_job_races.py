@@ -21,6 +21,8 @@ from cameofarm.cluster.jobs import (
 from cameofarm.storage.db import JobEventRow, JobRow
 from sqlalchemy import event, select
 
+pytestmark = pytest.mark.databases
+
 
 def _submit(storage, farm_config, cameo_row, script="Hello there."):
     return submit_job(
@@ -185,3 +187,29 @@ def test_set_status_re_decides_on_a_conflict(storage, farm_config, cameo_row):
     with pytest.raises(JobError, match="cannot go from CANCELLED"):
         set_job_status(storage.db, job.id, JobStatus.SUCCEEDED, output_key="outputs/x.mp4")
     assert get_job(storage.db, job.id).status is JobStatus.CANCELLED
+
+
+def test_revocation_cascade_cancels_queued_and_running_uses(storage, farm_config, cameo_row):
+    """The owner un-approves a user while the scheduler works on that user's jobs: both the
+    queued and the running one are cancelled in the same change, none is refused."""
+    from cameofarm.cameos.accounts import create_user
+    from cameofarm.service.farm_api import FarmAPI
+
+    api = FarmAPI(farm_config, storage)
+    owner, _ = create_user(storage.db, "test", "tester", "acme")
+    ada, _ = create_user(storage.db, "test", "ada", "acme")
+    api.set_permission(owner, cameo_row.id, "approved")
+    api.approve(owner, cameo_row.id, "ada")
+    running = api.submit(ada, [cameo_row.id], "First take.")["id"]
+    queued = api.submit(ada, [cameo_row.id], "Second take.")["id"]
+    own = api.submit(owner, [cameo_row.id], "The owner's own.")["id"]
+    dispatch_job(storage.db, farm_config, running)
+    record_progress(storage.db, running, "face_swap", 0.4)
+
+    out = api.unapprove(owner, cameo_row.id, "ada")
+
+    assert sorted(out["cancelled_jobs"]) == sorted([running, queued])
+    for job_id in (running, queued):
+        view = get_job(storage.db, job_id)
+        assert view.status is JobStatus.CANCELLED and "consent withdrawn" in (view.error or "")
+    assert get_job(storage.db, own).status is JobStatus.QUEUED  # the owner may still cast it

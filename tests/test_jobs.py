@@ -12,15 +12,17 @@ from cameofarm.cluster.jobs import (
 )
 from cameofarm.storage.db import JobEventRow
 
+pytestmark = pytest.mark.databases
 
-def _submit(storage, farm_config, cameo, **kw):
-    args = dict(cameo_ids=[cameo.id], script="Hello there.", tier="plus", customer="tester")
+
+def _submit(storage, farm_config, cameo_row, **kw):
+    args = dict(cameo_ids=[cameo_row.id], script="Hello there.", tier="plus", customer="tester")
     args.update(kw)
     return submit_job(storage.db, farm_config, **args)
 
 
-def test_lifecycle_writes_one_event_per_transition(storage, farm_config, cameo):
-    job = _submit(storage, farm_config, cameo)
+def test_lifecycle_writes_one_event_per_transition(storage, farm_config, cameo_row):
+    job = _submit(storage, farm_config, cameo_row)
     assert job.status is JobStatus.QUEUED
     set_job_status(storage.db, job.id, JobStatus.RUNNING, "dispatched")
     done = set_job_status(storage.db, job.id, JobStatus.SUCCEEDED, "ok", output_key="outputs/x")
@@ -33,8 +35,8 @@ def test_lifecycle_writes_one_event_per_transition(storage, farm_config, cameo):
     assert events == [(None, "QUEUED"), ("QUEUED", "RUNNING"), ("RUNNING", "SUCCEEDED")]
 
 
-def test_illegal_transitions_are_refused(storage, farm_config, cameo):
-    job = _submit(storage, farm_config, cameo)
+def test_illegal_transitions_are_refused(storage, farm_config, cameo_row):
+    job = _submit(storage, farm_config, cameo_row)
     with pytest.raises(JobError):
         set_job_status(storage.db, job.id, JobStatus.SUCCEEDED)
     set_job_status(storage.db, job.id, JobStatus.CANCELLED)
@@ -44,9 +46,9 @@ def test_illegal_transitions_are_refused(storage, farm_config, cameo):
         cancel_job(storage.db, job.id)
 
 
-def test_restart_requeues_running_jobs_and_counts_attempts(storage, farm_config, cameo):
-    a = _submit(storage, farm_config, cameo)
-    b = _submit(storage, farm_config, cameo)
+def test_restart_requeues_running_jobs_and_counts_attempts(storage, farm_config, cameo_row):
+    a = _submit(storage, farm_config, cameo_row)
+    b = _submit(storage, farm_config, cameo_row)
     set_job_status(storage.db, a.id, JobStatus.RUNNING)
     # the farm dies here; a new scheduler starts and recovers
     assert requeue_interrupted(storage.db, "farm restarted") == [a.id]
@@ -66,11 +68,11 @@ def test_restart_requeues_running_jobs_and_counts_attempts(storage, farm_config,
         ({"cameo_ids": []}, "at least one cameo"),
     ],
 )
-def test_bad_requests_are_refused_and_store_nothing(storage, farm_config, cameo, kw, message):
+def test_bad_requests_are_refused_and_store_nothing(storage, farm_config, cameo_row, kw, message):
     from cameofarm.cluster.jobs import list_jobs
 
     with pytest.raises(JobError, match=message):
-        _submit(storage, farm_config, cameo, **kw)
+        _submit(storage, farm_config, cameo_row, **kw)
     assert list_jobs(storage.db) == []
 
 

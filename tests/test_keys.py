@@ -7,6 +7,8 @@ import secrets
 
 import pytest
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 def app_client(farm_config, storage):
@@ -94,6 +96,7 @@ def test_the_cli_lists_and_revokes_keys(farm_config, storage, tmp_path):
     env = {
         "CAMEOFARM_API_KEY": ops,
         "CAMEOFARM__DATA_DIR": farm_config.data_dir,
+        "CAMEOFARM__DATABASE__URL": farm_config.database.url,
         "CAMEOFARM__ENROLLMENT__MIN_SPEECH_SECONDS": "4",
     }
     runner = CliRunner()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future
 
+import pytest
 from cameofarm.cluster.jobs import JobStatus, get_job, read_queues, submit_job
 from cameofarm.storage.db import CameoRow, JobRow
+
+pytestmark = pytest.mark.databases
 
 
 class _RecordingExecutor:

@@ -1,0 +1,220 @@
+"""The embedded farm's own Ray head: its ports, temp dir, auth token, start and stop.
+
+A farm started without `cluster.address` runs a Ray head of its own and never another's:
+- its own ports (all free ones, chosen at start) and its own temp dir, recorded in
+  `<data_dir>/ray/head.json`; it connects to that address only, never to Ray's
+  auto-detected "current cluster", so a second Ray cluster on the machine is never joined;
+- token authentication with a token of its own (`<data_dir>/keys/ray_auth_token`), given to
+  Ray through RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH; `~/.ray/auth_token`, which other Ray
+  clusters of the user read, is never written;
+- stopping it ends the processes of that head alone (found by its temp dir); `ray stop
+  --force`, which ends every Ray process of the host, is never used.
+A farm given `cluster.address` joins that cluster with the caller's own Ray settings (auth
+included) and never stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cameofarm.configs import FarmConfig
+
+START_TIMEOUT_S = 90.0
+STOP_GRACE_S = 10.0
+
+
+class HeadError(RuntimeError):
+    """The farm's own Ray head could not be started, reached or stopped; says what to do."""
+
+
+@dataclass(frozen=True)
+class Head:
+    address: str  # host:GCS port
+    temp_dir: str
+    ports: dict[str, int]
+
+
+def _ray_cli() -> str:
+    candidate = Path(sys.executable).parent / "ray"
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def temp_dir_of(config: FarmConfig) -> Path:
+    """The head's temp dir: short (Ray's Unix socket paths must fit in ~107 bytes) and one
+    per data folder, so two farms never share one."""
+    data = str(Path(config.data_dir).resolve())
+    return (
+        Path(tempfile.gettempdir())
+        / f"cameofarm-ray-{hashlib.sha256(data.encode()).hexdigest()[:10]}"
+    )
+
+
+def _head_file(config: FarmConfig) -> Path:
+    return Path(config.data_dir) / "ray" / "head.json"
+
+
+def token_path(config: FarmConfig) -> Path:
+    return Path(config.data_dir) / "keys" / "ray_auth_token"
+
+
+def auth_env(config: FarmConfig, create: bool = False) -> dict[str, str]:
+    """The environment that gives Ray this farm's token auth (empty when no token exists and
+    `create` is false)."""
+    path = token_path(config)
+    if not path.is_file():
+        if not create:
+            return {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{secrets.token_hex(3)}")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path.resolve())}
+
+
+def use_auth(config: FarmConfig) -> None:
+    """Make this process speak the farm's token auth to Ray (before `ray.init`).
+
+    Ray reads RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH into a cached config when it is imported,
+    so after setting them the cache is refreshed (Ray's own tests do the same).
+    """
+    env = auth_env(config)
+    if not env:
+        return
+    os.environ.update(env)
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+    except ImportError:  # a Ray without token auth: the variables are all it needs
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def read_head(config: FarmConfig) -> Head | None:
+    """The head this farm recorded at its last start, if any (it may have died since)."""
+    try:
+        data = json.loads(_head_file(config).read_text())
+        return Head(str(data["address"]), str(data["temp_dir"]), dict(data["ports"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def reachable(address: str, timeout: float = 2.0) -> bool:
+    """True when something accepts TCP connections at host:port (ray:// prefix allowed)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _free_ports(n: int) -> list[int]:
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(int(s.getsockname()[1]))
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def start_head(config: FarmConfig) -> Head:
+    """Start this farm's own Ray head on free ports; raise HeadError within START_TIMEOUT_S."""
+    c = config.cluster
+    names = ("gcs", "client", "dashboard", "agent_listen", "agent_grpc", "metrics", "runtime_env")
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    temp_dir = temp_dir_of(config)
+    cmd = [
+        _ray_cli(),
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={ports['gcs']}",
+        f"--ray-client-server-port={ports['client']}",
+        f"--dashboard-port={ports['dashboard']}",
+        f"--dashboard-agent-listen-port={ports['agent_listen']}",
+        f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+        f"--metrics-export-port={ports['metrics']}",
+        f"--runtime-env-agent-port={ports['runtime_env']}",
+        f"--temp-dir={temp_dir}",
+        f"--num-gpus={c.logical_gpus}",
+        f"--object-store-memory={int(c.object_store_gb * 1024**3)}",
+        f"--include-dashboard={'true' if c.dashboard else 'false'}",
+        "--disable-usage-stats",
+    ]
+    if c.num_cpus is not None:
+        cmd.append(f"--num-cpus={c.num_cpus}")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth_env(config, create=True)}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stop_head(config, temp_dir=str(temp_dir))
+        logs = temp_dir / "session_latest" / "logs"
+        raise HeadError(
+            f"Ray did not start within {START_TIMEOUT_S:g} s; see its logs in {logs}"
+        ) from None
+    if proc.returncode != 0:
+        stop_head(config, temp_dir=str(temp_dir))
+        raise HeadError(f"`ray start --head` failed:\n{proc.stderr[-1500:]}")
+    head = Head(f"127.0.0.1:{ports['gcs']}", str(temp_dir), ports)
+    path = _head_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(head.__dict__, indent=2))
+    return head
+
+
+def head_processes(temp_dir: str) -> list[int]:
+    """PIDs of the Ray processes of the head whose temp dir this is (and of no other)."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or ())
+        except (psutil.Error, TypeError):
+            continue
+        if proc.info["pid"] != os.getpid() and temp_dir in cmdline:
+            mine.append(int(proc.info["pid"]))
+    return mine
+
+
+def stop_head(config: FarmConfig, temp_dir: str | None = None, grace: float = STOP_GRACE_S) -> int:
+    """End this farm's Ray head processes (SIGTERM, then SIGKILL after `grace` seconds;
+    `grace=0` kills at once, as a crash would); return how many there were. Processes of any
+    other Ray cluster are left alone."""
+    import psutil
+
+    head = read_head(config)
+    temp_dir = temp_dir or (head.temp_dir if head else str(temp_dir_of(config)))
+    procs = []
+    for pid in head_processes(temp_dir):
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(pid))
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+    _gone, alive = psutil.wait_procs(procs, timeout=grace or STOP_GRACE_S)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+    _head_file(config).unlink(missing_ok=True)
+    return len(procs)

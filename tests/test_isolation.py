@@ -1,0 +1,144 @@
+"""A farm is only ever its own: it starts a Ray head of its own beside another Ray cluster,
+never joins that one, and stopping the farm leaves the other running."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def other_cluster(tmp_path):
+    """Somebody else's Ray head on this machine, with its own token (not ~/.ray)."""
+    from cameofarm.cluster.ray_head import head_processes, reachable
+
+    temp_dir = tempfile.mkdtemp(prefix="other-ray-", dir="/tmp")
+    token = tmp_path / "other_token"
+    token.write_text("0" * 64)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            f"--ray-client-server-port={_free_port()}",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=false",
+            "--num-cpus=1",
+            "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    address = f"127.0.0.1:{port}"
+    assert reachable(address)
+    try:
+        yield address, temp_dir
+    finally:
+        for pid in head_processes(temp_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+def test_up_beside_another_cluster_starts_its_own_and_down_leaves_the_other(
+    farm_config, other_cluster
+):
+    import ray
+    from cameofarm.cluster.bootstrap import farm_down, farm_status, farm_up
+    from cameofarm.cluster.ray_head import head_processes, reachable, read_head
+
+    other_address, other_temp = other_cluster
+    others = sorted(head_processes(other_temp))
+    assert others
+    home_token = Path.home() / ".ray" / "auth_token"
+    had_home_token = home_token.exists()
+
+    farm_up(farm_config, progress=lambda _: None)
+    try:
+        head = read_head(farm_config)
+        assert head is not None and head.address != other_address
+        assert ray.get_runtime_context().gcs_address == head.address
+        assert farm_status(farm_config)["queues"] == {"plus": 0, "pro": 0}
+        assert home_token.exists() == had_home_token  # ~/.ray/auth_token untouched
+        _health_answers_while_a_chunk_call_runs(farm_config, head.temp_dir)
+    finally:
+        farm_down(farm_config, progress=lambda _: None)
+
+    assert not head_processes(head.temp_dir)  # the farm's own processes are gone
+    assert not reachable(head.address)
+    assert sorted(head_processes(other_temp)) == others  # the other cluster's all live
+    assert reachable(other_address)
+
+
+def _health_answers_while_a_chunk_call_runs(config, scratch):
+    """`cameofarm status` used to wait behind a Pro job's chunk calls: health now runs on the
+    replica's control thread and answers while the work thread is busy."""
+    import ray
+    from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
+    from cameofarm.actors.stage import StageActor
+    from cameofarm.configs import StageName
+    from cameofarm.models.registry import BackendContext
+    from cameofarm.storage.fetch import ObjectFetcher
+
+    class BusyStage(StageActor):
+        def work_until(self, path: str, limit_s: float = 120.0) -> bool:
+            import time
+
+            deadline = time.monotonic() + limit_s
+            while not Path(path).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return Path(path).exists()
+
+    data = Path(config.data_dir)
+    actor = (
+        ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(BusyStage)
+        .options(num_cpus=0)
+        .remote(
+            StageName.COMPOSITE,
+            "reference",
+            "busy-0",
+            BackendContext(data / "keys", data / "models"),
+            ObjectFetcher(config.storage, data),
+        )
+    )
+    release = Path(scratch) / "release-busy-stage"
+    busy = actor.work_until.remote(str(release))
+    try:
+        health = ray.get(control(actor.health).remote(), timeout=60)
+        assert health["replica"] == "busy-0"
+        ready, _ = ray.wait([busy], timeout=0)
+        assert not ready  # health answered while the chunk call was still running
+    finally:
+        release.touch()
+    assert ray.get(busy, timeout=60) is True
+    ray.kill(actor)
