@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
+from cameofarm.actors.pools import CONCURRENCY_GROUPS, CallDeadlines, control
 from cameofarm.actors.stage import StageActor
 from cameofarm.cluster.ray_head import (
     HeadError,
@@ -122,6 +122,11 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, lis
     return pools
 
 
+def _deadlines(config: FarmConfig) -> CallDeadlines:
+    s = config.scheduler
+    return CallDeadlines(s.call_first_seconds, s.call_floor_seconds, s.call_slack)
+
+
 def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     """Bring the farm up (idempotent): Ray, five stage pools, the scheduler loop."""
     import ray
@@ -147,7 +152,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
                 # was running and starts its loop by itself; no one has to run `up`.
                 max_restarts=-1,
             )
-            .remote(config, RayStagePools(pools), autostart=True)
+            .remote(config, RayStagePools(pools, _deadlines(config)), autostart=True)
         )
     ray.get(scheduler.start.remote(), timeout=120)
     status: dict[str, Any] = ray.get(scheduler.status.remote(), timeout=60)

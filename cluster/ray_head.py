@@ -182,18 +182,23 @@ def start_head(config: FarmConfig) -> Head:
 
 
 def head_processes(temp_dir: str) -> list[int]:
-    """PIDs of the Ray processes of the head whose temp dir this is (and of no other)."""
+    """PIDs of the Ray processes of the head whose temp dir this is (and of no other): those
+    whose command line names it, and their descendants (Ray's workers rename themselves to
+    `ray::Actor`, so only their parentage shows whose they are)."""
     import psutil
 
-    mine = []
+    mine: set[int] = set()
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or ())
+            if proc.info["pid"] == os.getpid() or temp_dir not in cmdline:
+                continue
+            mine.add(int(proc.info["pid"]))
+            mine.update(child.pid for child in proc.children(recursive=True))
         except (psutil.Error, TypeError):
             continue
-        if proc.info["pid"] != os.getpid() and temp_dir in cmdline:
-            mine.append(int(proc.info["pid"]))
-    return mine
+    mine.discard(os.getpid())
+    return sorted(mine)
 
 
 def stop_head(config: FarmConfig, temp_dir: str | None = None, grace: float = STOP_GRACE_S) -> int:

@@ -41,6 +41,7 @@ from cameofarm.configs import FarmConfig
 from cameofarm.monitoring.metrics import JOB_SECONDS, JOBS_FINISHED, QUEUE_DEPTH, RUNNING_JOBS
 from cameofarm.pipelines.render import JobCancelled, RenderJob, render_job
 from cameofarm.storage import FarmStorage, open_farm_storage
+from cameofarm.storage.objects import StorageUnavailableError
 
 log = logging.getLogger("cameofarm.scheduler")
 
@@ -192,6 +193,9 @@ class Scheduler:
             JOBS_FINISHED.labels(tier=self._tier_of(job_id), status="CANCELLED").inc()
         except StageCallError as exc:
             self._fail_or_retry(job_id, exc, exc.retryable)
+        except StorageUnavailableError as exc:  # infrastructure, not the job's fault
+            log.warning("job %s: %s", job_id, exc)
+            self._fail_or_retry(job_id, exc, True)
         except Exception as exc:
             log.exception("job %s failed", job_id)
             self._fail_or_retry(job_id, exc, False)

@@ -72,6 +72,20 @@ class StorageConfig(_Strict):
     secret_key_env: str = Field(
         default="CAMEOFARM_S3_SECRET_KEY", description="Env var holding the secret key."
     )
+    timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="MinIO: connect and read timeout of one request (a frozen server is given "
+        "up on after this, then retried).",
+    )
+    retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="MinIO: how long an operation is retried with backoff while the server is "
+        "unreachable or answers 5xx, before it fails as StorageUnavailableError.",
+    )
 
 
 class DatabaseConfig(_Strict):
@@ -109,6 +123,20 @@ class SchedulerConfig(_Strict):
         ge=0,
         le=65535,
         description="Port of the scheduler's Prometheus /metrics (127.0.0.1); 0 = off.",
+    )
+    call_first_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Deadline of a stage call before the stage has been measured (a first "
+        "call may load a model); a replica past its deadline is restarted.",
+    )
+    call_floor_seconds: float = Field(
+        default=60.0, gt=0, description="Shortest deadline a measured stage call gets."
+    )
+    call_slack: float = Field(
+        default=5.0,
+        ge=1,
+        description="A measured stage call's deadline: this times the stage's average call.",
     )
 
 

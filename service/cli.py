@@ -556,6 +556,34 @@ def bench_policy(obj: Ctx, sizes: str, customers: int, repeats: int) -> None:
     measure_policy(obj.config, counts, customers, repeats, echo=click.echo)
 
 
+@bench.command("cancels")
+@click.option("--pairs", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--cameo", "cameo_id", required=True, help="A cameo the key's user may cast.")
+@click.option("--tier", default="plus", show_default=True)
+@click.option(
+    "--settle",
+    type=click.FloatRange(1, 86_400),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for every job to end.",
+)
+@click.pass_obj
+def bench_cancels(obj: Ctx, pairs: int, cameo_id: str, tier: str, settle: float) -> None:
+    """Submit→cancel pairs through the HTTP API of a running farm: counts cancels refused
+    with a conflict, jobs that never end, and jobs published although cancelled (all must be
+    0; exit 1 otherwise). Needs --api-url (or CAMEOFARM_API_URL) and an API key."""
+    from cameofarm.service.bench_cancels import report, run_cancel_drill
+
+    if not obj.api_url or not obj.api_key:
+        _fail("bench cancels talks to the HTTP API: pass --api-url and --api-key (or env)")
+    drill = run_cancel_drill(
+        obj.api_url, obj.api_key, cameo_id, pairs, tier, settle, echo=click.echo
+    )
+    report(drill, echo=click.echo)
+    if not drill.ok:
+        sys.exit(1)
+
+
 for _command in COMMANDS:
     cli.add_command(_command)
 

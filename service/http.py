@@ -25,6 +25,7 @@ from cameofarm.service.farm_api import (
     ApiError,
     FarmAPI,
     Gone,
+    NotFound,
     RateLimited,
     TooLarge,
     Unauthorized,
@@ -419,7 +420,11 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     def file(key: str, expires: int, sig: str) -> Any:
         api = farm()
         api.check_download(key, expires, sig)
-        if not api.storage.objects.exists(key):
+        try:
+            present = api.storage.objects.exists(key)
+        except ValueError:  # not a key of this store (e.g. "../"): nothing to serve
+            raise NotFound("no such file") from None
+        if not present:
             raise Gone("the video is no longer published")
         return FileResponse(api.storage.objects.locate(key), media_type="video/mp4")
 

@@ -8,6 +8,7 @@ from cameofarm.storage.objects import (
     MinioObjectStore,
     ObjectNotFoundError,
     ObjectStore,
+    StorageUnavailableError,
     open_object_store,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "MinioObjectStore",
     "ObjectNotFoundError",
     "ObjectStore",
+    "StorageUnavailableError",
     "open_farm_storage",
     "open_object_store",
     "validate_key",

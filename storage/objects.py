@@ -3,20 +3,46 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from cameofarm.configs import StorageConfig
 from cameofarm.storage.keys import validate_key, validate_prefix
 
+T = TypeVar("T")
+log = logging.getLogger("cameofarm.objects")
+
 
 class ObjectNotFoundError(KeyError):
     """The key does not exist in the store."""
+
+
+class StorageUnavailableError(RuntimeError):
+    """The object store did not answer in time: an infrastructure fault, not bad input.
+    The operation changed nothing it reports as done; retrying it later is safe."""
+
+
+# S3 error codes that mean "try again", not "you asked for something wrong".
+_RETRY_CODES = frozenset(
+    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted"}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an unreachable, frozen or overloaded server (retry), false for bad input."""
+    import urllib3
+    from minio.error import S3Error, ServerError
+
+    if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, S3Error) and exc.code in _RETRY_CODES
 
 
 @runtime_checkable
@@ -124,7 +150,15 @@ class LocalObjectStore:
 
 
 class MinioObjectStore:
-    """Objects in a MinIO/S3 bucket through the official `minio` client."""
+    """Objects in a MinIO/S3 bucket through the official `minio` client.
+
+    Every request has a connect/read timeout (`timeout_seconds`: a frozen server cannot hang
+    a job), and every operation is retried with exponential backoff while the server is
+    unreachable or answers 5xx, for up to `retry_seconds`; then it raises
+    StorageUnavailableError, which the scheduler treats as an infrastructure fault (the job
+    is queued again), never as bad input. S3 writes are atomic: an object is either all there
+    or not there.
+    """
 
     def __init__(
         self,
@@ -134,29 +168,92 @@ class MinioObjectStore:
         secret_key: str,
         secure: bool = False,
         region: str | None = None,
+        timeout_seconds: float = 15.0,
+        retry_seconds: float = 120.0,
     ) -> None:
+        import certifi
+        import urllib3
         from minio import Minio
 
         self.bucket = bucket
-        self.client = Minio(
-            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+        self.endpoint = endpoint
+        self.retry_seconds = retry_seconds
+        self.attempts = 0  # requests tried, for tests and logs
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds),
+            retries=urllib3.Retry(total=0, redirect=0),  # retried here, with a deadline
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         )
-        if not self.client.bucket_exists(bucket):
-            self.client.make_bucket(bucket)
+        self.client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+
+        def ensure_bucket() -> None:
+            if not self.client.bucket_exists(bucket):
+                self.client.make_bucket(bucket)
+
+        self._retry("open bucket", bucket, ensure_bucket)
+
+    def _retry(self, what: str, key: str, call: Callable[[], T]) -> T:
+        """Run `call`, retrying transient failures with backoff until `retry_seconds`."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay, tries = 0.2, 0
+        while True:
+            tries += 1
+            self.attempts += 1
+            try:
+                return call()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    raise StorageUnavailableError(
+                        f"the object store at {self.endpoint} did not answer ({what} {key!r}) "
+                        f"for {self.retry_seconds:g} s, {tries} tries; last error: {reason}. "
+                        "Check that it is up; work that needed it is retried"
+                    ) from None
+                log.warning(
+                    "object store %s: %s %s failed (%s); retrying",
+                    self.endpoint,
+                    what,
+                    key,
+                    type(exc).__name__,
+                )
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)
 
     def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> str:
-        self.client.put_object(
-            self.bucket, validate_key(key), io.BytesIO(data), len(data), content_type=content_type
+        name = validate_key(key)
+        self._retry(
+            "put",
+            key,
+            lambda: self.client.put_object(
+                self.bucket, name, io.BytesIO(data), len(data), content_type=content_type
+            ),
         )
         return key
 
     def put_file(
         self, key: str, path: str | Path, content_type: str = "application/octet-stream"
     ) -> str:
-        self.client.fput_object(
-            self.bucket, validate_key(key), str(path), content_type=content_type
+        name = validate_key(key)
+        self._retry(
+            "put",
+            key,
+            lambda: self.client.fput_object(
+                self.bucket, name, str(path), content_type=content_type
+            ),
         )
         return key
 
@@ -166,48 +263,67 @@ class MinioObjectStore:
     def get_bytes(self, key: str) -> bytes:
         from minio.error import S3Error
 
-        try:
-            response = self.client.get_object(self.bucket, validate_key(key))
-        except S3Error as exc:
-            if self._missing(exc):
-                raise ObjectNotFoundError(key) from exc
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        name = validate_key(key)
+
+        def read() -> bytes:  # the whole body inside the retry: a cut-off read is retried
+            try:
+                response = self.client.get_object(self.bucket, name)
+            except S3Error as exc:
+                if self._missing(exc):
+                    raise ObjectNotFoundError(key) from exc
+                raise
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._retry("get", key, read)
 
     def get_file(self, key: str, path: str | Path) -> Path:
         from minio.error import S3Error
 
-        try:
-            self.client.fget_object(self.bucket, validate_key(key), str(path))
-        except S3Error as exc:
-            if self._missing(exc):
-                raise ObjectNotFoundError(key) from exc
-            raise
-        return Path(path)
+        name = validate_key(key)
+
+        def fetch() -> Path:
+            try:
+                self.client.fget_object(self.bucket, name, str(path))
+            except S3Error as exc:
+                if self._missing(exc):
+                    raise ObjectNotFoundError(key) from exc
+                raise
+            return Path(path)
+
+        return self._retry("get", key, fetch)
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error
 
-        try:
-            self.client.stat_object(self.bucket, validate_key(key))
-        except S3Error as exc:
-            if self._missing(exc):
-                return False
-            raise
-        return True
+        name = validate_key(key)
+
+        def stat() -> bool:
+            try:
+                self.client.stat_object(self.bucket, name)
+            except S3Error as exc:
+                if self._missing(exc):
+                    return False
+                raise
+            return True
+
+        return self._retry("stat", key, stat)
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, validate_key(key))
+        name = validate_key(key)
+        self._retry("delete", key, lambda: self.client.remove_object(self.bucket, name))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         validate_prefix(prefix)
-        for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True):
-            if obj.object_name is not None:
-                yield obj.object_name
+
+        def names() -> list[str]:  # listed whole inside the retry, so none is seen twice
+            found = self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True)
+            return [o.object_name for o in found if o.object_name is not None]
+
+        yield from self._retry("list", prefix, names)
 
     def presign(self, key: str, seconds: int) -> str | None:
         """Return a presigned GET URL valid for `seconds`."""
@@ -235,5 +351,12 @@ def open_object_store(config: StorageConfig, data_dir: str | Path) -> ObjectStor
             "not set; export the MinIO access and secret key"
         )
     return MinioObjectStore(
-        config.endpoint, config.bucket, access, secret, secure=config.secure, region=config.region
+        config.endpoint,
+        config.bucket,
+        access,
+        secret,
+        secure=config.secure,
+        region=config.region,
+        timeout_seconds=config.timeout_seconds,
+        retry_seconds=config.retry_seconds,
     )

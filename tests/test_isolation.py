@@ -91,6 +91,7 @@ def test_up_beside_another_cluster_starts_its_own_and_down_leaves_the_other(
         assert farm_status(farm_config)["queues"] == {"plus": 0, "pro": 0}
         assert home_token.exists() == had_home_token  # ~/.ray/auth_token untouched
         _health_answers_while_a_chunk_call_runs(farm_config, head.temp_dir)
+        _a_hung_replica_misses_its_deadline_and_is_restarted(farm_config, head.temp_dir)
     finally:
         farm_down(farm_config, progress=lambda _: None)
 
@@ -104,7 +105,27 @@ def _health_answers_while_a_chunk_call_runs(config, scratch):
     """`cameofarm status` used to wait behind a Pro job's chunk calls: health now runs on the
     replica's control thread and answers while the work thread is busy."""
     import ray
-    from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
+    from cameofarm.actors.pools import control
+
+    actor = _busy_stage(config, "busy-0")
+    release = Path(scratch) / "release-busy-stage"
+    busy = actor.work_until.remote(str(release))
+    try:
+        health = ray.get(control(actor.health).remote(), timeout=60)
+        assert health["replica"] == "busy-0"
+        ready, _ = ray.wait([busy], timeout=0)
+        assert not ready  # health answered while the chunk call was still running
+    finally:
+        release.touch()
+    assert ray.get(busy, timeout=60) is True
+    ray.kill(actor)
+
+
+def _busy_stage(config, name, max_restarts=0):
+    """A real stage replica (composite, reference backend) with one extra call that works
+    until a file appears: a chunk call that takes as long as the test wants."""
+    import ray
+    from cameofarm.actors.pools import CONCURRENCY_GROUPS
     from cameofarm.actors.stage import StageActor
     from cameofarm.configs import StageName
     from cameofarm.models.registry import BackendContext
@@ -119,26 +140,55 @@ def _health_answers_while_a_chunk_call_runs(config, scratch):
                 time.sleep(0.05)
             return Path(path).exists()
 
+        def timed_work_until(self, path: str):
+            return self._timed(lambda: self.work_until(path), frames=0)
+
     data = Path(config.data_dir)
-    actor = (
+    return (
         ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(BusyStage)
-        .options(num_cpus=0)
+        .options(num_cpus=0, max_restarts=max_restarts)
         .remote(
             StageName.COMPOSITE,
             "reference",
-            "busy-0",
+            name,
             BackendContext(data / "keys", data / "models"),
             ObjectFetcher(config.storage, data),
         )
     )
-    release = Path(scratch) / "release-busy-stage"
-    busy = actor.work_until.remote(str(release))
-    try:
-        health = ray.get(control(actor.health).remote(), timeout=60)
-        assert health["replica"] == "busy-0"
-        ready, _ = ray.wait([busy], timeout=0)
-        assert not ready  # health answered while the chunk call was still running
-    finally:
-        release.touch()
-    assert ray.get(busy, timeout=60) is True
-    ray.kill(actor)
+
+
+def _a_hung_replica_misses_its_deadline_and_is_restarted(config, scratch):
+    import ray
+    from cameofarm.actors.pools import CallDeadlines, RayStagePools, StageCallError, control
+    from cameofarm.configs import StageName
+
+    actor = _busy_stage(config, "hung-0", max_restarts=1)
+    before = ray.get(control(actor.health).remote(), timeout=60)["pid"]
+    pools = RayStagePools({StageName.COMPOSITE: [actor]}, CallDeadlines(first_call_seconds=3))
+    never = Path(scratch) / "never-released"
+    with pytest.raises(StageCallError, match="did not answer within 3 s") as err:
+        pools.map(StageName.COMPOSITE, "timed_work_until", [(str(never),)])
+    assert err.value.retryable  # the job is queued again, not failed
+    assert _health_once_back(actor, other_than=before)["pid"] != before  # Ray restarted it
+    ray.kill(actor, no_restart=True)
+
+
+def _health_once_back(actor, other_than=None, limit_s=120.0):
+    """The replica's health once a process other than `other_than` answers (bounded wait
+    while Ray kills and restarts it)."""
+    import time
+
+    import ray
+    from cameofarm.actors.pools import control
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            health = ray.get(control(actor.health).remote(), timeout=limit_s)
+            if health["pid"] != other_than or time.monotonic() > deadline:
+                return health
+        except ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)

@@ -1,10 +1,5 @@
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 from cameofarm.storage import InvalidKeyError, LocalObjectStore, ObjectNotFoundError, validate_key
 
@@ -59,32 +54,6 @@ def test_local_store(tmp_path):
     store.put_file("c/f.txt", src)
     assert store.get_file("c/f.txt", tmp_path / "back.txt").read_text() == "hello"
     assert not (tmp_path / "escape").exists()
-
-
-@pytest.fixture
-def moto_endpoint():
-    pytest.importorskip("moto.server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_minio_store_against_s3_server(moto_endpoint, tmp_path, monkeypatch):
