@@ -30,8 +30,15 @@ from pathlib import Path
 
 from cameofarm.configs import FarmConfig
 
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 300.0  # a backstop: a head that cannot start fails at once with Ray's error
 STOP_GRACE_S = 10.0
+# Ray Serve gives its HTTP proxy 5 s to say it is ready and 10 s per health check, then kills
+# it: on a busy 2-core node the proxy was killed again and again and the API never came up.
+# The farm's own head gives it a minute (only the embedded head: a joined cluster is yours).
+_SERVE_PATIENCE = {
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+}
 
 
 class HeadError(RuntimeError):
@@ -162,7 +169,12 @@ def start_head(config: FarmConfig) -> Head:
     ]
     if c.num_cpus is not None:
         cmd.append(f"--num-cpus={c.num_cpus}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth_env(config, create=True)}
+    env = {
+        **_SERVE_PATIENCE,
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **auth_env(config, create=True),
+    }
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -49,7 +49,11 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     with storage.db.session() as s:
         rows = s.query(StageTimingRow).filter_by(job_id=job.job_id).all()
     assert {r.stage for r in rows} == {s.value for s in StageName}
-    assert all(r.seconds >= 0 and r.replica.endswith("-local") for r in rows)
+    for r in rows:  # each row is one real call: its replica, and times that add up
+        assert r.replica == f"{r.stage}-local"
+        assert r.submitted_at <= r.started_at <= r.finished_at
+        assert r.seconds > 0
+        assert r.seconds == pytest.approx(r.finished_at - r.started_at, abs=0.01)
     assert sum(r.frames for r in rows if r.stage == "face_swap") == result.frames
 
 
@@ -90,10 +94,18 @@ def test_submit_stores_background_and_refuses_bad_ones(farm_config, storage, cam
 
 
 def test_hostile_script_is_spoken_not_interpreted(farm_config, storage, cameo, pools):
+    from cameofarm.models.media import probe_mp4
+    from cameofarm.models.reference.provenance import verify_mp4
     from cameofarm.models.reference.voice import clean_script
 
     text = clean_script("'; DROP TABLE jobs; -- <speak><audio src='x'/></speak>\x1b[2J")
     assert "<" not in text and "\x1b" not in text
     job = _job(storage, farm_config, cameo, "Robert'); DROP TABLE jobs;--")
     result = render_job(job, farm_config, pools, storage)
-    assert storage.objects.exists(result.output_key)
+    # Rendered and signed like any script, and spoken: the audio lasts as long as the words.
+    data = storage.objects.get_bytes(result.output_key)
+    assert verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes()).valid
+    report = probe_mp4(storage.objects.locate(result.output_key))
+    assert report.audio_codec == "aac" and report.audio_seconds > 1.0
+    with storage.db.session() as s:  # the tables it names are all still there
+        assert s.query(StageTimingRow).filter_by(job_id=job.job_id).count() > 0
