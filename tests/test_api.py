@@ -37,7 +37,9 @@ class Farm:
         import httpx
 
         self.config, self.url, self.storage = config, url, storage
-        self.http = httpx.Client(base_url=url, timeout=300)
+        # An enrollment upload verifies and enrolls inside the request: with both cores of a
+        # 2-core node kept busy by other work it took over 300 s here. Waiting is bounded.
+        self.http = httpx.Client(base_url=url, timeout=1800)
         self.keys: dict[str, str] = {}
         self.state: dict[str, str] = {}
 
