@@ -32,10 +32,13 @@ typecheck: setup
 
 # The database tests run on SQLite and on a throwaway PostgreSQL (.ci/postgres: Debian's
 # server, installed if missing, on a Unix socket the loopback-only namespace can reach).
+# Outside CI, a machine that cannot run PostgreSQL (no root for apt) skips those variants.
 test: lint
-	@url=$$(bash .ci/postgres up) || { echo "could not start PostgreSQL (see above)"; exit 1; }; \
+	@url=$$(bash .ci/postgres up) || { \
+	  if [ -n "$$CI" ]; then echo "could not start PostgreSQL (see above)"; exit 1; fi; \
+	  echo "PostgreSQL unavailable: its test variants are skipped"; url=""; }; \
 	CAMEOFARM_TEST_POSTGRES="$$url" $(NETNS) $(BIN)/python -m pytest -q; status=$$?; \
-	bash .ci/postgres down "$$url"; exit $$status
+	[ -z "$$url" ] || bash .ci/postgres down "$$url"; exit $$status
 
 clean:
 	rm -rf $(VENV) .farm demo-output .typecheck .mypy_cache .ruff_cache .pytest_cache

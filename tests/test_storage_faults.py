@@ -144,29 +144,20 @@ def test_bad_input_is_not_retried(link, monkeypatch):
     assert store.attempts == before + 1
 
 
-def test_an_unavailable_store_requeues_the_job_instead_of_failing_it(storage, farm_config):
+def test_an_unavailable_store_requeues_the_job_instead_of_failing_it(
+    storage, farm_config, cameo_row
+):
     """The scheduler tells an infrastructure fault from bad input."""
     from cameofarm.cluster.jobs import JobStatus, dispatch_job, get_job, submit_job
     from cameofarm.storage import StorageUnavailableError
-    from cameofarm.storage.db import CameoRow
 
-    now = time.time()
-    with storage.db.session() as s:
-        s.add(
-            CameoRow(
-                id="cam_s",
-                name="S",
-                owner="tester",
-                status="VERIFIED",
-                created_at=now,
-                updated_at=now,
-                recording_key="",
-                assets_key="",
-                verified_at=now,
-            )
-        )
     job = submit_job(
-        storage.db, farm_config, cameo_ids=["cam_s"], script="Hi.", tier="plus", customer="tester"
+        storage.db,
+        farm_config,
+        cameo_ids=[cameo_row.id],
+        script="Hi.",
+        tier="plus",
+        customer="tester",
     )
     from cameofarm.cluster.scheduler import Scheduler
 
