@@ -256,7 +256,7 @@ def test_download_is_presigned_and_carries_provenance(farm, tmp_path):
     assert out.exit_code == 0 and f"cameos: {farm.state['cameo']}" in out.output, out.output
 
 
-def test_idempotent_submit_and_rate_limit(farm):
+def test_idempotent_submit(farm):
     cameo = farm.state["cameo"]
     body = {"cameo_ids": [cameo], "script": "Just once.", "client_token": "tok-1"}
     first = farm.call("olive", "POST", "/v1/jobs", json=body)
@@ -274,12 +274,8 @@ def test_idempotent_submit_and_rate_limit(farm):
     clash = farm.call("olive", "POST", "/v1/jobs", json={**body, "script": "Something else."})
     assert clash.status_code == 409 and "different request" in clash.json()["error"]
     farm.ok("olive", "POST", f"/v1/jobs/{first.json()['id']}/cancel")
-
-    codes = [farm.call("stan", "GET", "/v1/me") for _ in range(150)]
-    limited = [r for r in codes if r.status_code == 429]
-    assert limited, "150 quick requests never hit the limit (burst 40, 10/s)"
-    assert int(limited[0].headers["Retry-After"]) >= 1
-    assert codes[0].status_code == 200
+    # The per-key rate limit is tested in-process with a slow refill (test_keys.py): here,
+    # whether 150 requests drain a 10/s bucket depends on how fast a loaded machine answers.
 
 
 def test_hostile_input(farm):

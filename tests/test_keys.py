@@ -126,3 +126,25 @@ def test_guessing_keys_is_throttled_per_client_address(app_client):
     limited = client.get("/v1/me", headers=_auth(ops))
     # Past the limit the address waits, even with a good key: the guesser learns nothing.
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_the_per_key_rate_limit_answers_429_with_retry_after(farm_config, storage):
+    """A slow refill (1 a minute) makes the limit independent of how fast requests go."""
+    from cameofarm.service.farm_api import FarmAPI
+    from cameofarm.service.http import build_app
+    from fastapi.testclient import TestClient
+
+    config = farm_config.model_copy(
+        update={"api": farm_config.api.model_copy(update={"requests_per_minute": 1, "burst": 3})}
+    )
+    api = FarmAPI(config, storage)
+    ops = api.init_operator("ops", "farm")["api_key"]
+    other = api.issue_key(api.authenticate(ops), "second")["api_key"]
+    client = TestClient(build_app(config, api_factory=lambda: api))
+
+    codes = [client.get("/v1/me", headers=_auth(ops)).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    limited = client.get("/v1/me", headers=_auth(ops))
+    assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "rate limit" in limited.json()["error"]
+    assert client.get("/v1/me", headers=_auth(other)).status_code == 200  # per key
