@@ -8,16 +8,20 @@ shells in-process for tests and single-process tools (handles are the values the
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from cameofarm.actors.rotation import ReplicaRotation, RotationPolicy
 from cameofarm.actors.stage import StageActor
 from cameofarm.configs import StageName
 from cameofarm.monitoring.timing import CallTiming
 from cameofarm.storage.objects import StorageUnavailableError
+
+log = logging.getLogger("cameofarm.pools")
 
 
 class StageCallError(RuntimeError):
@@ -80,7 +84,7 @@ class LocalStagePools:
         return list(handles)
 
     def health(self) -> list[dict[str, Any]]:
-        return [actor.health() for actor in self.actors.values()]
+        return [{**actor.health(), "reachable": True} for actor in self.actors.values()]
 
     def forget(self, keys: list[str]) -> int:
         return sum(actor.forget(keys) for actor in self.actors.values())
@@ -101,24 +105,34 @@ class CallDeadlines:
 
 
 class RayStagePools:
-    """Calls spread round-robin over each stage's Ray actor replicas, each with a deadline:
-    a replica that does not answer in time is killed so that Ray restarts it, and the call
-    fails as retryable (the job is queued again)."""
+    """Calls spread round-robin over each stage's Ray actor replicas, each with a deadline.
+
+    A replica that does not answer in time is killed so that Ray restarts it; a call whose
+    replica died or hung is tried again on another replica (`RotationPolicy.call_retries`), and
+    each such retry is reported in the call's timing. A replica that fails repeatedly leaves
+    the rotation for a while. Only when every try failed does the call fail, as retryable (the
+    job is queued again).
+    """
 
     def __init__(
-        self, replicas: dict[StageName, list[Any]], deadlines: CallDeadlines | None = None
+        self,
+        replicas: dict[StageName, dict[str, Any]],
+        deadlines: CallDeadlines | None = None,
+        rotation: RotationPolicy | None = None,
     ) -> None:
-        self.replicas = replicas
+        self.replicas = replicas  # stage -> replica name -> actor handle
         self.deadlines = deadlines or CallDeadlines()
+        self.policy = rotation or RotationPolicy()
+        self.rotation = ReplicaRotation(self.policy)
         self._lock = threading.Lock()
-        self._next = {stage: itertools.count() for stage in replicas}
+        self._turn = itertools.count()
         self._cost: dict[StageName, float] = {}  # moving average of seconds per call
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"replicas": self.replicas, "deadlines": self.deadlines}
+        return {"replicas": self.replicas, "deadlines": self.deadlines, "rotation": self.policy}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["replicas"], state.get("deadlines"))  # type: ignore[misc]
+        self.__init__(state["replicas"], state.get("deadlines"), state.get("rotation"))  # type: ignore[misc]
 
     def deadline(self, stage: StageName) -> float:
         """Seconds one call of this stage may take now."""
@@ -128,60 +142,94 @@ class RayStagePools:
         return max(self.deadlines.floor_seconds, self.deadlines.slack * cost)
 
     def _learn(self, stage: StageName, timings: Sequence[CallTiming]) -> None:
-        for t in timings:
-            old = self._cost.get(stage)
-            self._cost[stage] = t.seconds if old is None else 0.8 * old + 0.2 * t.seconds
-
-    def _pick(self, stage: StageName) -> Any:
         with self._lock:
-            n = next(self._next[stage])
-        group = self.replicas[stage]
-        return group[n % len(group)]
+            for t in timings:
+                old = self._cost.get(stage)
+                self._cost[stage] = t.seconds if old is None else 0.8 * old + 0.2 * t.seconds
+
+    def _pick(self, stage: StageName, avoid: frozenset[str]) -> str:
+        with self._lock:
+            return self.rotation.choose(list(self.replicas[stage]), next(self._turn), avoid)
+
+    def _failed(self, stage: StageName, replica: str, reason: str) -> None:
+        with self._lock:
+            drained = self.rotation.failed(replica, reason)
+        if drained:
+            log.warning(
+                "%s replica %s out of rotation for %.0f s after %d failures in a row: %s",
+                stage.value,
+                replica,
+                self.policy.drain_seconds,
+                self.policy.failures_to_drain,
+                reason,
+            )
 
     def map(
         self, stage: StageName, method: str, calls: Sequence[tuple[Any, ...]]
     ) -> tuple[list[Any], list[CallTiming]]:
         import ray
-        from ray.exceptions import (
-            ActorDiedError,
-            ActorUnavailableError,
-            GetTimeoutError,
-            RayTaskError,
-        )
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
-        outputs, timing_refs, actors = [], [], []
-        for args in calls:
-            actor = self._pick(stage)
-            out, timing = getattr(actor, method).options(num_returns=2).remote(*args)
-            outputs.append(out)
-            timing_refs.append(timing)
-            actors.append(actor)
-        # A replica works through its calls one at a time: its last may wait for the others.
-        queued = math.ceil(len(calls) / max(1, len(self.replicas[stage])))
-        timeout = self.deadline(stage) * max(1, queued)
-        try:
-            timings = ray.get(timing_refs, timeout=timeout)
-        except GetTimeoutError:
-            ready, _ = ray.wait(timing_refs, num_returns=len(timing_refs), timeout=0)
-            hung = {
-                id(a): a for a, ref in zip(actors, timing_refs, strict=True) if ref not in ready
-            }
-            for actor in hung.values():
-                ray.kill(actor, no_restart=False)  # Ray starts it again (max_restarts)
-            raise StageCallError(
-                stage,
-                f"{len(hung)} replica(s) did not answer within {timeout:.0f} s and were restarted",
-                True,
-            ) from None
-        except RayTaskError as exc:
-            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            # An object store that is away is an infrastructure fault: the job runs again.
-            retryable = isinstance(cause, StorageUnavailableError)
-            raise StageCallError(stage, f"{type(cause).__name__}: {cause}", retryable) from exc
-        except (ActorDiedError, ActorUnavailableError) as exc:
-            raise StageCallError(stage, f"replica lost: {exc}", True) from exc
-        self._learn(stage, timings)
-        return outputs, timings
+        outputs: list[Any] = [None] * len(calls)
+        timings: list[CallTiming | None] = [None] * len(calls)
+        tried: list[list[str]] = [[] for _ in calls]  # "replica: what went wrong", per call
+        failed_on: list[set[str]] = [set() for _ in calls]
+        todo = list(range(len(calls)))
+        while todo:
+            sent = {}
+            for i in todo:
+                name = self._pick(stage, frozenset(failed_on[i]))
+                actor = self.replicas[stage][name]
+                out, timing = getattr(actor, method).options(num_returns=2).remote(*calls[i])
+                sent[i] = (name, actor, out, timing)
+            # A replica works through its calls one at a time: its last may wait for the others.
+            queued = math.ceil(len(todo) / max(1, len(self.replicas[stage])))
+            timeout = self.deadline(stage) * max(1, queued)
+            refs = [t for *_, t in sent.values()]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+            answered = set(ready)
+            killed: set[str] = set()
+            todo = []
+            for i, (name, actor, out, timing_ref) in sent.items():
+                if timing_ref not in answered:
+                    if name not in killed:
+                        ray.kill(actor, no_restart=False)  # Ray starts it again (max_restarts)
+                        killed.add(name)
+                    reason = f"did not answer within {timeout:.0f} s; restarted"
+                else:
+                    try:
+                        timings[i] = ray.get(timing_ref)
+                        outputs[i] = out
+                        with self._lock:
+                            self.rotation.succeeded(name)
+                        continue
+                    except RayTaskError as exc:
+                        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                        # The input's fault, or the object store's: trying another replica
+                        # would not help. A store that is away makes the job run again later.
+                        retryable = isinstance(cause, StorageUnavailableError)
+                        raise StageCallError(
+                            stage, f"{type(cause).__name__}: {cause}", retryable
+                        ) from exc
+                    except (ActorDiedError, ActorUnavailableError) as exc:
+                        reason = f"replica lost ({type(exc).__name__})"
+                self._failed(stage, name, reason)
+                tried[i].append(f"{name}: {reason}")
+                failed_on[i].add(name)
+                if len(tried[i]) > self.policy.call_retries:
+                    raise StageCallError(
+                        stage,
+                        f"chunk {i} failed on {len(tried[i])} tries: " + "; ".join(tried[i]),
+                        True,
+                    )
+                todo.append(i)
+        done = [
+            replace(t, retried=tuple(tried[i])) if tried[i] else t
+            for i, t in enumerate(timings)
+            if t is not None
+        ]
+        self._learn(stage, done)
+        return outputs, done
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         import ray
@@ -189,13 +237,37 @@ class RayStagePools:
         return list(ray.get(list(handles)))
 
     def health(self) -> list[dict[str, Any]]:
+        """Every replica's own report plus its place in the rotation. A replica that does not
+        answer within 10 s (dead, restarting or stuck in native code) is listed as
+        unreachable instead of failing the whole report."""
         import ray
 
-        calls = [control(a.health).remote() for group in self.replicas.values() for a in group]
-        return list(ray.get(calls, timeout=30))
+        asked = [
+            (stage, name, control(actor.health).remote())
+            for stage, group in self.replicas.items()
+            for name, actor in group.items()
+        ]
+        ready, _ = ray.wait([r for *_, r in asked], num_returns=len(asked), timeout=10)
+        answered = set(ready)
+        report = []
+        for stage, name, ref in asked:
+            info: dict[str, Any] = {"stage": stage.value, "replica": name, "reachable": False}
+            if ref in answered:
+                try:
+                    info = {**ray.get(ref), "reachable": True}
+                except Exception as exc:
+                    info["error"] = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                info.update(self.rotation.report(name))
+            report.append(info)
+        return report
 
     def forget(self, keys: list[str]) -> int:
         import ray
 
-        calls = [control(a.forget).remote(keys) for group in self.replicas.values() for a in group]
+        calls = [
+            control(a.forget).remote(keys)
+            for group in self.replicas.values()
+            for a in group.values()
+        ]
         return sum(ray.get(calls, timeout=60))

@@ -46,7 +46,7 @@ class Principal:
 
 def check_handle(value: str, what: str = "user") -> str:
     """Return the handle if it is well formed; raise AccountError saying what is allowed."""
-    if not isinstance(value, str) or not HANDLE.match(value):
+    if not isinstance(value, str) or not HANDLE.fullmatch(value):
         raise AccountError(
             f"{what} name {value[:80]!r} is not allowed: use 1-63 lowercase letters, digits, "
             "'_', '.' or '-', starting with a letter or digit"

@@ -140,3 +140,19 @@ def check_restriction_names(names: list[str], policy: ContentConfig) -> list[str
             f"{policy.restrictable}"
         )
     return sorted(set(names))
+
+
+# Names and labels people see: any text with something visible in it, but no control
+# characters, line or paragraph separators, or bidirectional overrides (which make a name
+# display as another). Emoji sequences with joiners pass. The HTTP API's schema uses the same
+# pattern, so a name it accepts is one the farm stores.
+_HIDDEN = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+DISPLAY_TEXT_PATTERN = f"^[^{_HIDDEN}]*[^{_HIDDEN}\\s][^{_HIDDEN}]*$"
+_DISPLAY_TEXT = re.compile(DISPLAY_TEXT_PATTERN)
+DISPLAY_TEXT_RULE = "without control characters, line breaks or direction overrides"
+
+
+def is_display_text(value: object, limit: int = 200) -> bool:
+    """True for a non-blank name or label of at most `limit` characters that displays as
+    what it says."""
+    return isinstance(value, str) and len(value) <= limit and bool(_DISPLAY_TEXT.fullmatch(value))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
 from cameofarm.storage.db import Database, ProtectedLikenessRow
 from sqlalchemy import select
 
 
 def add_protected(db: Database, label: str, embedding: np.ndarray, reason: str = "") -> int:
     """Add a face to the list and return its row id."""
-    if not label.strip() or len(label) > 200 or not label.isprintable():
-        raise ValueError("label must be 1-200 printable characters")
+    if not is_display_text(label):
+        raise ValueError(f"label must be 1-200 characters, {DISPLAY_TEXT_RULE}")
     with db.session() as s:
         row = ProtectedLikenessRow(
             label=label,

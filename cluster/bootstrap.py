@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cameofarm.actors.pools import CONCURRENCY_GROUPS, CallDeadlines, control
+from cameofarm.actors.rotation import RotationPolicy
 from cameofarm.actors.stage import StageActor
 from cameofarm.cluster.ray_head import (
     HeadError,
@@ -90,17 +91,17 @@ def _find(name: str) -> Any | None:
         return None
 
 
-def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, list[Any]]:
+def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, dict[str, Any]]:
     import ray
 
     data_dir = Path(config.data_dir)
     ctx = BackendContext(keys_dir=data_dir / "keys", models_dir=data_dir / "models")
     fetcher = ObjectFetcher(config.storage, data_dir)
     remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
-    pools: dict[StageName, list[Any]] = {}
+    pools: dict[StageName, dict[str, Any]] = {}
     for stage in StageName:
         pool = config.pools[stage]
-        group = []
+        group = {}
         for i in range(pool.replicas):
             name = replica_name(stage, i)
             actor = _find(name) or remote.options(
@@ -108,12 +109,15 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, lis
                 lifetime="detached",
                 num_cpus=0,
                 num_gpus=pool.num_gpus,
-                max_restarts=2,
+                # Always restarted: a replica killed by the OOM killer or a driver fault comes
+                # back; one that keeps failing leaves the rotation (RayStagePools) instead.
+                max_restarts=-1,
+                # A chunk is retried on another replica by the pools, not here.
                 max_task_retries=0,
             ).remote(stage, pool.backend, name, ctx, fetcher, pool.cache_cameos, ray.get_gpu_ids)
-            group.append(actor)
+            group[name] = actor
         pools[stage] = group
-    health = [control(a.health).remote() for group in pools.values() for a in group]
+    health = [control(a.health).remote() for group in pools.values() for a in group.values()]
     for info in ray.get(health, timeout=600):
         progress(
             f"  {info['replica']:<28} backend={info['backend']:<10} "
@@ -125,6 +129,11 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, lis
 def _deadlines(config: FarmConfig) -> CallDeadlines:
     s = config.scheduler
     return CallDeadlines(s.call_first_seconds, s.call_floor_seconds, s.call_slack)
+
+
+def _rotation(config: FarmConfig) -> RotationPolicy:
+    s = config.scheduler
+    return RotationPolicy(s.replica_failures_to_drain, s.replica_drain_seconds, s.call_retries)
 
 
 def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
@@ -152,7 +161,9 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
                 # was running and starts its loop by itself; no one has to run `up`.
                 max_restarts=-1,
             )
-            .remote(config, RayStagePools(pools, _deadlines(config)), autostart=True)
+            .remote(
+                config, RayStagePools(pools, _deadlines(config), _rotation(config)), autostart=True
+            )
         )
     ray.get(scheduler.start.remote(), timeout=120)
     status: dict[str, Any] = ray.get(scheduler.status.remote(), timeout=60)

@@ -361,6 +361,19 @@ def get_job(db: Database, job_id: str, viewer: str | None = None) -> JobView:
         return JobView.from_row(row)
 
 
+def job_history(db: Database, job_id: str, viewer: str | None = None) -> list[dict[str, object]]:
+    """Every recorded step of a job, oldest first: status changes, and chunks that were tried
+    again on another replica, each with its reason. Same visibility as get_job."""
+    get_job(db, job_id, viewer)
+    with db.session() as s:
+        rows = s.scalars(
+            select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)
+        )
+        return [
+            {"at": r.at, "from": r.from_status, "to": r.to_status, "reason": r.reason} for r in rows
+        ]
+
+
 def _may_see(session: Session, viewer: str, row: JobRow) -> bool:
     if row.customer == viewer:
         return True
@@ -525,6 +538,21 @@ def end_failed_attempt(
         return JobStatus.FAILED
 
     return db.transact(decide)
+
+
+def ended_unpublished_since(db: Database, since: float) -> list[str]:
+    """Jobs that ran at least once and ended FAILED or CANCELLED at or after `since`: a crash
+    between writing their output and marking them published may have left an object."""
+    with db.session() as s:
+        return list(
+            s.scalars(
+                select(JobRow.id).where(
+                    JobRow.status.in_([JobStatus.FAILED.value, JobStatus.CANCELLED.value]),
+                    JobRow.attempts > 0,
+                    JobRow.finished_at >= since,
+                )
+            )
+        )
 
 
 def requeue_interrupted(db: Database, reason: str) -> list[str]:

@@ -8,6 +8,7 @@ its own exceptions, and a crash in one job never stops the loop.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from cameofarm.cluster.jobs import (
     JobStatus,
     dispatch_job,
     end_failed_attempt,
+    ended_unpublished_since,
     finish_published,
     get_job,
     list_jobs,
@@ -39,7 +41,7 @@ from cameofarm.cluster.policy import (
 from cameofarm.cluster.webhooks import deliver_due
 from cameofarm.configs import FarmConfig
 from cameofarm.monitoring.metrics import JOB_SECONDS, JOBS_FINISHED, QUEUE_DEPTH, RUNNING_JOBS
-from cameofarm.pipelines.render import JobCancelled, RenderJob, render_job
+from cameofarm.pipelines.render import JobCancelled, RenderJob, output_key, render_job
 from cameofarm.storage import FarmStorage, open_farm_storage
 from cameofarm.storage.objects import StorageUnavailableError
 
@@ -72,6 +74,7 @@ class Scheduler:
         self.errors = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._swept_at = time.time() - 86_400.0
         if config.scheduler.metrics_port:
             from prometheus_client import start_http_server
 
@@ -105,12 +108,29 @@ class Scheduler:
             self._stop.wait(self.config.scheduler.tick_seconds)
 
     def chores(self) -> dict[str, int]:
-        """Run due purges and webhook deliveries once; return how many of each."""
+        """Run due purges, webhook deliveries and the sweep of unpublished outputs once;
+        return how many of each."""
         purged = run_due_purges(self.storage, forget=self.pools.forget)
         for p in purged:
             log.info("purged cameo %s: %d objects", p.cameo_id, len(p.removed))
         sent = deliver_due(self.storage.db, self.config.webhooks)
-        return {"purged": len(purged), "webhooks": sent}
+        return {"purged": len(purged), "webhooks": sent, "swept": self.sweep_unpublished()}
+
+    def sweep_unpublished(self) -> int:
+        """Delete the outputs of jobs that ended without being published (a crash between
+        the object write and the SUCCEEDED commit leaves one); return how many went. Looks
+        back a day at the first sweep, then from the previous sweep on."""
+        now = time.time()
+        since = self._swept_at - 60.0  # overlap: a job may end while the sweep runs
+        removed = 0
+        for job_id in ended_unpublished_since(self.storage.db, since):
+            key = output_key(job_id)
+            if self.storage.objects.exists(key):
+                self.storage.objects.delete(key)
+                log.warning("removed %s: its job %s ended without being published", key, job_id)
+                removed += 1
+        self._swept_at = now
+        return removed
 
     def stop(self, wait: bool = True) -> None:
         """Stop dispatching; with wait, let running jobs finish."""
@@ -238,6 +258,7 @@ class Scheduler:
             "waiting": dict(self.last_output.waiting),
             "ticks": self.ticks,
             "tick_errors": self.errors,
+            "pid": os.getpid(),
             "recovered": self.recovered,
         }
 

@@ -138,6 +138,23 @@ class SchedulerConfig(_Strict):
         ge=1,
         description="A measured stage call's deadline: this times the stage's average call.",
     )
+    call_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Other replicas one chunk is tried on when its replica dies or hangs, "
+        "before the job is queued again.",
+    )
+    replica_failures_to_drain: int = Field(
+        default=3,
+        ge=1,
+        description="Failed calls in a row that take a replica out of rotation.",
+    )
+    replica_drain_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a replica stays out of rotation before it is tried again.",
+    )
 
 
 class EnrollmentConfig(_Strict):
@@ -252,6 +269,32 @@ class ApiConfig(_Strict):
     )
     auth_failure_burst: int = Field(
         default=10, ge=1, description="Failed authentications one client address may make at once."
+    )
+    max_requests_per_client: int = Field(
+        default=16,
+        ge=1,
+        description="Requests one client address may have in progress at once; past it, 429.",
+    )
+    body_idle_seconds: float = Field(
+        default=15.0, gt=0, description="A request body that sends nothing for this long: 408."
+    )
+    body_grace_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time any request body may take; past it, it must keep the minimum pace.",
+    )
+    min_body_bytes_per_second: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="Slowest average pace a request body may arrive at after the grace "
+        "period (408 below it): slow-sending clients cannot hold the API's request slots.",
+    )
+    max_ongoing_requests: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Requests the API replica works on at once (Ray Serve's limit); the rest "
+        "wait in the proxy.",
     )
 
 

@@ -9,20 +9,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cameofarm.monitoring.metrics import STAGE_CALL_SECONDS, STAGE_SECONDS
-from cameofarm.storage.db import Database, StageTimingRow
+from cameofarm.storage.db import Database, JobEventRow, StageTimingRow
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class CallTiming:
-    """How one actor call went: who ran it, on which GPU, when, over how many frames."""
+    """How one actor call went: who ran it, on which GPU, when, over how many frames, and
+    the replicas it failed on before ("replica: what went wrong"), if any."""
 
     replica: str
     gpu_ids: str
     started_at: float
     finished_at: float
     frames: int
+    retried: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -93,6 +95,17 @@ class StageRecorder:
                         frames=call.frames,
                     )
                 )
+                for failure in call.retried:  # the job's history keeps every try and its reason
+                    s.add(
+                        JobEventRow(
+                            job_id=job_id,
+                            from_status="RUNNING",
+                            to_status="RUNNING",
+                            reason=f"{stage} chunk {chunk} tried again on {call.replica}: "
+                            f"{failure}",
+                            at=call.started_at,
+                        )
+                    )
         for call in calls:
             STAGE_CALL_SECONDS.labels(tier=tier, stage=stage).observe(call.seconds)
         STAGE_SECONDS.labels(tier=tier, stage=stage).observe(finished_at - started_at)

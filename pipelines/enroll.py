@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from cameofarm.cameos import CameoRecord, CameoStatus, create_cameo, list_cameos
+from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
 from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
@@ -169,8 +170,8 @@ def enroll_recording(
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
     """Validate a recording, extract identity, mouth atlas and voice; store the cameo."""
-    if not name.strip() or len(name) > 200 or not name.isprintable():
-        raise EnrollmentError("name must be 1-200 printable characters")
+    if not is_display_text(name):
+        raise EnrollmentError(f"name must be 1-200 characters, {DISPLAY_TEXT_RULE}")
     # 1. Check the recording: every check must pass (the same as `cameofarm enroll check`).
     report = check_recording(video, analyzer, checks, audio)
     if not report.accepted:

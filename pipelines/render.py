@@ -52,6 +52,12 @@ StillWanted = Callable[[], bool]
 Finalize = Callable[[str], object]  # its return value is ignored
 
 
+def output_key(job_id: str) -> str:
+    """Where a job's video is published. One key per job: a run that is repeated after a
+    crash overwrites it rather than leaving a second copy."""
+    return f"{OUTPUT_PREFIX}/{job_id}.mp4"
+
+
 def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:
     """Return how many frames the video needs, or raise if the speech is over the tier limit."""
     if speech_seconds > max_seconds:
@@ -152,7 +158,7 @@ def render_job(
     # (say, the owner revoked a moment ago) the object is removed and nothing is published.
     checkpoint("publish", 0.95)
     require_usable(storage.db, job.cameo_ids, days)
-    key = f"{OUTPUT_PREFIX}/{job.job_id}.mp4"
+    key = output_key(job.job_id)
     storage.objects.put_bytes(key, data, "video/mp4")
     try:
         finalize(key)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from cameofarm.cameos import CameoRecord, CameoStatus, get_cameo, set_cameo_status
+from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.pipelines.checks import check_recording
@@ -85,8 +86,8 @@ def start_session(
     now: float | None = None,
 ) -> Session:
     """Open a liveness session with a fresh nonce and challenges in a random order."""
-    if not name.strip() or len(name) > 200 or not name.isprintable():
-        raise EnrollmentError("name must be 1-200 printable characters")
+    if not is_display_text(name):
+        raise EnrollmentError(f"name must be 1-200 characters, {DISPLAY_TEXT_RULE}")
     if cameo_id is not None:
         cameo = get_cameo(storage.db, cameo_id)
         if cameo.owner != owner:

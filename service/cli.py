@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import click
 from cameofarm.configs import ConfigError
+from cameofarm.service.cli_bench import bench
 from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
 from cameofarm.service.farm_api import ApiError
@@ -158,10 +160,21 @@ def status(obj: Ctx, as_json: bool) -> None:
         replicas = [p for p in info["pools"] if p["stage"] == stage]
         click.echo(f"  {stage:<11} {len(replicas)} replica(s)")
         for p in replicas:
-            click.echo(
-                f"    {p['replica']:<28} gpu_ids=[{p['gpu_ids']}] backend={p['backend']} "
-                f"calls={p['calls']} cached={len(p['cached'])}"
-            )
+            if not p.get("reachable", True):
+                line = f"    {p['replica']:<28} unreachable {p.get('error', '')}".rstrip()
+            else:
+                line = (
+                    f"    {p['replica']:<28} gpu_ids=[{p['gpu_ids']}] backend={p['backend']} "
+                    f"calls={p['calls']} cached={len(p['cached'])}"
+                )
+            if not p.get("in_rotation", True):
+                line += (
+                    f"  OUT OF ROTATION for {p['back_in_s']:.0f} s more after "
+                    f"{p['failures']} failures: {p['last_failure']}"
+                )
+            elif p.get("total_failures"):
+                line += f"  failures={p['total_failures']} (last: {p['last_failure']})"
+            click.echo(line)
     click.echo("queues: " + ", ".join(f"{t}={n}" for t, n in info["queues"].items()))
     click.echo(f"running: {len(info['running'])}")
     for j in info["running"]:
@@ -406,6 +419,25 @@ def download(obj: Ctx, job_id: str) -> None:
 
 @cli.command()
 @click.argument("job_id")
+@json_option
+@click.pass_obj
+def events(obj: Ctx, job_id: str, as_json: bool) -> None:
+    """Show a job's history: each status change and each chunk tried again, with reasons."""
+    try:
+        out = obj.client().job_events(job_id)
+    except ApiError as exc:
+        _fail(exc.message)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for e in out["events"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+        move = e["to"] if e["from"] == e["to"] else f"{e['from'] or '-'} -> {e['to']}"
+        click.echo(f"{when}  {move:<22} {e['reason']}")
+
+
+@cli.command()
+@click.argument("job_id")
 @click.pass_obj
 def cancel(obj: Ctx, job_id: str) -> None:
     """Cancel your queued or running job (nothing is published)."""
@@ -495,96 +527,7 @@ def demo(obj: Ctx, keep_up: bool, out: str | None) -> None:
         _fail(str(exc))
 
 
-@cli.group(invoke_without_command=True)
-@click.option("--plus", "n_plus", type=int, default=4, show_default=True)
-@click.option("--pro", "n_pro", type=int, default=1, show_default=True)
-@click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
-@click.pass_context
-def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> None:
-    """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
-
-    `cameofarm bench enroll` times enrollment instead.
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    from cameofarm.service.demo import DemoError, run_bench
-
-    obj: Ctx = ctx.obj
-    try:
-        run_bench(obj.config, obj.storage(), n_plus, n_pro, cameo_id, echo=click.echo)
-    except DemoError as exc:
-        _fail(str(exc))
-
-
-@bench.command("enroll")
-@click.option(
-    "--seconds",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Length of the generated 720p recording.",
-)
-@click.pass_obj
-def bench_enroll(obj: Ctx, seconds: float) -> None:
-    """Time each step of enrolling a generated 720p recording (in a scratch farm folder)."""
-    from cameofarm.service.demo import run_enroll_bench
-
-    run_enroll_bench(obj.config, seconds, echo=click.echo)
-
-
-@bench.command("policy")
-@click.option(
-    "--sizes",
-    default="1000,10000,100000",
-    show_default=True,
-    help="Comma-separated queue sizes to time.",
-)
-@click.option("--customers", type=click.IntRange(1, 100_000), default=100, show_default=True)
-@click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.pass_obj
-def bench_policy(obj: Ctx, sizes: str, customers: int, repeats: int) -> None:
-    """Time one dispatch decision (queue heads read + policy) at growing queue sizes, in a
-    scratch database; the policy's target is at most 5 ms at 100,000 queued jobs."""
-    from cameofarm.cluster.bench_policy import measure_policy
-
-    try:
-        counts = tuple(int(x) for x in sizes.split(",") if x.strip())
-    except ValueError:
-        _fail(f"--sizes must be comma-separated integers, not {sizes!r}")
-    if not counts or min(counts) < 1 or max(counts) > 2_000_000:
-        _fail("--sizes: give 1 to 2,000,000 jobs per size")
-    measure_policy(obj.config, counts, customers, repeats, echo=click.echo)
-
-
-@bench.command("cancels")
-@click.option("--pairs", type=click.IntRange(1, 10_000), default=200, show_default=True)
-@click.option("--cameo", "cameo_id", required=True, help="A cameo the key's user may cast.")
-@click.option("--tier", default="plus", show_default=True)
-@click.option(
-    "--settle",
-    type=click.FloatRange(1, 86_400),
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for every job to end.",
-)
-@click.pass_obj
-def bench_cancels(obj: Ctx, pairs: int, cameo_id: str, tier: str, settle: float) -> None:
-    """Submit→cancel pairs through the HTTP API of a running farm: counts cancels refused
-    with a conflict, jobs that never end, and jobs published although cancelled (all must be
-    0; exit 1 otherwise). Needs --api-url (or CAMEOFARM_API_URL) and an API key."""
-    from cameofarm.service.bench_cancels import report, run_cancel_drill
-
-    if not obj.api_url or not obj.api_key:
-        _fail("bench cancels talks to the HTTP API: pass --api-url and --api-key (or env)")
-    drill = run_cancel_drill(
-        obj.api_url, obj.api_key, cameo_id, pairs, tier, settle, echo=click.echo
-    )
-    report(drill, echo=click.echo)
-    if not drill.ok:
-        sys.exit(1)
-
-
-for _command in COMMANDS:
+for _command in (*COMMANDS, bench):
     cli.add_command(_command)
 
 

@@ -189,6 +189,9 @@ class HttpClient:
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")
 
+    def job_events(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/events")
+
     def list_jobs(self, limit: int = 50) -> dict[str, Any]:
         return self._call("GET", "/v1/jobs", params={"limit": limit})
 

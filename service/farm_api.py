@@ -37,6 +37,7 @@ from cameofarm.cameos.accounts import (
     set_webhook,
     unfollow,
 )
+from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
 from cameofarm.cameos.permissions import (
     approve,
     approved_users,
@@ -57,6 +58,7 @@ from cameofarm.cluster.jobs import (
     cancel_unpermitted,
     get_job,
     job_for_token,
+    job_history,
     jobs_submitted_since,
     jobs_using,
     list_jobs,
@@ -127,8 +129,8 @@ def _job_error(exc: JobError) -> ApiError:
 def _text(value: Any, what: str, limit: int = 200) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{what} is required")
-    if len(value) > limit or not value.isprintable():
-        raise BadRequest(f"{what} must be at most {limit} printable characters")
+    if not is_display_text(value, limit):
+        raise BadRequest(f"{what} must be at most {limit} characters, {DISPLAY_TEXT_RULE}")
     return value
 
 
@@ -405,7 +407,9 @@ class FarmAPI:
                 owner=principal.user,
                 cameo_id=cameo_id,
             )
-        except (EnrollmentError, UnknownCameoError) as exc:
+        except UnknownCameoError as exc:
+            raise NotFound(str(exc)) from None
+        except EnrollmentError as exc:
             raise BadRequest(str(exc)) from None
         with self.db.session() as s:
             audit.record(s, principal.user, "enrollment.start", session.id, cameo_id=cameo_id)
@@ -530,6 +534,10 @@ class FarmAPI:
             return get_job(self.db, job_id, None if principal.operator else principal.user)
         except UnknownJobError as exc:
             raise NotFound(str(exc)) from None
+
+    def job_history(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        self._visible(principal, job_id)
+        return {"events": job_history(self.db, job_id)}
 
     def list_jobs(self, principal: Principal, limit: int = 50) -> dict[str, Any]:
         limit = max(1, min(int(limit), 1000))

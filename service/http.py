@@ -17,9 +17,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+from cameofarm.cameos.accounts import HANDLE
+from cameofarm.cameos.content import DISPLAY_TEXT_PATTERN
 from cameofarm.configs import FarmConfig
 from cameofarm.service.farm_api import (
     ApiError,
@@ -30,14 +33,19 @@ from cameofarm.service.farm_api import (
     TooLarge,
     Unauthorized,
 )
+from cameofarm.service.ingress import BodyRefused, IngressGuard
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 API_TITLE = "cameofarm"
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
+_HANDLE = HANDLE.pattern
+_TEXT = DISPLAY_TEXT_PATTERN
 
 
 class _Body(BaseModel):
@@ -45,24 +53,29 @@ class _Body(BaseModel):
 
 
 class NewUser(_Body):
-    user: str = Field(min_length=1, max_length=63)
-    org: str = Field(min_length=1, max_length=63)
+    user: str = Field(pattern=_HANDLE, description="lowercase letters, digits, '_', '.', '-'")
+    org: str = Field(pattern=_HANDLE)
     operator: bool = False
 
 
 class NewKey(_Body):
-    label: str = Field(default="key", min_length=1, max_length=200)
+    label: str = Field(default="key", min_length=1, max_length=200, pattern=_TEXT)
     expires_in_days: float | None = Field(
         default=None, gt=0, le=3650, description="The key stops working after this many days."
     )
 
 
 class Webhook(_Body):
-    url: str | None = Field(default=None, max_length=2000)
+    url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\s/]+",
+        description="http(s) URL to POST job events to; null turns webhooks off.",
+    )
 
 
 class Permission(_Body):
-    level: str = Field(description="only_me | approved | mutuals | everyone", max_length=16)
+    level: Literal["only_me", "approved", "mutuals", "everyone"]
 
 
 class Restrictions(_Body):
@@ -70,7 +83,7 @@ class Restrictions(_Body):
 
 
 class NewSession(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
     cameo_id: str | None = Field(default=None, pattern=_ID, description="re-verify this cameo")
 
 
@@ -86,6 +99,44 @@ class NewJob(_Body):
         description="Idempotency token: resubmitting the same request returns the same job.",
     )
     background_id: str | None = Field(default=None, pattern=_ID)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What was wrong and what to do about it.")
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
+# Every route can answer these; each carries an ErrorBody.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text, **extra}
+    for code, text, extra in (
+        (400, "The request is malformed or breaks a rule", {}),
+        (401, "No API key, or one that is unknown, revoked or expired", {}),
+        (403, "The caller may not do this", {}),
+        (404, "No such resource (or none the caller may see)", {}),
+        (405, "The path does not take this method (see Allow)", {}),
+        (408, "The request body stalled or was too slow", {}),
+        (409, "Conflicts with the resource's current state", {}),
+        (410, "The resource was taken down or deleted", {}),
+        (413, "The request body is over its limit", {}),
+        (422, "The request does not validate", {}),
+        (429, "Too many requests: wait Retry-After seconds", {"headers": _RETRY_AFTER}),
+    )
+}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            kind: {"schema": {"type": "string", "format": "binary"}}
+            for kind in ("application/octet-stream", "video/mp4", "image/png", "image/jpeg")
+        },
+    }
+}
+
+
+def _choice(name: str, values: list[str]) -> Any:
+    """A string enum of configured names, for a schema that lists them."""
+    return StrEnum(name, {v: v for v in values})
 
 
 class TokenBuckets:
@@ -129,6 +180,18 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         title=API_TITLE,
         version="1",
         description="Consent-based avatar video render farm: cameos, permissions, jobs, audit.",
+        responses=ERROR_RESPONSES,
+    )
+    # Tiers and restrictions are the farm's configured ones: the schema lists exactly those.
+    tier_name = _choice("TierName", list(config.tiers))
+    job_body: Any = create_model(
+        "NewJob", __base__=NewJob, tier=(tier_name, Field(default=next(iter(config.tiers))))
+    )
+    restriction = _choice("Restriction", config.content.restrictable)
+    restrictions_body: Any = create_model(
+        "Restrictions",
+        __base__=Restrictions,
+        restrictions=(list[restriction], Field(max_length=32)),  # type: ignore[valid-type]
     )
     buckets = TokenBuckets(config.api.requests_per_minute, config.api.burst)
     failures = TokenBuckets(config.api.auth_failures_per_minute, config.api.auth_failure_burst)
@@ -150,6 +213,23 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.retry_after)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code != 405:
+            return _error(exc.status_code, str(exc.detail))
+        # Starlette names only the first route's methods; a path may have several routes.
+        allowed = sorted(
+            {
+                method
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                for method in route.methods or ()
+            }
+        )
+        response = _error(405, f"{request.method} is not allowed here; use {', '.join(allowed)}")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
@@ -158,25 +238,12 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             parts.append(f"{where or 'body'}: {err.get('msg')}")
         return _error(422, "invalid request: " + "; ".join(parts))
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        upload = request.headers.get("content-type", "").startswith(
-            ("application/octet-stream", "video/", "image/", "audio/")
-        )
-        limit = config.api.max_upload_bytes if upload else config.api.max_body_bytes
-        if length is not None:
-            try:
-                too_big = int(length) > limit
-            except ValueError:
-                return _error(400, "Content-Length is not a number")
-            if too_big:
-                return _error(413, f"request body is {length} bytes; the limit is {limit}")
-        elif request.method in ("POST", "PUT", "PATCH") and not upload:
-            body = await request.body()
-            if len(body) > limit:
-                return _error(413, f"request body is over the {limit} byte limit")
-        return await call_next(request)
+    @app.exception_handler(BodyRefused)
+    async def _body_refused(_request: Request, exc: BodyRefused) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    # Outermost of our own layers: limits apply before any route reads the body.
+    app.add_middleware(IngressGuard, config=config)
 
     def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Any:
         # Failed authentications are limited per client address (a guesser's random keys
@@ -301,8 +368,8 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         return farm().unapprove(who, cameo_id, user)
 
     @app.put("/v1/cameos/{cameo_id}/restrictions", tags=["cameos"])
-    def restrict(who: Caller, cameo_id: str, body: Restrictions) -> dict[str, Any]:
-        return farm().set_restrictions(who, cameo_id, body.restrictions)
+    def restrict(who: Caller, cameo_id: str, body: restrictions_body) -> dict[str, Any]:
+        return farm().set_restrictions(who, cameo_id, [str(r) for r in body.restrictions])
 
     @app.post("/v1/cameos/{cameo_id}/revoke", tags=["cameos"])
     def revoke(who: Caller, cameo_id: str) -> dict[str, Any]:
@@ -337,7 +404,11 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         safe = hashlib.sha256(session_id.encode()).hexdigest()[:24]
         return Path(tempfile.gettempdir()) / f"cameofarm-idphoto-{safe}.img"
 
-    @app.put("/v1/enrollment/sessions/{session_id}/id-photo", tags=["enrollment"])
+    @app.put(
+        "/v1/enrollment/sessions/{session_id}/id-photo",
+        tags=["enrollment"],
+        openapi_extra=UPLOAD_BODY,
+    )
     async def id_photo(who: Caller, session_id: str, request: Request) -> dict[str, Any]:
         """Upload an ID photo (raw body) that the recording's face must match."""
         farm().get_session_owner_check(who, session_id)
@@ -345,7 +416,11 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         path.replace(_id_photo_path(session_id))
         return {"session_id": session_id, "id_photo": True}
 
-    @app.post("/v1/enrollment/sessions/{session_id}/recording", tags=["enrollment"])
+    @app.post(
+        "/v1/enrollment/sessions/{session_id}/recording",
+        tags=["enrollment"],
+        openapi_extra=UPLOAD_BODY,
+    )
     async def recording(who: Caller, session_id: str, request: Request) -> dict[str, Any]:
         """Upload the recording (raw MP4 body); verifies liveness and enrolls the cameo."""
         import asyncio
@@ -367,7 +442,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
 
     # --- jobs --------------------------------------------------------------------------------
 
-    @app.post("/v1/backgrounds", tags=["jobs"], status_code=201)
+    @app.post("/v1/backgrounds", tags=["jobs"], status_code=201, openapi_extra=UPLOAD_BODY)
     async def background(who: Caller, request: Request) -> dict[str, Any]:
         """Upload a background image (raw PNG/JPEG body) for later jobs."""
         path = await _spool(request, ".img")
@@ -376,17 +451,22 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         finally:
             path.unlink(missing_ok=True)
 
-    @app.post("/v1/jobs", tags=["jobs"], status_code=201)
+    @app.post(
+        "/v1/jobs",
+        tags=["jobs"],
+        status_code=201,
+        responses={200: {"description": "The same request was made before: its job"}},
+    )
     def submit(
         who: Caller,
-        body: NewJob,
-        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+        body: job_body,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128)] = None,
     ) -> Any:
         out = farm().submit(
             who,
             body.cameo_ids,
             body.script,
-            body.tier,
+            str(body.tier),
             body.priority,
             body.client_token or idempotency_key,
             body.background_id,
@@ -401,6 +481,10 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     def job(who: Caller, job_id: str) -> dict[str, Any]:
         """The job with its status, stage and progress (0..1)."""
         return farm().get_job(who, job_id)
+
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"])
+    def job_events(who: Caller, job_id: str) -> dict[str, Any]:
+        return farm().job_history(who, job_id)
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])
     def cancel(who: Caller, job_id: str) -> dict[str, Any]:

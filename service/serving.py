@@ -33,7 +33,7 @@ def api_up(config: FarmConfig, progress: Callable[[str], None] = print) -> str:
         name="api",
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
-        max_ongoing_requests=32,
+        max_ongoing_requests=config.api.max_ongoing_requests,
     )
     @serve.ingress(app)
     class ApiIngress:

@@ -84,6 +84,8 @@ def farm(tmp_path_factory):
             "CAMEOFARM__API__REQUESTS_PER_MINUTE": "600",
             "CAMEOFARM__API__BURST": "40",
             "CAMEOFARM__API__AUTH_FAILURE_BURST": "40",
+            "CAMEOFARM__API__BODY_IDLE_SECONDS": "20",
+            "CAMEOFARM__API__MAX_REQUESTS_PER_CLIENT": "100",
             "CAMEOFARM__WEBHOOKS__BACKOFF_SECONDS": "0.2",
             "CAMEOFARM__WEBHOOKS__ALLOW_DESTINATIONS": f"['127.0.0.1:{hook_port}']",
         }
@@ -276,6 +278,34 @@ def test_idempotent_submit(farm):
     farm.ok("olive", "POST", f"/v1/jobs/{first.json()['id']}/cancel")
     # The per-key rate limit is tested in-process with a slow refill (test_keys.py): here,
     # whether 150 requests drain a 10/s bucket depends on how fast a loaded machine answers.
+
+
+def test_slow_senders_do_not_hold_up_other_callers(farm):
+    """48 connections send headers and the start of a body, then nothing: the API still
+    answers other calls, and each stalled request is answered 408 by the ingress guard (through
+    Ray Serve's proxy, which passes the body on as it arrives)."""
+    host, port = farm.url.removeprefix("http://").split(":")
+    body = b'{"cameo_ids": ["cam_x"], "script": "'
+    slow = []
+    for _ in range(48):
+        sock = socket.create_connection((host, int(port)), timeout=300)
+        sock.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: farm\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {farm.keys['mo']}\r\n".encode()
+            + f"Content-Length: {len(body) + 500}\r\n\r\n".encode()
+            + body
+        )
+        slow.append(sock)
+    try:
+        for _ in range(5):  # answered while all 48 are open and stalled
+            assert farm.ok("olive", "GET", "/v1/me")["user"] == "olive"
+        answers = []
+        for sock in slow:
+            answers.append(sock.recv(4096).split(b"\r\n", 1)[0])
+        assert set(answers) == {b"HTTP/1.1 408 Request Timeout"}, set(answers)
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 def test_hostile_input(farm):

@@ -141,7 +141,9 @@ def _busy_stage(config, name, max_restarts=0):
             return Path(path).exists()
 
         def timed_work_until(self, path: str):
-            return self._timed(lambda: self.work_until(path), frames=0)
+            # Only replicas named hung-* wait for the file; the others answer at once.
+            limit = 120.0 if self.replica.startswith("hung") else 0.0
+            return self._timed(lambda: self.work_until(path, limit), frames=0)
 
     data = Path(config.data_dir)
     return (
@@ -158,19 +160,46 @@ def _busy_stage(config, name, max_restarts=0):
 
 
 def _a_hung_replica_misses_its_deadline_and_is_restarted(config, scratch):
+    """A chunk whose replica hangs is killed at its deadline (Ray restarts the replica) and
+    tried again on the other replica; the retry is reported with its reason, the hung replica
+    leaves the rotation, and later calls go to the healthy one."""
     import ray
     from cameofarm.actors.pools import CallDeadlines, RayStagePools, StageCallError, control
+    from cameofarm.actors.rotation import RotationPolicy
     from cameofarm.configs import StageName
 
-    actor = _busy_stage(config, "hung-0", max_restarts=1)
-    before = ray.get(control(actor.health).remote(), timeout=60)["pid"]
-    pools = RayStagePools({StageName.COMPOSITE: [actor]}, CallDeadlines(first_call_seconds=3))
-    never = Path(scratch) / "never-released"
+    hung = _busy_stage(config, "hung-0", max_restarts=-1)
+    healthy = _busy_stage(config, "ok-0")
+    before = ray.get(control(hung.health).remote(), timeout=60)["pid"]
+    never = str(Path(scratch) / "never-released")
+    pools = RayStagePools(
+        {StageName.COMPOSITE: {"hung-0": hung, "ok-0": healthy}},
+        CallDeadlines(first_call_seconds=3),
+        RotationPolicy(failures_to_drain=1, drain_seconds=600, call_retries=1),
+    )
+    outputs, timings = pools.map(StageName.COMPOSITE, "timed_work_until", [(never,)])
+    assert timings[0].replica == "ok-0"
+    assert timings[0].retried == ("hung-0: did not answer within 3 s; restarted",)
+    assert ray.get(outputs[0], timeout=60) is False  # ok-0 does not wait for the file
+    health = {h["replica"]: h for h in pools.health()}
+    assert health["hung-0"]["in_rotation"] is False
+    assert health["hung-0"]["last_failure"].startswith("did not answer")
+    assert health["ok-0"]["in_rotation"] is True and health["ok-0"]["reachable"] is True
+    _, again = pools.map(StageName.COMPOSITE, "timed_work_until", [(never,)] * 2)
+    assert {t.replica for t in again} == {"ok-0"} and not any(t.retried for t in again)
+    assert _health_once_back(hung, other_than=before)["pid"] != before  # Ray restarted it
+
+    # With no other replica to try, the call fails as retryable: the job is queued again.
+    alone = RayStagePools(
+        {StageName.COMPOSITE: {"hung-0": hung}},
+        CallDeadlines(first_call_seconds=3),
+        RotationPolicy(call_retries=0),
+    )
     with pytest.raises(StageCallError, match="did not answer within 3 s") as err:
-        pools.map(StageName.COMPOSITE, "timed_work_until", [(str(never),)])
-    assert err.value.retryable  # the job is queued again, not failed
-    assert _health_once_back(actor, other_than=before)["pid"] != before  # Ray restarted it
-    ray.kill(actor, no_restart=True)
+        alone.map(StageName.COMPOSITE, "timed_work_until", [(never,)])
+    assert err.value.retryable
+    ray.kill(hung, no_restart=True)
+    ray.kill(healthy, no_restart=True)
 
 
 def _health_once_back(actor, other_than=None, limit_s=120.0):

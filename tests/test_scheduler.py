@@ -104,3 +104,38 @@ def test_a_pro_job_starts_as_soon_as_a_pro_slot_frees(farm_config, storage, came
     assert sched.tick() == []  # nothing frees, nothing starts
     set_job_status(storage.db, first.id, JobStatus.SUCCEEDED, output_key="outputs/x.mp4")
     assert sched.tick() == [second.id]
+
+
+def test_outputs_of_jobs_that_ended_unpublished_are_swept(farm_config, storage, cameo_row):
+    """A crash between writing a job's output and marking it published leaves an object with
+    no published job; the scheduler's housekeeping removes it and nothing published."""
+    from cameofarm.cluster.jobs import dispatch_job, end_failed_attempt, finish_published
+    from cameofarm.pipelines.render import output_key
+
+    jobs = [
+        submit_job(
+            storage.db,
+            farm_config,
+            cameo_ids=[cameo_row.id],
+            script="Hi.",
+            tier="plus",
+            customer="tester",
+        )
+        for _ in range(2)
+    ]
+    for job in jobs:
+        dispatch_job(storage.db, farm_config, job.id)
+        storage.objects.put_bytes(output_key(job.id), b"video", "video/mp4")
+    failed, published = jobs
+    end_failed_attempt(storage.db, failed.id, "node lost before publish", False, 1)
+    finish_published(storage.db, farm_config, published.id, output_key(published.id))
+
+    from cameofarm.actors.pools import LocalStagePools
+
+    sched = _scheduler(farm_config, storage)
+    sched.pools = LocalStagePools({})
+    swept = sched.chores()["swept"]
+
+    assert swept == 1
+    assert not storage.objects.exists(output_key(failed.id))
+    assert storage.objects.exists(output_key(published.id))

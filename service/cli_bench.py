@@ -1,0 +1,173 @@
+"""`cameofarm bench ...`: render, enrollment, policy, cancel and fault benchmarks. Each prints
+its figures; the drills exit 1 when a figure that must be 0 is not."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from cameofarm.service.cli_common import Ctx, fail
+
+
+@click.group(invoke_without_command=True)
+@click.option("--plus", "n_plus", type=int, default=4, show_default=True)
+@click.option("--pro", "n_pro", type=int, default=1, show_default=True)
+@click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
+@click.pass_context
+def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> None:
+    """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
+
+    `cameofarm bench enroll` times enrollment instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from cameofarm.service.demo import DemoError, run_bench
+
+    obj: Ctx = ctx.obj
+    try:
+        run_bench(obj.config, obj.storage(), n_plus, n_pro, cameo_id, echo=click.echo)
+    except DemoError as exc:
+        fail(str(exc))
+
+
+@bench.command("enroll")
+@click.option(
+    "--seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Length of the generated 720p recording.",
+)
+@click.pass_obj
+def bench_enroll(obj: Ctx, seconds: float) -> None:
+    """Time each step of enrolling a generated 720p recording (in a scratch farm folder)."""
+    from cameofarm.service.demo import run_enroll_bench
+
+    run_enroll_bench(obj.config, seconds, echo=click.echo)
+
+
+@bench.command("policy")
+@click.option(
+    "--sizes",
+    default="1000,10000,100000",
+    show_default=True,
+    help="Comma-separated queue sizes to time.",
+)
+@click.option("--customers", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_obj
+def bench_policy(obj: Ctx, sizes: str, customers: int, repeats: int) -> None:
+    """Time one dispatch decision (queue heads read + policy) at growing queue sizes, in a
+    scratch database; the policy's target is at most 5 ms at 100,000 queued jobs."""
+    from cameofarm.cluster.bench_policy import measure_policy
+
+    try:
+        counts = tuple(int(x) for x in sizes.split(",") if x.strip())
+    except ValueError:
+        fail(f"--sizes must be comma-separated integers, not {sizes!r}")
+    if not counts or min(counts) < 1 or max(counts) > 2_000_000:
+        fail("--sizes: give 1 to 2,000,000 jobs per size")
+    measure_policy(obj.config, counts, customers, repeats, echo=click.echo)
+
+
+@bench.command("cancels")
+@click.option("--pairs", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--cameo", "cameo_id", required=True, help="A cameo the key's user may cast.")
+@click.option("--tier", default="plus", show_default=True)
+@click.option(
+    "--settle",
+    type=click.FloatRange(1, 86_400),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for every job to end.",
+)
+@click.pass_obj
+def bench_cancels(obj: Ctx, pairs: int, cameo_id: str, tier: str, settle: float) -> None:
+    """Submit→cancel pairs through the HTTP API of a running farm: counts cancels refused
+    with a conflict, jobs that never end, and jobs published although cancelled (all must be
+    0; exit 1 otherwise). Needs --api-url (or CAMEOFARM_API_URL) and an API key."""
+    from cameofarm.service.bench_cancels import report, run_cancel_drill
+
+    if not obj.api_url or not obj.api_key:
+        fail("bench cancels talks to the HTTP API: pass --api-url and --api-key (or env)")
+    drill = run_cancel_drill(
+        obj.api_url, obj.api_key, cameo_id, pairs, tier, settle, echo=click.echo
+    )
+    report(drill, echo=click.echo)
+    if not drill.ok:
+        sys.exit(1)
+
+
+@bench.command("faults")
+@click.option(
+    "--kills",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="Faults to inject, cycling through --kinds.",
+)
+@click.option(
+    "--kinds",
+    default="stage,scheduler,node",
+    show_default=True,
+    help="What to kill -9, in turn: stage (a stage replica mid-chunk), scheduler (the "
+    "scheduler actor), node (every process of the farm's Ray node; the drill then runs up).",
+)
+@click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
+@click.option("--tier", default="plus", show_default=True)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(1, 50),
+    default=2,
+    show_default=True,
+    help="Jobs kept queued or running during the drill.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(1, 86_400),
+    default=1800.0,
+    show_default=True,
+    help="Seconds to wait for every job to end after the last kill.",
+)
+@click.pass_obj
+def bench_faults(
+    obj: Ctx,
+    kills: int,
+    kinds: str,
+    cameo_id: str | None,
+    tier: str,
+    in_flight: int,
+    settle: float,
+) -> None:
+    """Fault drill on the local farm: keeps short jobs in flight while it kill -9s stage
+    replicas, the scheduler and the whole Ray node, then prints injections, jobs, succeeded,
+    failed (with reasons), lost, duplicate publishes, orphan objects and recovery time p50/max.
+    Exits 1 unless lost, duplicate publishes and orphan objects are all 0.
+
+    Disruptive: it kills this farm's processes. Run it on a test farm, not one serving users.
+    """
+    from cameofarm.cameos import UnknownCameoError
+    from cameofarm.service.bench_faults import DrillError, report, run_fault_drill
+    from cameofarm.service.demo import DemoError, ensure_sample_cameo
+
+    if tier not in obj.config.tiers:
+        fail(f"--tier {tier!r} is not a tier of this farm; choose from {sorted(obj.config.tiers)}")
+    storage = obj.storage()
+    try:
+        cameo = cameo_id or ensure_sample_cameo(obj.config, storage, click.echo)
+        drill = run_fault_drill(
+            obj.config,
+            storage,
+            cameo,
+            kills,
+            kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+            tier=tier,
+            in_flight=in_flight,
+            settle_s=settle,
+            echo=click.echo,
+        )
+    except (DrillError, DemoError, UnknownCameoError) as exc:
+        fail(str(exc))
+    report(drill, echo=click.echo)
+    if not drill.ok:
+        sys.exit(1)
