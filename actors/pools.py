@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -96,7 +97,8 @@ class CallDeadlines:
 
     Until a stage has been measured, a call gets `first_call_seconds` (a first call may load
     a model or fill a cache); after that, `slack` times the stage's measured seconds per call
-    (a moving average), never under `floor_seconds`.
+    (a moving average), never under `floor_seconds`. A replica that died is given
+    `first_call_seconds` to come back (restart and model load) before a call is retried on it.
     """
 
     first_call_seconds: float = 900.0
@@ -164,6 +166,25 @@ class RayStagePools:
                 reason,
             )
 
+    def _await_restart(self, actor: Any) -> bool:
+        """Wait until a replica that just died answers again (Ray restarts it; loading its
+        model may take as long as a first call). False if it does not within that time."""
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+
+        deadline = time.monotonic() + self.deadlines.first_call_seconds
+        pause = 0.2
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ray.get(control(actor.health).remote(), timeout=left)
+                return True
+            except (ActorUnavailableError, GetTimeoutError):
+                time.sleep(min(pause, max(left, 0.0)))
+                pause = min(pause * 2, 5.0)
+            except ActorDiedError:
+                return False  # out of restarts: the call fails and says so
+        return False
+
     def map(
         self, stage: StageName, method: str, calls: Sequence[tuple[Any, ...]]
     ) -> tuple[list[Any], list[CallTiming]]:
@@ -177,9 +198,14 @@ class RayStagePools:
         todo = list(range(len(calls)))
         while todo:
             sent = {}
+            back: dict[str, bool] = {}
             for i in todo:
                 name = self._pick(stage, frozenset(failed_on[i]))
                 actor = self.replicas[stage][name]
+                if name in failed_on[i] and name not in back:
+                    # No other replica to try: give this one the time Ray needs to restart it
+                    # (a call sent while it restarts fails at once, and would burn the tries).
+                    back[name] = self._await_restart(actor)
                 out, timing = getattr(actor, method).options(num_returns=2).remote(*calls[i])
                 sent[i] = (name, actor, out, timing)
             # A replica works through its calls one at a time: its last may wait for the others.

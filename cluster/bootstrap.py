@@ -140,7 +140,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     """Bring the farm up (idempotent): Ray, five stage pools, the scheduler loop."""
     import ray
     from cameofarm.actors.pools import RayStagePools
-    from cameofarm.cluster.scheduler import Scheduler
+    from cameofarm.cluster.scheduler import FarmScheduler
 
     progress("starting Ray" if _embedded(config) else f"joining Ray at {config.cluster.address}")
     connect(config, start_if_missing=True)
@@ -151,7 +151,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     scheduler: Any = _find(SCHEDULER_NAME)
     if scheduler is None:
         scheduler = (
-            ray.remote(Scheduler)
+            ray.remote(FarmScheduler)
             .options(
                 name=SCHEDULER_NAME,
                 lifetime="detached",
@@ -161,9 +161,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
                 # was running and starts its loop by itself; no one has to run `up`.
                 max_restarts=-1,
             )
-            .remote(
-                config, RayStagePools(pools, _deadlines(config), _rotation(config)), autostart=True
-            )
+            .remote(config, RayStagePools(pools, _deadlines(config), _rotation(config)))
         )
     ray.get(scheduler.start.remote(), timeout=120)
     status: dict[str, Any] = ray.get(scheduler.status.remote(), timeout=60)

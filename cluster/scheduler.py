@@ -12,7 +12,8 @@ import os
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from cameofarm.actors.pools import StageCallError, StagePools
@@ -49,46 +50,63 @@ log = logging.getLogger("cameofarm.scheduler")
 
 
 class Scheduler:
-    """Owns dispatch for the whole farm. One instance per farm."""
+    """Owns dispatch for the whole farm. One instance per farm.
+
+    Constructing one does no I/O: storage, pools, the render executor and the clock are
+    given, so tests drive `tick()` with a fake executor and clock. `start()` does the rest:
+    re-queue what a previous instance was running (once per instance), serve metrics, and
+    run the loop and housekeeping threads. `FarmScheduler` is the Ray actor's form.
+    """
 
     def __init__(
         self,
         config: FarmConfig,
         pools: StagePools,
-        storage: FarmStorage | None = None,
-        autostart: bool = False,
+        storage: FarmStorage,
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.pools = pools
-        self.storage = storage or open_farm_storage(config)
+        self.storage = storage
+        self.clock = clock
         self.tiers = {
             name: TierLimits(t.max_running, t.capacity_share, t.priority)
             for name, t in config.tiers.items()
         }
-        self.executor = ThreadPoolExecutor(
+        self.executor = executor or ThreadPoolExecutor(
             max_workers=config.scheduler.max_running_jobs, thread_name_prefix="render"
         )
         self.futures: dict[str, Future[None]] = {}
         self.last_output = SchedulerOutput(())
         self.ticks = 0
         self.errors = 0
+        self.recovered: list[str] | None = None  # set by the first start()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._swept_at = time.time() - 86_400.0
-        if config.scheduler.metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(config.scheduler.metrics_port, addr="127.0.0.1")
-        self.recovered = requeue_interrupted(self.storage.db, "farm restarted; running again")
-        if self.recovered:
-            log.warning("re-queued %d interrupted jobs: %s", len(self.recovered), self.recovered)
-        if autostart:  # as a supervised actor: after a restart nobody else calls start()
-            self.start()
+        self._swept_at = clock() - 86_400.0
 
     # --- the control loop ----------------------------------------------------------------
 
+    def recover(self) -> list[str]:
+        """Re-queue the jobs a previous scheduler left RUNNING (it crashed or the farm was
+        killed); only once per instance, so a second `start()` never re-queues live work."""
+        if self.recovered is None:
+            self.recovered = requeue_interrupted(self.storage.db, "farm restarted; running again")
+            if self.recovered:
+                log.warning(
+                    "re-queued %d interrupted jobs: %s", len(self.recovered), self.recovered
+                )
+        return self.recovered
+
     def start(self) -> bool:
-        """Start the loop thread and the housekeeping thread (idempotent)."""
+        """Recover, then start the loop thread and the housekeeping thread (idempotent)."""
+        first = self.recovered is None
+        self.recover()
+        if first and self.config.scheduler.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.config.scheduler.metrics_port, addr="127.0.0.1")
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -120,7 +138,7 @@ class Scheduler:
         """Delete the outputs of jobs that ended without being published (a crash between
         the object write and the SUCCEEDED commit leaves one); return how many went. Looks
         back a day at the first sweep, then from the previous sweep on."""
-        now = time.time()
+        now = self.clock()
         since = self._swept_at - 60.0  # overlap: a job may end while the sweep runs
         removed = 0
         for job_id in ended_unpublished_since(self.storage.db, since):
@@ -251,7 +269,7 @@ class Scheduler:
                     "stage": j.stage,
                     "progress": round(j.progress, 3),
                     "attempt": j.attempts,
-                    "running_s": round(time.time() - (j.started_at or time.time()), 1),
+                    "running_s": round(self.clock() - (j.started_at or self.clock()), 1),
                 }
                 for j in running
             ],
@@ -259,8 +277,17 @@ class Scheduler:
             "ticks": self.ticks,
             "tick_errors": self.errors,
             "pid": os.getpid(),
-            "recovered": self.recovered,
+            "recovered": self.recovered or [],
         }
 
     def ping(self) -> bool:
         return True
+
+
+class FarmScheduler(Scheduler):
+    """The scheduler as the farm's Ray actor: it opens the farm's storage where it runs and
+    starts at once, because after Ray restarts it (a crash) nobody else calls `start()`."""
+
+    def __init__(self, config: FarmConfig, pools: StagePools) -> None:
+        super().__init__(config, pools, open_farm_storage(config))
+        self.start()

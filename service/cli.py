@@ -336,7 +336,12 @@ def protected_list(obj: Ctx) -> None:
 @cli.command()
 @click.option("--cameo", "cameo_ids", multiple=True, required=True, help="Cameo id to cast.")
 @click.option("--script", required=True, help="What the cameo says.")
-@click.option("--tier", type=click.Choice(["plus", "pro"]), default="plus", show_default=True)
+@click.option(
+    "--tier",
+    default=None,
+    help="One of the farm's tiers (configs/tiers.yaml; shipped: plus, pro). Default: the "
+    "farm's first tier.",
+)
 @click.option(
     "--background",
     type=click.Path(exists=True, dir_okay=False),
@@ -355,7 +360,7 @@ def submit(
     obj: Ctx,
     cameo_ids: tuple[str, ...],
     script: str,
-    tier: str,
+    tier: str | None,
     background: str | None,
     priority: int,
     client_token: str | None,

@@ -171,7 +171,7 @@ class HttpClient:
         self,
         cameo_ids: list[str],
         script: str,
-        tier: str = "plus",
+        tier: str | None = None,
         priority: int = 0,
         client_token: str | None = None,
         background_id: str | None = None,
@@ -179,11 +179,12 @@ class HttpClient:
         body = {
             "cameo_ids": cameo_ids,
             "script": script,
-            "tier": tier,
             "priority": priority,
             "client_token": client_token,
             "background_id": background_id,
         }
+        if tier is not None:  # else the farm's first tier
+            body["tier"] = tier
         return self._call("POST", "/v1/jobs", json=body)
 
     def get_job(self, job_id: str) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,7 +123,7 @@ def _health_answers_while_a_chunk_call_runs(config, scratch):
     ray.kill(actor)
 
 
-def _busy_stage(config, name, max_restarts=0):
+def _busy_stage(config, name, max_restarts=0, restart_marker=""):
     """A real stage replica (composite, reference backend) with one extra call that works
     until a file appears: a chunk call that takes as long as the test wants."""
     import ray
@@ -132,9 +134,19 @@ def _busy_stage(config, name, max_restarts=0):
     from cameofarm.storage.fetch import ObjectFetcher
 
     class BusyStage(StageActor):
+        def __init__(self, *args, restart_marker: str = "", **kwargs):
+            import time
+
+            super().__init__(*args, **kwargs)
+            if restart_marker:  # restarts take a while, like a replica reloading its model
+                if Path(restart_marker).exists():
+                    time.sleep(8)
+                Path(restart_marker).touch()
+
         def work_until(self, path: str, limit_s: float = 120.0) -> bool:
             import time
 
+            Path(path + ".started").touch()
             deadline = time.monotonic() + limit_s
             while not Path(path).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -155,6 +167,7 @@ def _busy_stage(config, name, max_restarts=0):
             name,
             BackendContext(data / "keys", data / "models"),
             ObjectFetcher(config.storage, data),
+            restart_marker=restart_marker,
         )
     )
 
@@ -189,6 +202,37 @@ def _a_hung_replica_misses_its_deadline_and_is_restarted(config, scratch):
     assert {t.replica for t in again} == {"ok-0"} and not any(t.retried for t in again)
     assert _health_once_back(hung, other_than=before)["pid"] != before  # Ray restarted it
 
+    # A lone replica killed (-9) in the middle of a call: the call waits for Ray to restart
+    # it and runs again there, instead of burning its tries while the replica is down.
+    lone = _busy_stage(
+        config, "hung-1", max_restarts=-1, restart_marker=str(Path(scratch) / "hung-1-started")
+    )
+    first = ray.get(control(lone.health).remote(), timeout=60)["pid"]
+    release = Path(scratch) / "release-lone"
+    single = RayStagePools(
+        {StageName.COMPOSITE: {"hung-1": lone}}, CallDeadlines(first_call_seconds=300)
+    )
+    result: dict = {}
+
+    def call():
+        try:
+            result["out"] = single.map(StageName.COMPOSITE, "timed_work_until", [(str(release),)])
+        except Exception as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    started = Path(str(release) + ".started")
+    _wait_until(started.exists)
+    os.kill(first, signal.SIGKILL)
+    release.touch()  # the call that runs again after the restart finds it at once
+    worker.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    _, timings = result["out"]
+    assert timings[0].retried and timings[0].retried[0].startswith("hung-1: replica lost")
+    assert _health_once_back(lone, other_than=first)["pid"] != first
+    ray.kill(lone, no_restart=True)
+
     # With no other replica to try, the call fails as retryable: the job is queued again.
     alone = RayStagePools(
         {StageName.COMPOSITE: {"hung-0": hung}},
@@ -200,6 +244,15 @@ def _a_hung_replica_misses_its_deadline_and_is_restarted(config, scratch):
     assert err.value.retryable
     ray.kill(hung, no_restart=True)
     ray.kill(healthy, no_restart=True)
+
+
+def _wait_until(condition, limit_s=120.0):
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def _health_once_back(actor, other_than=None, limit_s=120.0):

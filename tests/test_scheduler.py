@@ -53,9 +53,7 @@ def _queue_plus(storage, cameo_id, n, customers=40):
 def _scheduler(farm_config, storage):
     from cameofarm.cluster.scheduler import Scheduler
 
-    sched = Scheduler(farm_config, pools=None, storage=storage)
-    sched.executor = _RecordingExecutor()
-    return sched
+    return Scheduler(farm_config, pools=None, storage=storage, executor=_RecordingExecutor())
 
 
 def test_a_pro_job_behind_5000_queued_plus_jobs_starts_at_once(farm_config, storage, cameo_row):
@@ -139,3 +137,32 @@ def test_outputs_of_jobs_that_ended_unpublished_are_swept(farm_config, storage, 
     assert swept == 1
     assert not storage.objects.exists(output_key(failed.id))
     assert storage.objects.exists(output_key(published.id))
+
+
+def test_constructing_does_no_io_and_recovery_runs_once(farm_config, storage, cameo_row):
+    """A scheduler is built from what it is given (no storage touched); its first start
+    re-queues what a crashed predecessor left RUNNING, and never again (its own live work)."""
+    from cameofarm.cluster.jobs import dispatch_job
+    from cameofarm.cluster.scheduler import Scheduler
+
+    class NoStorage:
+        def __getattr__(self, name):
+            raise AssertionError(f"the constructor touched storage.{name}")
+
+    Scheduler(farm_config, pools=None, storage=NoStorage(), executor=_RecordingExecutor())
+
+    job = submit_job(
+        storage.db,
+        farm_config,
+        cameo_ids=[cameo_row.id],
+        script="Hi.",
+        tier="plus",
+        customer="tester",
+    )
+    dispatch_job(storage.db, farm_config, job.id)  # a predecessor was running it, then died
+    sched = _scheduler(farm_config, storage)
+    assert sched.recover() == [job.id]
+    assert get_job(storage.db, job.id).status is JobStatus.QUEUED
+    assert sched.tick() == [job.id]  # this scheduler runs it now
+    assert sched.recover() == [job.id]  # the same answer; nothing re-queued a second time
+    assert get_job(storage.db, job.id).status is JobStatus.RUNNING
