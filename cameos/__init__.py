@@ -3,13 +3,11 @@
 from cameofarm.cameos.registry import (
     CameoRecord,
     CameoStatus,
-    CameoUnavailableError,
     UnknownCameoError,
     create_cameo,
     expire_lapsed,
     get_cameo,
     list_cameos,
-    require_usable,
     set_cameo_status,
     transition_cameo,
 )
@@ -17,13 +15,11 @@ from cameofarm.cameos.registry import (
 __all__ = [
     "CameoRecord",
     "CameoStatus",
-    "CameoUnavailableError",
     "UnknownCameoError",
     "create_cameo",
     "expire_lapsed",
     "get_cameo",
     "list_cameos",
-    "require_usable",
     "set_cameo_status",
     "transition_cameo",
 ]

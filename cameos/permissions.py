@@ -83,7 +83,7 @@ def refusal(
     return f"{user} may not cast cameo {row.id}: its owner allows {_WHO[level]}"
 
 
-def check_use(
+def may_cast(
     session: Session,
     user: str,
     cameo_ids: Sequence[str],
@@ -93,13 +93,17 @@ def check_use(
 ) -> list[CameoRow]:
     """Return the cameo rows if `user` may cast all of them with this script; raise otherwise.
 
+    The one consent rule, read-only, checked inside the transaction that acts on it: at submit,
+    at dispatch, at publish, and when an owner narrows a permission (the cascade). It covers
+    the cameo count, status and verification age, the owner's permission and restrictions.
     Raises UnknownCameoError, ConsentError or ContentError (the farm-wide content policy is
     checked separately, by `content.check_script`).
     """
     limit = config.consent.max_cameos_per_video
     if len(cameo_ids) > limit:
         raise ConsentError(
-            f"a video may cast at most {limit} cameos; this one names {len(cameo_ids)}"
+            f"a video may cast at most {limit} cameo{'s' if limit != 1 else ''}; this one "
+            f"names {len(cameo_ids)} (consent.max_cameos_per_video): submit one job per cameo"
         )
     if len(set(cameo_ids)) != len(cameo_ids):
         raise ConsentError("a cameo is named twice")

@@ -49,10 +49,6 @@ class UnknownCameoError(LookupError):
     """No cameo has that id."""
 
 
-class CameoUnavailableError(PermissionError):
-    """The cameo exists but may not be rendered in its current status."""
-
-
 @dataclass(frozen=True)
 class CameoRecord:
     """A cameo as the rest of the farm sees it."""
@@ -215,24 +211,6 @@ def expire_lapsed(db: Database, verified_days: float, now: float | None = None) 
             )
             expired.append(row.id)
     return expired
-
-
-def require_usable(
-    db: Database,
-    cameo_ids: list[str] | tuple[str, ...],
-    verified_days: float,
-    now: float | None = None,
-) -> list[CameoRecord]:
-    """Return the cameos if every one may be rendered now; raise saying which may not."""
-    expire_lapsed(db, verified_days, now)
-    records = [get_cameo(db, cid) for cid in cameo_ids]
-    for rec in records:
-        if rec.status is not CameoStatus.VERIFIED:
-            raise CameoUnavailableError(
-                f"cameo {rec.id} ({rec.name}) is {rec.status.value} and cannot be rendered: "
-                f"{unusable_hint(rec.status)}"
-            )
-    return records
 
 
 def unusable_hint(status: CameoStatus) -> str:

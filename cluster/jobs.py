@@ -13,7 +13,7 @@ from typing import Any
 
 from cameofarm.cameos import UnknownCameoError, audit
 from cameofarm.cameos.content import ContentError, check_script
-from cameofarm.cameos.permissions import ConsentError, cameos_of, check_use
+from cameofarm.cameos.permissions import ConsentError, cameos_of, may_cast
 from cameofarm.cluster.policy import QueuedJob
 from cameofarm.configs import FarmConfig
 from cameofarm.models.reference.voice import clean_script
@@ -289,11 +289,7 @@ def submit_job(
                 if existing is not None:
                     return _replay(existing, digest, client_token)
             check_script(script, config.content)
-            check_use(s, customer, cameo_ids, script, config)
-            if len(cameo_ids) > 1:
-                raise JobError(
-                    "the reference pipeline casts one cameo per video; submit one job per cameo"
-                )
+            may_cast(s, customer, cameo_ids, script, config)
             depth = (
                 s.scalar(
                     select(func.count())
@@ -580,7 +576,7 @@ def dispatch_job(db: Database, config: FarmConfig, job_id: str) -> JobView | Non
             return None
         try:
             check_script(row.script, config.content)
-            check_use(s, row.customer, row.cameo_ids, row.script, config)
+            may_cast(s, row.customer, row.cameo_ids, row.script, config)
         except (ConsentError, ContentError, UnknownCameoError) as exc:
             transition_job(s, row, JobStatus.CANCELLED, f"consent check at dispatch: {exc}")
             return None
@@ -600,7 +596,7 @@ def finish_published(db: Database, config: FarmConfig, job_id: str, output_key: 
         if row is None or row.status != JobStatus.RUNNING.value:
             return f"job {job_id} is no longer running; not published"
         try:
-            check_use(s, row.customer, row.cameo_ids, row.script, config)
+            may_cast(s, row.customer, row.cameo_ids, row.script, config)
         except (ConsentError, ContentError, UnknownCameoError) as exc:
             transition_job(s, row, JobStatus.CANCELLED, f"consent check at publish: {exc}")
             return f"job {job_id} not published: {exc}"
@@ -631,7 +627,7 @@ def cancel_unpermitted(
         if not wanted & set(row.cameo_ids):
             continue
         try:
-            check_use(session, row.customer, row.cameo_ids, row.script, config)
+            may_cast(session, row.customer, row.cameo_ids, row.script, config)
         except (ConsentError, ContentError, UnknownCameoError) as exc:
             transition_job(
                 session, row, JobStatus.CANCELLED, f"consent withdrawn: {exc}", actor=actor

@@ -17,6 +17,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from cameofarm.actors.pools import StageCallError, StagePools
+from cameofarm.cameos import expire_lapsed
 from cameofarm.cameos.purge import run_due_purges
 from cameofarm.cluster.jobs import (
     JobChanged,
@@ -132,7 +133,16 @@ class Scheduler:
         for p in purged:
             log.info("purged cameo %s: %d objects", p.cameo_id, len(p.removed))
         sent = deliver_due(self.storage.db, self.config.webhooks)
-        return {"purged": len(purged), "webhooks": sent, "swept": self.sweep_unpublished()}
+        # Lapsed verifications become EXPIRED here, once, with an audit row; may_cast refuses
+        # a lapsed cameo by itself whether or not this has run yet.
+        days = self.config.enrollment.verified_days
+        expired = expire_lapsed(self.storage.db, days, now=self.clock())
+        return {
+            "purged": len(purged),
+            "webhooks": sent,
+            "swept": self.sweep_unpublished(),
+            "expired": len(expired),
+        }
 
     def sweep_unpublished(self) -> int:
         """Delete the outputs of jobs that ended without being published (a crash between

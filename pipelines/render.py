@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cameofarm.actors.pools import StagePools
-from cameofarm.cameos import CameoRecord, require_usable
+from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
 from cameofarm.monitoring.timing import StageRecorder
@@ -93,13 +93,13 @@ def render_job(
             raise JobCancelled(f"job {job.job_id} was cancelled before {stage}")
         progress(stage, fraction)
 
-    # 1. Plan the output from the tier spec; the cameo must be usable right now.
+    # 1. Plan the output from the tier spec, for the cameo the scheduler dispatched (consent
+    # was checked in that same transaction).
     tier = config.tier(job.tier)
-    days = config.enrollment.verified_days
     spec = FrameSpec(tier.width, tier.height, tier.fps, tier.video_bitrate_kbps)
-    if len(job.cameo_ids) != 1:
+    if len(job.cameo_ids) != 1:  # what this pipeline can do; consent.max_cameos_per_video is 1
         raise RenderError("the reference pipeline casts exactly one cameo per video")
-    cameo: CameoRecord = require_usable(storage.db, job.cameo_ids, days)[0]
+    cameo: CameoRecord = get_cameo(storage.db, job.cameo_ids[0])
 
     # 2. Voice: the script in the cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
@@ -153,11 +153,11 @@ def render_job(
         calls += timings
     data: bytes = pools.fetch(mp4)[0]
 
-    # 7. Check consent a last time, then publish. The object is written first and the job
-    # marked published after, in a transaction that checks consent again: if that refuses
-    # (say, the owner revoked a moment ago) the object is removed and nothing is published.
+    # 7. Publish. The object is written first and the job marked published after, in one
+    # transaction that checks consent (may_cast) a last time: if that refuses (say, the
+    # verification lapsed a moment ago) the object is removed and nothing is published. A
+    # revocation cancels the job at once, which the checkpoint here sees.
     checkpoint("publish", 0.95)
-    require_usable(storage.db, job.cameo_ids, days)
     key = output_key(job.job_id)
     storage.objects.put_bytes(key, data, "video/mp4")
     try:

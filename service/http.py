@@ -49,7 +49,9 @@ _TEXT = DISPLAY_TEXT_PATTERN
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Patterns are Python regular expressions, checked by Python's `re` as the farm's own rules
+    # are (pydantic's default engine reads classes such as \w by other Unicode tables).
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
 
 class NewUser(_Body):
@@ -89,7 +91,12 @@ class NewSession(_Body):
 
 class NewJob(_Body):
     cameo_ids: list[str] = Field(min_length=1, max_length=16)
-    script: str = Field(min_length=1, max_length=4000)
+    script: str = Field(
+        min_length=1,
+        max_length=4000,
+        pattern=r"[^\W_]",
+        description="What the cameo says: at least one letter or digit.",
+    )
     tier: str = Field(default="plus", max_length=32)
     priority: int = Field(default=0, ge=-10, le=10)
     client_token: str | None = Field(

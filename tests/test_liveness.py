@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cameofarm.cameos import CameoStatus, CameoUnavailableError, get_cameo, require_usable
+from cameofarm.cameos import CameoStatus, expire_lapsed, get_cameo
+from cameofarm.cameos.permissions import ConsentError, may_cast
 from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 from cameofarm.pipelines.sample_clip import build_sample_clip
 from cameofarm.pipelines.verify import LivenessError, finish_session, start_session
@@ -37,7 +38,7 @@ def test_performing_recording_gives_verified_cameo_and_replay_is_refused(
     assert record.status is CameoStatus.VERIFIED and record.verified_at is not None
     # scenes loop the free talking after the challenges, not the head turns
     assert record.summary["first_frame"] == int((session.challenges[-1].end + 0.5) * 25)
-    require_usable(storage.db, [record.id], cfg.verified_days)
+    _castable(storage, farm_config, "ada", record.id)
     again = start_session(storage, cfg, name="Ada", owner="ada")
     with pytest.raises(LivenessError, match="replay"):
         finish_session(storage, analyzer, cfg, again.id, clip)
@@ -110,16 +111,22 @@ def test_lifecycle_expiry_and_reverification_with_a_fake_clock(
 ):
     cfg = farm_config.enrollment
     t0 = get_cameo(storage.db, cameo.id).verified_at
-    require_usable(storage.db, [cameo.id], cfg.verified_days, now=t0 + 179 * DAY)
-    with pytest.raises(CameoUnavailableError, match=r"EXPIRED.*re-verify"):
-        require_usable(storage.db, [cameo.id], cfg.verified_days, now=t0 + 181 * DAY)
+    _castable(storage, farm_config, "tester", cameo.id, now=t0 + 179 * DAY)
+    assert expire_lapsed(storage.db, cfg.verified_days, now=t0 + 179 * DAY) == []
+    # Lapsed: may_cast refuses it by itself, and the housekeeping marks it EXPIRED once.
+    with pytest.raises(ConsentError, match=r"EXPIRED.*re-verify"):
+        _castable(storage, farm_config, "tester", cameo.id, now=t0 + 181 * DAY)
+    assert expire_lapsed(storage.db, cfg.verified_days, now=t0 + 181 * DAY) == [cameo.id]
+    with pytest.raises(ConsentError, match=r"EXPIRED.*re-verify"):
+        _castable(storage, farm_config, "tester", cameo.id, now=t0 + 181 * DAY)
     session = start_session(
         storage, cfg, name="Sample", owner="tester", cameo_id=cameo.id, now=t0 + 181 * DAY
     )
     clip = performing(tmp_path, analyzer, session)
     back = finish_session(storage, analyzer, cfg, session.id, clip, now=t0 + 181 * DAY + 60)
     assert back.id == cameo.id and back.status is CameoStatus.VERIFIED
-    require_usable(storage.db, [cameo.id], cfg.verified_days, now=t0 + 300 * DAY)
+    _castable(storage, farm_config, "tester", cameo.id, now=t0 + 300 * DAY)
+    assert expire_lapsed(storage.db, cfg.verified_days, now=t0 + 300 * DAY) == []
     with storage.db.session() as s:
         events = [
             (e.from_status, e.to_status, e.actor)
@@ -235,3 +242,9 @@ def test_voice_that_changes_speaker_fails(farm_config, storage, analyzer, tmp_pa
             checks=farm_config.enrollment,
             audio=wav,
         )
+
+
+def _castable(storage, config, user, cameo_id, now=None):
+    """The one consent rule, as submit, dispatch and publish apply it."""
+    with storage.db.session() as s:
+        may_cast(s, user, [cameo_id], "Hello.", config, now=now)
