@@ -45,6 +45,10 @@ class HeadError(RuntimeError):
     """The farm's own Ray head could not be started, reached or stopped; says what to do."""
 
 
+class _Overloaded(HeadError):
+    """`ray start` gave up waiting for its own raylet (a transient overload)."""
+
+
 @dataclass(frozen=True)
 class Head:
     address: str  # host:GCS port
@@ -143,8 +147,23 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def start_head(config: FarmConfig) -> Head:
-    """Start this farm's own Ray head on free ports; raise HeadError within START_TIMEOUT_S."""
+def start_head(config: FarmConfig, attempts: int = 3) -> Head:
+    """Start this farm's own Ray head on free ports; raise HeadError within START_TIMEOUT_S
+    per attempt. Ray gives its raylet a fixed 30 s to register: on an overloaded machine that
+    can pass, so such a start is cleaned up and tried again (`attempts` in all)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_head_once(config)
+        except _Overloaded as exc:
+            if attempt == attempts:
+                raise HeadError(
+                    f"Ray's node did not register in time, {attempts} times ({exc}); the machine "
+                    "may be overloaded: free some CPU and run it again"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _start_head_once(config: FarmConfig) -> Head:
     c = config.cluster
     names = ("gcs", "client", "dashboard", "agent_listen", "agent_grpc", "metrics", "runtime_env")
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
@@ -185,7 +204,10 @@ def start_head(config: FarmConfig) -> Head:
         ) from None
     if proc.returncode != 0:
         stop_head(config, temp_dir=str(temp_dir))
-        raise HeadError(f"`ray start --head` failed:\n{proc.stderr[-1500:]}")
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        if "timed out during startup" in proc.stderr:
+            raise _Overloaded(last)
+        raise HeadError(f"`ray start --head` failed: {last}\n{proc.stderr[-1500:]}")
     head = Head(f"127.0.0.1:{ports['gcs']}", str(temp_dir), ports)
     path = _head_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)

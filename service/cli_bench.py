@@ -17,7 +17,8 @@ from cameofarm.service.cli_common import Ctx, fail
 def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> None:
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
 
-    `cameofarm bench enroll` times enrollment instead.
+    Subcommands: `enroll` times enrollment, `policy` the dispatch decision, `cancels` runs
+    submit→cancel pairs over HTTP, `faults` is the kill -9 drill.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -147,6 +148,7 @@ def bench_faults(
     Disruptive: it kills this farm's processes. Run it on a test farm, not one serving users.
     """
     from cameofarm.cameos import UnknownCameoError
+    from cameofarm.cluster.bootstrap import FarmError
     from cameofarm.service.bench_faults import DrillError, report, run_fault_drill
     from cameofarm.service.demo import DemoError, ensure_sample_cameo
 
@@ -166,7 +168,7 @@ def bench_faults(
             settle_s=settle,
             echo=click.echo,
         )
-    except (DrillError, DemoError, UnknownCameoError) as exc:
+    except (DrillError, DemoError, UnknownCameoError, FarmError) as exc:
         fail(str(exc))
     report(drill, echo=click.echo)
     if not drill.ok:
