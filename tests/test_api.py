@@ -7,6 +7,7 @@ The tests in this module share one farm and run in order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -67,7 +68,7 @@ class Farm:
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
     import ray
-    from cameofarm.cluster.bootstrap import connect, farm_down, farm_up
+    from cameofarm.cluster.bootstrap import FarmError, connect, farm_down, farm_up
     from cameofarm.configs import load_config
     from cameofarm.service.serving import api_down, api_up
     from cameofarm.storage import open_farm_storage
@@ -90,28 +91,31 @@ def farm(tmp_path_factory):
             "CAMEOFARM__WEBHOOKS__ALLOW_DESTINATIONS": f"['127.0.0.1:{hook_port}']",
         }
     )
-    farm_up(config, progress=lambda _: None)
-    url = api_up(config, progress=lambda _: None)
-    storage = open_farm_storage(config)
-    f = Farm(config, url, storage)
-    f.state["hook_port"] = str(hook_port)
-    from cameofarm.service.farm_api import FarmAPI
-
-    api = FarmAPI(config, storage)
-    f.keys["ops"] = api.init_operator("ops", "farm")["api_key"]
-    for user in USERS:
-        f.keys[user] = f.ok("ops", "POST", "/v1/users", json={"user": user, "org": "acme"})[
-            "api_key"
-        ]
-    f.ok("mo", "POST", "/v1/follows/olive")
-    f.ok("olive", "POST", "/v1/follows/mo")
-    f.ok("fay", "POST", "/v1/follows/olive")
+    # Everything after the first process starts is inside the try: a farm that fails to come
+    # up (say, on an overloaded machine) is still stopped, not left running for later tests.
     try:
+        farm_up(config, progress=lambda _: None)
+        url = api_up(config, progress=lambda _: None)
+        storage = open_farm_storage(config)
+        f = Farm(config, url, storage)
+        f.state["hook_port"] = str(hook_port)
+        from cameofarm.service.farm_api import FarmAPI
+
+        api = FarmAPI(config, storage)
+        f.keys["ops"] = api.init_operator("ops", "farm")["api_key"]
+        for user in USERS:
+            f.keys[user] = f.ok("ops", "POST", "/v1/users", json={"user": user, "org": "acme"})[
+                "api_key"
+            ]
+        f.ok("mo", "POST", "/v1/follows/olive")
+        f.ok("olive", "POST", "/v1/follows/mo")
+        f.ok("fay", "POST", "/v1/follows/olive")
         yield f
     finally:
-        if not ray.is_initialized():
-            connect(config)
-        api_down(config)
+        with contextlib.suppress(FarmError):  # the farm may not have come up at all
+            if not ray.is_initialized():
+                connect(config)
+            api_down(config)
         farm_down(config, progress=lambda _: None)
 
 

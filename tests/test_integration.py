@@ -12,17 +12,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def farm(farm_config, storage):
-    import ray
     from cameofarm.cluster.bootstrap import farm_down, farm_up
 
-    farm_up(farm_config, progress=lambda _: None)
-    try:
+    try:  # a farm that fails to come up is stopped too
+        farm_up(farm_config, progress=lambda _: None)
         yield farm_config
-    finally:
-        if not ray.is_initialized():
-            from cameofarm.cluster.bootstrap import connect
-
-            connect(farm_config)
+    finally:  # farm_down says "not running" itself when the farm never came up
         farm_down(farm_config, progress=lambda _: None)
 
 

@@ -85,8 +85,8 @@ def test_up_beside_another_cluster_starts_its_own_and_down_leaves_the_other(
     home_token = Path.home() / ".ray" / "auth_token"
     had_home_token = home_token.exists()
 
-    farm_up(farm_config, progress=lambda _: None)
-    try:
+    try:  # a farm that fails to come up is stopped too
+        farm_up(farm_config, progress=lambda _: None)
         head = read_head(farm_config)
         assert head is not None and head.address != other_address
         assert ray.get_runtime_context().gcs_address == head.address
