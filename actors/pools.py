@@ -198,14 +198,15 @@ class RayStagePools:
         todo = list(range(len(calls)))
         while todo:
             sent = {}
-            back: dict[str, bool] = {}
+            waited: set[str] = set()  # replicas already given their restart time this round
             for i in todo:
                 name = self._pick(stage, frozenset(failed_on[i]))
                 actor = self.replicas[stage][name]
-                if name in failed_on[i] and name not in back:
+                if name in failed_on[i] and name not in waited:
                     # No other replica to try: give this one the time Ray needs to restart it
                     # (a call sent while it restarts fails at once, and would burn the tries).
-                    back[name] = self._await_restart(actor)
+                    self._await_restart(actor)  # if it never comes back, the call says so
+                    waited.add(name)
                 out, timing = getattr(actor, method).options(num_returns=2).remote(*calls[i])
                 sent[i] = (name, actor, out, timing)
             # A replica works through its calls one at a time: its last may wait for the others.
