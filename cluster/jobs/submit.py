@@ -1,0 +1,145 @@
+"""Taking a render request: validation, consent, queue limits and idempotent client tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+
+from cameofarm.cameos import UnknownCameoError
+from cameofarm.cameos.content import ContentError, check_script
+from cameofarm.cameos.permissions import ConsentError, may_cast
+from cameofarm.cluster.jobs.model import IdempotencyConflict, JobError, JobStatus, JobView
+from cameofarm.cluster.jobs.transition import transition_job
+from cameofarm.configs import FarmConfig
+from cameofarm.models.reference.voice import clean_script
+from cameofarm.storage.db import Database, JobRow
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+# Words per second of a brisk speaker: a cheap early refusal of scripts far over a tier's limit.
+_MAX_WORDS_PER_SECOND = 4.0
+
+
+def request_hash(
+    cameo_ids: Sequence[str], script: str, tier: str, priority: int, bg: str | None
+) -> str:
+    """A digest of what a submit asked for: a reused client token must ask the same."""
+    body = json.dumps([list(cameo_ids), script, tier, priority, bg], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _by_token(session: Session, customer: str, token: str) -> JobRow | None:
+    query = select(JobRow).where(JobRow.customer == customer, JobRow.client_token == token)
+    return session.scalars(query).first()
+
+
+def job_for_token(db: Database, customer: str, token: str) -> JobView | None:
+    """The job a customer already submitted with this client token, if any."""
+    with db.session() as s:
+        row = _by_token(s, customer, token)
+        return JobView.from_row(row) if row is not None else None
+
+
+def submit_job(
+    db: Database,
+    config: FarmConfig,
+    *,
+    cameo_ids: list[str],
+    script: str,
+    tier: str,
+    customer: str,
+    priority: int = 0,
+    background_key: str | None = None,
+    client_token: str | None = None,
+    background_digest: str | None = None,
+) -> JobView:
+    """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
+
+    With a client token, a repeat of the same request returns the first job (replayed=True);
+    the same token with a different request raises IdempotencyConflict. Raises JobError
+    (ConsentError/ContentError/UnknownCameoError wrapped) saying what was wrong.
+    """
+    try:
+        tier_cfg = config.tier(tier)
+    except KeyError as exc:
+        raise JobError(str(exc.args[0])) from None
+    try:
+        script = clean_script(script)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    words = len(script.split())
+    if words > tier_cfg.max_seconds * _MAX_WORDS_PER_SECOND:
+        raise JobError(
+            f"the script has {words} words; {tier} videos are at most "
+            f"{tier_cfg.max_seconds:g} s — shorten it or choose a longer tier"
+        )
+    if not cameo_ids:
+        raise JobError("name at least one cameo (--cameo ID)")
+    digest = request_hash(cameo_ids, script, tier, priority, background_digest)
+    if client_token is not None and not (0 < len(client_token) <= 128):
+        raise JobError("client_token must be 1-128 characters")
+    try:
+        with db.session() as s:
+            if client_token is not None:
+                existing = _by_token(s, customer, client_token)
+                if existing is not None:
+                    return _replay(existing, digest, client_token)
+            check_script(script, config.content)
+            may_cast(s, customer, cameo_ids, script, config)
+            depth = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(JobRow)
+                    .where(JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)
+                )
+                or 0
+            )
+            if depth >= tier_cfg.max_queued:
+                raise JobError(f"the {tier} queue is full ({depth} jobs); try again later")
+            row = JobRow(
+                id="job_" + uuid.uuid4().hex[:12],
+                tier=tier,
+                status="",
+                customer=customer,
+                priority=priority,
+                cameo_ids=list(cameo_ids),
+                script=script,
+                background_key=background_key,
+                submitted_at=time.time(),
+                attempts=0,
+                progress=0.0,
+                stage="",
+                client_token=client_token,
+                request_hash=digest,
+            )
+            s.add(row)
+            s.flush()
+            transition_job(s, row, JobStatus.QUEUED, "submitted", row.submitted_at, customer)
+            return JobView.from_row(row)
+    except IntegrityError:
+        # A concurrent submit with the same client token won the race: answer with its job.
+        with db.session() as s:
+            existing = _by_token(s, customer, client_token or "")
+            if existing is None:
+                raise
+            return _replay(existing, digest, client_token or "")
+    except ConsentError as exc:
+        raise JobError(str(exc), "forbidden") from exc
+    except UnknownCameoError as exc:
+        raise JobError(str(exc), "not_found") from exc
+    except ContentError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def _replay(row: JobRow, digest: str, token: str) -> JobView:
+    if row.request_hash != digest:
+        raise IdempotencyConflict(
+            f"client token {token[:40]!r} was already used for job {row.id} with a different "
+            "request; use a new token for a new request"
+        )
+    view = JobView.from_row(row)
+    return JobView(**{**view.__dict__, "replayed": True})
