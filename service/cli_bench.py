@@ -18,7 +18,8 @@ def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> 
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
 
     Subcommands: `enroll` times enrollment, `policy` the dispatch decision, `cancels` runs
-    submit→cancel pairs over HTTP, `faults` is the kill -9 drill.
+    submit→cancel pairs over HTTP, `faults` is the kill -9 drill, `status` times the status
+    report during a long render.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -97,6 +98,31 @@ def bench_cancels(obj: Ctx, pairs: int, cameo_id: str, tier: str, settle: float)
     report(drill, echo=click.echo)
     if not drill.ok:
         sys.exit(1)
+
+
+@bench.command("status")
+@click.option("--tier", default="pro", show_default=True, help="Tier of the job rendered.")
+@click.option("--samples", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
+@click.pass_obj
+def bench_status(obj: Ctx, tier: str, samples: int, cameo_id: str | None) -> None:
+    """Time `status` on the running farm while one job of --tier renders: in-process (as a
+    dashboard polls it) and as a fresh `cameofarm status` process; prints p50/max of each."""
+    from cameofarm.cameos import UnknownCameoError
+    from cameofarm.service.bench_status import StatusBenchError, report, run_status_bench
+    from cameofarm.service.demo import DemoError, ensure_sample_cameo
+
+    if tier not in obj.config.tiers:
+        fail(f"--tier {tier!r} is not a tier of this farm; choose from {sorted(obj.config.tiers)}")
+    storage = obj.storage()
+    try:
+        cameo = cameo_id or ensure_sample_cameo(obj.config, storage, click.echo)
+        bench = run_status_bench(
+            obj.config, storage, cameo, tier, samples, obj.config_dir, echo=click.echo
+        )
+    except (StatusBenchError, DemoError, UnknownCameoError) as exc:
+        fail(str(exc))
+    report(bench, echo=click.echo)
 
 
 @bench.command("faults")
