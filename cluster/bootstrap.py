@@ -1,4 +1,8 @@
-"""Start, join, inspect and stop the farm on Ray: stage pools plus the scheduler actor."""
+"""Start, join, inspect and stop the farm on Ray: stage pools plus the scheduler actor.
+
+The actor and model code is imported only where pools are made: `cameofarm status` and
+`down` load just Ray and the config, so a person typing them waits for little but Ray.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,8 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cameofarm.actors.pools import CONCURRENCY_GROUPS, CallDeadlines, control
-from cameofarm.actors.rotation import RotationPolicy
-from cameofarm.actors.stage import StageActor
 from cameofarm.cluster.ray_head import (
     HeadError,
     reachable,
@@ -20,8 +21,10 @@ from cameofarm.cluster.ray_head import (
     use_auth,
 )
 from cameofarm.configs import FarmConfig, StageName
-from cameofarm.models.registry import BackendContext
-from cameofarm.storage.fetch import ObjectFetcher
+
+if TYPE_CHECKING:
+    from cameofarm.actors.pools import CallDeadlines
+    from cameofarm.actors.rotation import RotationPolicy
 
 SCHEDULER_NAME = "cameofarm-scheduler"
 Progress = Callable[[str], None]
@@ -93,6 +96,10 @@ def _find(name: str) -> Any | None:
 
 def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, dict[str, Any]]:
     import ray
+    from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
+    from cameofarm.actors.stage import StageActor
+    from cameofarm.models.registry import BackendContext
+    from cameofarm.storage.fetch import ObjectFetcher
 
     data_dir = Path(config.data_dir)
     ctx = BackendContext(keys_dir=data_dir / "keys", models_dir=data_dir / "models")
@@ -127,11 +134,15 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, dic
 
 
 def _deadlines(config: FarmConfig) -> CallDeadlines:
+    from cameofarm.actors.pools import CallDeadlines
+
     s = config.scheduler
     return CallDeadlines(s.call_first_seconds, s.call_floor_seconds, s.call_slack)
 
 
 def _rotation(config: FarmConfig) -> RotationPolicy:
+    from cameofarm.actors.rotation import RotationPolicy
+
     s = config.scheduler
     return RotationPolicy(s.replica_failures_to_drain, s.replica_drain_seconds, s.call_retries)
 

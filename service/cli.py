@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 from cameofarm.configs import ConfigError
+from cameofarm.service.areas.base import ApiError
 from cameofarm.service.cli_bench import bench
 from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
-from cameofarm.service.farm_api import ApiError
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 _fail = fail

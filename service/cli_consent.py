@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import click
+from cameofarm.service.areas.base import ApiError
 from cameofarm.service.cli_common import Ctx, fail, json_option, show
-from cameofarm.service.farm_api import ApiError
 
 
 def _run(call: Any) -> Any:

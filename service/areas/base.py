@@ -3,13 +3,13 @@ checks, and `Area`, the farm's config and storage as one caller's operations see
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cameofarm.cameos.accounts import Principal
-from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
-from cameofarm.cluster.jobs import JobError
-from cameofarm.configs import FarmConfig
-from cameofarm.storage import FarmStorage
+if TYPE_CHECKING:  # kept light: the CLI imports the refusals before it knows its command
+    from cameofarm.cameos.accounts import Principal
+    from cameofarm.cluster.jobs import JobError
+    from cameofarm.configs import FarmConfig
+    from cameofarm.storage import FarmStorage
 
 
 class ApiError(Exception):
@@ -67,6 +67,8 @@ def job_error(exc: JobError) -> ApiError:
 def display_text(value: Any, what: str, limit: int = 200) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{what} is required")
+    from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
+
     if not is_display_text(value, limit):
         raise BadRequest(f"{what} must be at most {limit} characters, {DISPLAY_TEXT_RULE}")
     return value
