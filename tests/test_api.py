@@ -164,8 +164,13 @@ def _render(farm, user, cameo, script) -> str:
 
 @pytest.fixture(scope="module")
 def enrollment(farm, analyzer, tmp_path_factory):
-    """Olive's enrollment over the API, under a hostile display name."""
-    return _enroll(farm, analyzer, tmp_path_factory.mktemp("olive"), "olive", HOSTILE_NAME)
+    """Olive's enrollment over the API, under a hostile display name: the stranger's answer,
+    Olive's answer, and the cameo as it was right after (other tests change its settings)."""
+    stolen, out = _enroll(farm, analyzer, tmp_path_factory.mktemp("olive"), "olive", HOSTILE_NAME)
+    fresh = None
+    if out.status_code == 200 and "cameo_id" in out.json():
+        fresh = farm.ok("olive", "GET", f"/v1/cameos/{out.json()['cameo_id']}")
+    return stolen, out, fresh
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +185,11 @@ def published(farm, cameo) -> str:
 
 
 def test_enrollment_over_the_api(farm, enrollment):
-    stolen, out = enrollment
+    stolen, out, fresh = enrollment
     assert stolen.status_code == 404  # someone else cannot finish Olive's session
     cameo_id = _verified(out)
-    cameo = farm.ok("olive", "GET", f"/v1/cameos/{cameo_id}")
-    assert cameo["name"] == HOSTILE_NAME and cameo["permission"] == "only_me"  # stored verbatim
+    assert fresh["name"] == HOSTILE_NAME  # stored verbatim
+    assert fresh["permission"] == "only_me" and fresh["approved"] == []  # private until shared
     assert farm.call("stan", "GET", f"/v1/cameos/{cameo_id}").status_code == 404
 
 
@@ -422,31 +427,32 @@ def test_delete_purges_every_object_of_the_cameo(farm, analyzer, tmp_path):
     import cv2
     import numpy as np
 
-    # Mo's own cameo and video: deleting them takes nothing from the other tests.
-    cameo = _verified(_enroll(farm, analyzer, tmp_path, "mo", "Mo")[1])
-    published = _render(farm, "mo", cameo, "Mo's video, soon gone.")
+    # A second cameo of Olive's, and a video of it: deleting them takes nothing from the other
+    # tests. (It must be Olive's: one likeness has one owner, and the sample face is hers.)
+    cameo = _verified(_enroll(farm, analyzer, tmp_path, "olive", "Olive, second take")[1])
+    published = _render(farm, "olive", cameo, "A video soon gone.")
     # Someone else's object stays: the scan must read it and leave it alone.
     png = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
     octet = {"Content-Type": "application/octet-stream"}
     kept = farm.ok("fay", "POST", "/v1/backgrounds", content=png, headers=octet)["background_id"]
     assert farm.call("stan", "DELETE", f"/v1/cameos/{cameo}").status_code == 404
-    out = farm.ok("mo", "DELETE", f"/v1/cameos/{cameo}")
+    out = farm.ok("olive", "DELETE", f"/v1/cameos/{cameo}")
     assert out["status"] == "DELETED"
-    refused = farm.call("mo", "POST", "/v1/jobs", json={"cameo_ids": [cameo], "script": "Hi."})
+    refused = farm.call("olive", "POST", "/v1/jobs", json={"cameo_ids": [cameo], "script": "Hi."})
     assert refused.status_code == 403
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        purge = farm.ok("mo", "GET", f"/v1/cameos/{cameo}/purge")
+        purge = farm.ok("olive", "GET", f"/v1/cameos/{cameo}/purge")
         if purge["finished_at"]:
             break
         time.sleep(0.2)
     assert purge["finished_at"] and f"outputs/{published}.mp4" in purge["removed"], purge
-    scan = farm.ok("mo", "GET", f"/v1/cameos/{cameo}/scan")
+    scan = farm.ok("olive", "GET", f"/v1/cameos/{cameo}/scan")
     assert scan["clean"] and scan["remaining"] == [] and scan["scanned_objects"] > 0, scan
     assert not [k for k in farm.storage.objects.list("") if cameo in k]
     assert f"backgrounds/fay/{kept}.png" in set(farm.storage.objects.list(""))
-    assert farm.call("mo", "GET", f"/v1/jobs/{published}/download").status_code == 410
-    trail = farm.ok("mo", "GET", "/v1/audit", params={"limit": 1000})["entries"]
+    assert farm.call("olive", "GET", f"/v1/jobs/{published}/download").status_code == 410
+    trail = farm.ok("olive", "GET", "/v1/audit", params={"limit": 1000})["entries"]
     assert ("cameo.deleted", cameo) in {(e["action"], e["subject"]) for e in trail}
 
 
