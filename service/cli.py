@@ -15,6 +15,7 @@ from cameofarm.service.areas.base import ApiError
 from cameofarm.service.cli_bench import bench
 from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
+from cameofarm.service.cli_models import models
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 _fail = fail
@@ -532,7 +533,7 @@ def demo(obj: Ctx, keep_up: bool, out: str | None) -> None:
         _fail(str(exc))
 
 
-for _command in (*COMMANDS, bench):
+for _command in (*COMMANDS, bench, models):
     cli.add_command(_command)
 
 

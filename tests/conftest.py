@@ -172,14 +172,19 @@ def moto_endpoint():
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        # Waits on the server itself, not a fixed count of tries: importing moto takes many
+        # seconds on a loaded 2-core machine.
+        deadline = time.monotonic() + 180
+        while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
             except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"moto server exited with {proc.returncode} before it listened")
+                if time.monotonic() > deadline:
+                    pytest.fail("moto server did not listen within 180 s")
                 time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
