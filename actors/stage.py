@@ -75,6 +75,7 @@ class StageActor:
         fetcher: ObjectFetcher,
         cache_cameos: int = 8,
         gpu_ids: Callable[[], list[Any]] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         # Replicas are the unit of parallelism. OpenCV's own thread pool spin-waits between the
         # many small warps of a frame and, with several replicas per core, made face swap
@@ -90,6 +91,8 @@ class StageActor:
         self.backend_name = backend
         self.cache = _LRU(cache_cameos)
         self.calls = 0
+        # What the pool's config asked for when this replica was made (`up` compares it).
+        self.settings = dict(settings or {"backend": backend, "cache_cameos": cache_cameos})
 
     def health(self) -> dict[str, Any]:
         """Report who this replica is, what it holds and how much it has done."""
@@ -98,6 +101,7 @@ class StageActor:
             "replica": self.replica,
             "gpu_ids": self.gpus,
             "backend": self.backend_name,
+            "settings": self.settings,
             "pid": os.getpid(),
             "calls": self.calls,
             "load_seconds": round(self.load_seconds, 3),

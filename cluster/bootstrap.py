@@ -6,6 +6,7 @@ The actor and model code is imported only where pools are made: `cameofarm statu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -94,7 +95,65 @@ def _find(name: str) -> Any | None:
         return None
 
 
-def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, dict[str, Any]]:
+def pool_settings(config: FarmConfig, stage: StageName) -> dict[str, Any]:
+    """What a replica is made with and cannot change while it lives: `up` replaces a replica
+    whose settings differ from the config's."""
+    pool = config.pools[stage]
+    return {"backend": pool.backend, "num_gpus": pool.num_gpus, "cache_cameos": pool.cache_cameos}
+
+
+def _stage_replicas() -> dict[str, Any]:
+    """This farm's stage replicas that exist now, by name (any count, any stage)."""
+    import ray
+
+    names = [
+        n if isinstance(n, str) else n["name"]
+        for n in ray.util.list_named_actors(all_namespaces=False)
+    ]
+    prefixes = tuple(f"cameofarm-{stage.value}-" for stage in StageName)
+    found = {}
+    for name in names:
+        if name.startswith(prefixes) and name.rsplit("-", 1)[-1].isdigit():
+            actor = _find(name)
+            if actor is not None:
+                found[name] = actor
+    return found
+
+
+def _kill(name: str, actor: Any, limit_s: float = 120.0) -> None:
+    """Kill a named actor for good and wait until its name is free to be used again."""
+    import time
+
+    import ray
+
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + limit_s
+    while _find(name) is not None:
+        if time.monotonic() > deadline:
+            raise FarmError(f"{name} was killed but its name is still taken after {limit_s:.0f} s")
+        time.sleep(0.1)
+
+
+def _outdated(actor: Any, wanted: dict[str, Any]) -> str | None:
+    """Why an existing replica must be replaced (None: it is what the config asks for)."""
+    import ray
+    from cameofarm.actors.pools import control
+
+    try:
+        info = ray.get(control(actor.health).remote(), timeout=60)
+    except Exception as exc:  # a replica that does not answer is replaced, not kept
+        return f"did not answer ({type(exc).__name__})"
+    have = info.get("settings") or {"backend": info.get("backend")}
+    changed = [f"{k} {have.get(k)!r} → {v!r}" for k, v in wanted.items() if have.get(k) != v]
+    return ", ".join(changed) or None
+
+
+def _create_pools(
+    config: FarmConfig, progress: Progress
+) -> tuple[dict[StageName, dict[str, Any]], bool]:
+    """Make every configured replica exist with the configured settings; return the pools
+    and whether any replica was added, replaced or removed (the scheduler must then take
+    the new pools)."""
     import ray
     from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
     from cameofarm.actors.stage import StageActor
@@ -105,23 +164,51 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, dic
     ctx = BackendContext(keys_dir=data_dir / "keys", models_dir=data_dir / "models")
     fetcher = ObjectFetcher(config.storage, data_dir)
     remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
+    existing = _stage_replicas()
+    wanted_names = {
+        replica_name(stage, i) for stage in StageName for i in range(config.pools[stage].replicas)
+    }
+    changed = False
+    for name in sorted(set(existing) - wanted_names):
+        progress(f"  {name}: no longer in the config; stopped")
+        _kill(name, existing.pop(name))
+        changed = True
     pools: dict[StageName, dict[str, Any]] = {}
     for stage in StageName:
         pool = config.pools[stage]
+        settings = pool_settings(config, stage)
         group = {}
         for i in range(pool.replicas):
             name = replica_name(stage, i)
-            actor = _find(name) or remote.options(
-                name=name,
-                lifetime="detached",
-                num_cpus=0,
-                num_gpus=pool.num_gpus,
-                # Always restarted: a replica killed by the OOM killer or a driver fault comes
-                # back; one that keeps failing leaves the rotation (RayStagePools) instead.
-                max_restarts=-1,
-                # A chunk is retried on another replica by the pools, not here.
-                max_task_retries=0,
-            ).remote(stage, pool.backend, name, ctx, fetcher, pool.cache_cameos, ray.get_gpu_ids)
+            actor = existing.get(name)
+            if actor is not None:
+                why = _outdated(actor, settings)
+                if why is not None:
+                    progress(f"  {name}: replaced ({why})")
+                    _kill(name, actor)
+                    actor = None
+            if actor is None:
+                changed = True
+                actor = remote.options(
+                    name=name,
+                    lifetime="detached",
+                    num_cpus=0,
+                    num_gpus=pool.num_gpus,
+                    # Always restarted: a replica killed by the OOM killer or a driver fault
+                    # comes back; one that keeps failing leaves the rotation instead.
+                    max_restarts=-1,
+                    # A chunk is retried on another replica by the pools, not here.
+                    max_task_retries=0,
+                ).remote(
+                    stage,
+                    pool.backend,
+                    name,
+                    ctx,
+                    fetcher,
+                    pool.cache_cameos,
+                    ray.get_gpu_ids,
+                    settings,
+                )
             group[name] = actor
         pools[stage] = group
     health = [control(a.health).remote() for group in pools.values() for a in group.values()]
@@ -130,7 +217,7 @@ def _create_pools(config: FarmConfig, progress: Progress) -> dict[StageName, dic
             f"  {info['replica']:<28} backend={info['backend']:<10} "
             f"gpu_ids=[{info['gpu_ids']}] loaded in {info['load_seconds']:.2f}s"
         )
-    return pools
+    return pools, changed
 
 
 def _deadlines(config: FarmConfig) -> CallDeadlines:
@@ -158,8 +245,16 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     resources = ray.cluster_resources()
     progress(f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     progress("stage pools:")
-    pools = _create_pools(config, progress)
+    pools, changed = _create_pools(config, progress)
     scheduler: Any = _find(SCHEDULER_NAME)
+    if scheduler is not None and changed:
+        # The running scheduler holds the old replicas: a new one takes the new pools, and
+        # re-queues what the old one was running (as after a crash).
+        progress("pools changed: restarting the scheduler (its running jobs run again)")
+        with contextlib.suppress(Exception):
+            ray.get(scheduler.stop.remote(False), timeout=30)
+        _kill(SCHEDULER_NAME, scheduler)
+        scheduler = None
     if scheduler is None:
         scheduler = (
             ray.remote(FarmScheduler)
@@ -209,11 +304,8 @@ def farm_down(config: FarmConfig, progress: Progress = print) -> None:
         except Exception as exc:  # a dying scheduler is still killed below
             progress(f"scheduler did not stop cleanly: {exc}")
         ray.kill(scheduler, no_restart=True)
-    for stage in StageName:
-        for i in range(config.pools[stage].replicas):
-            actor = _find(replica_name(stage, i))
-            if actor is not None:
-                ray.kill(actor, no_restart=True)
+    for actor in _stage_replicas().values():  # every replica, also those the config dropped
+        ray.kill(actor, no_restart=True)
     progress("scheduler and stage pools stopped")
     ray.shutdown()
     if _embedded(config):

@@ -81,3 +81,43 @@ def test_farm_renders_plus_job_and_survives_a_kill(farm, storage, cameo, tmp_pat
     assert done2.status is JobStatus.SUCCEEDED, done2.error
     assert done2.attempts == 2
     assert verify_mp4(storage.objects.get_bytes(done2.output_key), root).valid
+
+
+def test_up_applies_a_changed_pool_config(farm):
+    """`up` again with the same config keeps every replica and the scheduler; with a changed
+    pool it replaces the replicas whose settings changed, stops those the config dropped, and
+    restarts the scheduler so that it uses the new pools."""
+    from cameofarm.cluster.bootstrap import farm_status, farm_up
+    from cameofarm.configs import StageName
+
+    def replicas(status):
+        return {p["replica"]: p for p in status["pools"]}
+
+    before = farm_status(farm)
+    assert len([r for r in replicas(before) if r.startswith("cameofarm-face_swap-")]) == 2
+    farm_up(farm, progress=lambda _: None)
+    same = farm_status(farm)
+    assert {r: p["pid"] for r, p in replicas(same).items()} == {
+        r: p["pid"] for r, p in replicas(before).items()
+    }
+    assert same["pid"] == before["pid"]  # the scheduler was kept too
+
+    pools = dict(farm.pools)
+    pools[StageName.FACE_SWAP] = pools[StageName.FACE_SWAP].model_copy(
+        update={"replicas": 1, "cache_cameos": 3}
+    )
+    changed = farm.model_copy(update={"pools": pools})
+    lines: list[str] = []
+    farm_up(changed, progress=lines.append)
+    assert "  cameofarm-face_swap-1: no longer in the config; stopped" in lines, lines
+    assert "  cameofarm-face_swap-0: replaced (cache_cameos 8 → 3)" in lines, lines
+    assert any("restarting the scheduler" in line for line in lines), lines
+    after = farm_status(changed)
+    swap = [p for r, p in replicas(after).items() if r.startswith("cameofarm-face_swap-")]
+    assert len(swap) == 1 and swap[0]["settings"]["cache_cameos"] == 3
+    assert swap[0]["pid"] != replicas(before)["cameofarm-face_swap-0"]["pid"]
+    assert after["pid"] != before["pid"]
+    # Untouched pools keep their replicas.
+    assert (
+        replicas(after)["cameofarm-voice-0"]["pid"] == replicas(before)["cameofarm-voice-0"]["pid"]
+    )
