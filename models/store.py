@@ -146,22 +146,21 @@ class VerifyReport:
         return [f"{c.path}: {c.problem}" for c in self.checks if c.problem is not None]
 
 
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+def _check(value: str, rule: re.Pattern[str], what: str, example: str) -> str:
+    if not isinstance(value, str) or not rule.fullmatch(value):
         raise ModelStoreError(
-            f"model name {str(name)[:80]!r} must be 1-64 lowercase letters, digits, '.', '_' or "
-            "'-', starting with a letter or digit (e.g. inswapper-128)"
+            f"model {what} {str(value)[:80]!r} must be 1-64 {example}, starting with a letter "
+            "or digit"
         )
-    return name
+    return value
+
+
+def check_name(name: str) -> str:
+    return _check(name, NAME, "name", "lowercase letters, digits, '.', '_' or '-' (inswapper-128)")
 
 
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION.fullmatch(version):
-        raise ModelStoreError(
-            f"model version {str(version)[:80]!r} must be 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (e.g. 1.0 or 2024-06)"
-        )
-    return version
+    return _check(version, VERSION, "version", "letters, digits, '.', '_' or '-' (1.0, 2024-06)")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -254,18 +253,19 @@ class ModelStore:
             digest, size = hash_file(local)
             files.append((ModelFile(_relative(rel), digest, size), local))
             progress(f"  hashed {rel} ({size / 1e6:.1f} MB)")
+        model_files = tuple(f for f, _ in files)
+        digest = ModelManifest(name, "-", model_files).sha256  # the version's content digest
+        version = check_version(version or digest[:12])
         manifest = ModelManifest(
             name=name,
-            version="pending",
-            files=tuple(f for f, _ in files),
+            version=version,
+            files=model_files,
             source=source,
             licence=licence,
             precision=precision,
             signature=dict(signature or {}),
             imported_at=time.time(),
         )
-        version = check_version(version or manifest.sha256[:12])
-        manifest = ModelManifest(**{**manifest.__dict__, "version": version})
         existing = self.find(name, version)
         if existing is not None:
             if existing.sha256 != manifest.sha256:

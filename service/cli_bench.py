@@ -4,9 +4,24 @@ its figures; the drills exit 1 when a figure that must be 0 is not."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from cameofarm.service.cli_common import Ctx, fail
+
+
+def _cameo_for(obj: Ctx, tier: str, cameo_id: str | None) -> tuple[Any, str]:
+    """The farm's storage and the cameo a bench renders (the newest, or the sample cameo
+    enrolled once); fails with a clear message on an unknown tier."""
+    from cameofarm.service.demo import DemoError, ensure_sample_cameo
+
+    if tier not in obj.config.tiers:
+        fail(f"--tier {tier!r} is not a tier of this farm; choose from {sorted(obj.config.tiers)}")
+    storage = obj.storage()
+    try:
+        return storage, cameo_id or ensure_sample_cameo(obj.config, storage, click.echo)
+    except DemoError as exc:
+        fail(str(exc))
 
 
 @click.group(invoke_without_command=True)
@@ -110,17 +125,13 @@ def bench_status(obj: Ctx, tier: str, samples: int, cameo_id: str | None) -> Non
     dashboard polls it) and as a fresh `cameofarm status` process; prints p50/max of each."""
     from cameofarm.cameos import UnknownCameoError
     from cameofarm.service.bench_status import StatusBenchError, report, run_status_bench
-    from cameofarm.service.demo import DemoError, ensure_sample_cameo
 
-    if tier not in obj.config.tiers:
-        fail(f"--tier {tier!r} is not a tier of this farm; choose from {sorted(obj.config.tiers)}")
-    storage = obj.storage()
+    storage, cameo = _cameo_for(obj, tier, cameo_id)
     try:
-        cameo = cameo_id or ensure_sample_cameo(obj.config, storage, click.echo)
         bench = run_status_bench(
             obj.config, storage, cameo, tier, samples, obj.config_dir, echo=click.echo
         )
-    except (StatusBenchError, DemoError, UnknownCameoError) as exc:
+    except (StatusBenchError, UnknownCameoError) as exc:
         fail(str(exc))
     report(bench, echo=click.echo)
 
@@ -176,13 +187,9 @@ def bench_faults(
     from cameofarm.cameos import UnknownCameoError
     from cameofarm.cluster.bootstrap import FarmError
     from cameofarm.service.bench_faults import DrillError, report, run_fault_drill
-    from cameofarm.service.demo import DemoError, ensure_sample_cameo
 
-    if tier not in obj.config.tiers:
-        fail(f"--tier {tier!r} is not a tier of this farm; choose from {sorted(obj.config.tiers)}")
-    storage = obj.storage()
+    storage, cameo = _cameo_for(obj, tier, cameo_id)
     try:
-        cameo = cameo_id or ensure_sample_cameo(obj.config, storage, click.echo)
         drill = run_fault_drill(
             obj.config,
             storage,
@@ -194,7 +201,7 @@ def bench_faults(
             settle_s=settle,
             echo=click.echo,
         )
-    except (DrillError, DemoError, UnknownCameoError, FarmError) as exc:
+    except (DrillError, UnknownCameoError, FarmError) as exc:
         fail(str(exc))
     report(drill, echo=click.echo)
     if not drill.ok:
