@@ -10,7 +10,7 @@ NETNS := $(shell unshare --net true 2>/dev/null && echo "unshare --net sh -c 'ip
 $(BIN)/cameofarm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip "setuptools<81" wheel
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,neural]"
 	touch $@
 
 setup: $(BIN)/cameofarm

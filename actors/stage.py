@@ -7,11 +7,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-from cameofarm.configs import StageName
+from cameofarm.configs import PoolConfig, StageName
 from cameofarm.models import codec
 from cameofarm.models.data import (
     FaceIdentity,
@@ -23,7 +24,9 @@ from cameofarm.models.data import (
     VideoChunk,
     VoiceProfile,
 )
-from cameofarm.models.registry import BackendContext, build_backend
+from cameofarm.models.placement import backend_context
+from cameofarm.models.registry import build_backend
+from cameofarm.models.store import ModelStore
 from cameofarm.monitoring.timing import CallTiming, frames_of, timed_call
 from cameofarm.storage.fetch import ObjectFetcher
 
@@ -69,11 +72,10 @@ class StageActor:
     def __init__(
         self,
         stage: StageName,
-        backend: str,
+        pool: PoolConfig,
         replica: str,
-        ctx: BackendContext,
+        keys_dir: Path,
         fetcher: ObjectFetcher,
-        cache_cameos: int = 8,
         gpu_ids: Callable[[], list[Any]] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
@@ -84,15 +86,20 @@ class StageActor:
         self.stage = stage
         self.replica = replica
         self.fetcher = fetcher
-        self.gpus = ",".join(str(g) for g in (gpu_ids() if gpu_ids else []))
+        ids = gpu_ids() if gpu_ids else []
+        self.gpus = ",".join(str(g) for g in ids)
         started = time.time()
-        self.backend: Any = build_backend(stage, backend, ctx)
+        # Models are fetched into this node's cache and verified before the backend loads: a
+        # missing or corrupt model fails here, at `up`, never in the middle of a render.
+        store = ModelStore(fetcher.store) if pool.models else None
+        self.ctx = backend_context(pool, keys_dir, ids, store)
+        self.backend: Any = build_backend(stage, pool.backend, self.ctx)
         self.load_seconds = time.time() - started
-        self.backend_name = backend
-        self.cache = _LRU(cache_cameos)
+        self.backend_name = pool.backend
+        self.cache = _LRU(pool.cache_cameos)
         self.calls = 0
         # What the pool's config asked for when this replica was made (`up` compares it).
-        self.settings = dict(settings or {"backend": backend, "cache_cameos": cache_cameos})
+        self.settings = dict(settings or pool.model_dump(exclude={"replicas"}))
 
     def health(self) -> dict[str, Any]:
         """Report who this replica is, what it holds and how much it has done."""
@@ -101,6 +108,12 @@ class StageActor:
             "replica": self.replica,
             "gpu_ids": self.gpus,
             "backend": self.backend_name,
+            "models": {
+                role: f"{m.name}@{m.version}" for role, m in sorted(self.ctx.models.items())
+            },
+            "device": self.ctx.device,
+            "precision": self.ctx.precision,
+            "provider": str(getattr(self.backend, "provider", "python")),
             "settings": self.settings,
             "pid": os.getpid(),
             "calls": self.calls,
@@ -122,10 +135,41 @@ class StageActor:
         return self.cache.get(key, lambda: decode(self.fetcher.get_bytes(key)))
 
     def identity(self, assets_key: str) -> FaceIdentity:
-        return self._asset(f"{assets_key}/identity.npz", codec.identity_from_bytes)
+        # The backend adds what it needs that enrollment did not store (an embedding of its
+        # own analyzer, from the reference crop) once per cached cameo.
+        def load(data: bytes) -> FaceIdentity:
+            prepared: FaceIdentity = self.backend.prepare(codec.identity_from_bytes(data))
+            return prepared
+
+        return self._asset(f"{assets_key}/identity.npz", load)
 
     def voice_profile(self, assets_key: str) -> VoiceProfile:
-        return self._asset(f"{assets_key}/voice.npz", codec.voice_from_bytes)
+        def load(data: bytes) -> VoiceProfile:
+            profile = codec.voice_from_bytes(data)
+            profiler = self.backend.profiler
+            if profile.profiler == profiler.name:
+                return profile
+            # Made by another voice backend's profiler: derive this backend's own from the
+            # enrolled speech (kept in this replica's cache, like every per-cameo asset).
+            from cameofarm.models.media import read_audio
+            from cameofarm.models.reference.voice import SAMPLE_RATE
+
+            keys = set(self.fetcher.store.list(f"{assets_key}/"))
+            speech = next(
+                (
+                    k
+                    for k in (f"{assets_key}/speech.wav", f"{assets_key}/recording.mp4")
+                    if k in keys
+                ),
+                None,
+            )
+            if speech is None:
+                raise ValueError(f"cameo assets {assets_key} hold no enrolled speech to profile")
+            samples = read_audio(self.fetcher.get_path(speech), SAMPLE_RATE)
+            derived: VoiceProfile = profiler.profile(samples, SAMPLE_RATE)
+            return derived
+
+        return self._asset(f"{assets_key}/voice.npz", load)
 
     def atlas(self, assets_key: str) -> MouthAtlas:
         return self._asset(f"{assets_key}/atlas.npz", codec.atlas_from_bytes)
@@ -179,7 +223,7 @@ class StageActor:
         self, chunk: VideoChunk, speech: SpeechTrack, fps: int, assets_key: str
     ) -> tuple[VideoChunk, CallTiming]:
         atlas = self.atlas(assets_key)
-        return self._timed(lambda: self.backend.sync(chunk, speech.phonemes, fps, atlas))
+        return self._timed(lambda: self.backend.sync(chunk, speech, fps, atlas))
 
     def encode(self, chunk: VideoChunk, spec: FrameSpec) -> tuple[bytes, CallTiming]:
         return self._timed(lambda: self.backend.encode(chunk, spec), frames=len(chunk))

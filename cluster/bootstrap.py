@@ -98,8 +98,7 @@ def _find(name: str) -> Any | None:
 def pool_settings(config: FarmConfig, stage: StageName) -> dict[str, Any]:
     """What a replica is made with and cannot change while it lives: `up` replaces a replica
     whose settings differ from the config's."""
-    pool = config.pools[stage]
-    return {"backend": pool.backend, "num_gpus": pool.num_gpus, "cache_cameos": pool.cache_cameos}
+    return config.pools[stage].model_dump(exclude={"replicas"})
 
 
 def _stage_replicas() -> dict[str, Any]:
@@ -155,14 +154,13 @@ def _create_pools(
     and whether any replica was added, replaced or removed (the scheduler must then take
     the new pools)."""
     import ray
-    from cameofarm.actors.pools import CONCURRENCY_GROUPS, control
+    from cameofarm.actors.pools import CONCURRENCY_GROUPS
     from cameofarm.actors.stage import StageActor
-    from cameofarm.models.registry import BackendContext
     from cameofarm.storage.fetch import ObjectFetcher
 
     data_dir = Path(config.data_dir)
-    ctx = BackendContext(keys_dir=data_dir / "keys", models_dir=data_dir / "models")
     fetcher = ObjectFetcher(config.storage, data_dir)
+    _refuse_missing_models(config, fetcher)
     remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
     existing = _stage_replicas()
     wanted_names = {
@@ -199,25 +197,64 @@ def _create_pools(
                     max_restarts=-1,
                     # A chunk is retried on another replica by the pools, not here.
                     max_task_retries=0,
-                ).remote(
-                    stage,
-                    pool.backend,
-                    name,
-                    ctx,
-                    fetcher,
-                    pool.cache_cameos,
-                    ray.get_gpu_ids,
-                    settings,
-                )
+                ).remote(stage, pool, name, data_dir / "keys", fetcher, ray.get_gpu_ids, settings)
             group[name] = actor
         pools[stage] = group
-    health = [control(a.health).remote() for group in pools.values() for a in group.values()]
-    for info in ray.get(health, timeout=600):
+    for name, info in _loaded(pools).items():
+        models = " ".join(f"{k}={v}" for k, v in info["models"].items())
         progress(
-            f"  {info['replica']:<28} backend={info['backend']:<10} "
-            f"gpu_ids=[{info['gpu_ids']}] loaded in {info['load_seconds']:.2f}s"
+            f"  {name:<28} backend={info['backend']:<11} device={info['device']} "
+            f"provider={info['provider']} gpu_ids=[{info['gpu_ids']}]"
+            + (f" {models}" if models else "")
+            + f" loaded in {info['load_seconds']:.2f}s"
         )
     return pools, changed
+
+
+def _refuse_missing_models(config: FarmConfig, fetcher: Any) -> None:
+    """Refuse to start pools whose models are not in the model store, naming each one and the
+    import command, before any replica is made."""
+    from cameofarm.models.placement import missing_models
+    from cameofarm.models.store import ModelStore
+
+    wanted = {stage: pool.models for stage, pool in config.pools.items() if pool.models}
+    if not wanted:
+        return
+    store = ModelStore(fetcher.store)
+    problems = [
+        f"pool {stage.value}: {problem}"
+        for stage, refs in wanted.items()
+        for problem in missing_models(dict(refs), store)
+    ]
+    if problems:
+        raise FarmError("cannot start the farm:\n  " + "\n  ".join(problems))
+
+
+def _loaded(pools: dict[StageName, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every replica's health once its backend has loaded. A replica that cannot load (a
+    corrupt model, a missing package, no GPU for device: cuda) is removed and reported."""
+    import ray
+    from cameofarm.actors.pools import control
+
+    actors = {name: a for group in pools.values() for name, a in group.items()}
+    calls = {name: control(a.health).remote() for name, a in actors.items()}
+    infos, failed = {}, []
+    for name, ref in calls.items():
+        try:
+            infos[name] = ray.get(ref, timeout=600)
+        except Exception as exc:  # the constructor's error, as Ray reports it
+            failed.append(f"{name}: {_creation_error(exc)}")
+            _kill(name, actors[name])
+    if failed:
+        raise FarmError("stage replicas could not start:\n  " + "\n  ".join(failed))
+    return infos
+
+
+def _creation_error(exc: BaseException) -> str:
+    """The last line of the replica constructor's error (Ray wraps it in a traceback)."""
+    text = str(getattr(exc, "cause", None) or exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _deadlines(config: FarmConfig) -> CallDeadlines:

@@ -2,7 +2,9 @@
 
 from cameofarm.configs.loader import ConfigError, load_config
 from cameofarm.configs.schema import (
+    AnalyzerConfig,
     ApiConfig,
+    BackendOptions,
     ClusterConfig,
     ConsentConfig,
     ContentConfig,
@@ -19,7 +21,9 @@ from cameofarm.configs.schema import (
 )
 
 __all__ = [
+    "AnalyzerConfig",
     "ApiConfig",
+    "BackendOptions",
     "ClusterConfig",
     "ConfigError",
     "ConsentConfig",

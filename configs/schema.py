@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from typing import Literal
 
@@ -46,15 +47,56 @@ class TierConfig(_Strict):
         return value
 
 
-class PoolConfig(_Strict):
-    """A stage's actor pool: how many replicas, their GPU share and backend."""
+_MODEL_REF = r"^[a-z0-9][a-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # as the model store
+
+
+class BackendOptions(_Strict):
+    """Where and how a backend runs, and which model-store models it loads by role."""
+
+    backend: str = Field(default="reference", min_length=1, description="Backend registry name.")
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Role → model-store name or name@version (e.g. swapper: inswapper_128).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: cuda:N when the node has real GPUs, else cpu."
+    )
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        default="fp32", description="Numeric precision on a GPU (CPU runs stay fp32)."
+    )
+    batch_size: int = Field(default=8, ge=1, le=1024, description="Frames per model call.")
+
+    @field_validator("models")
+    @classmethod
+    def _refs(cls, value: dict[str, str]) -> dict[str, str]:
+        for role, ref in value.items():
+            if not role.isidentifier() or not re.match(_MODEL_REF, ref):
+                raise ValueError(
+                    f"models: {role}: {ref!r} must be a model-store name or name@version "
+                    "(lower-case letters, digits, '.', '_' or '-')"
+                )
+        return value
+
+
+class PoolConfig(BackendOptions):
+    """A stage's actor pool: how many replicas, their GPU share, backend and its options."""
 
     replicas: int = Field(default=1, ge=1, le=256, description="Actors in the pool.")
     num_gpus: float = Field(
         default=0.25, ge=0, le=8, description="GPU share each replica holds (fractional allowed)."
     )
-    backend: str = Field(default="reference", min_length=1, description="Backend registry name.")
     cache_cameos: int = Field(default=8, ge=1, description="Per-cameo assets kept per replica.")
+
+
+class AnalyzerConfig(BackendOptions):
+    """A face analyzer enrollment runs (its embedding is stored beside the others)."""
+
+    same_person: float | None = Field(
+        default=None,
+        gt=0,
+        description="Distance at or under which two faces are one person (None: the "
+        "analyzer's own; the reference analyzer's is enrollment.max_identity_distance).",
+    )
 
 
 class StorageConfig(_Strict):
@@ -194,6 +236,18 @@ class EnrollmentConfig(_Strict):
     )
     max_identity_distance: float = Field(
         default=0.62, gt=0, description="dlib distance above which two faces are different people."
+    )
+    analyzers: list[AnalyzerConfig] = Field(
+        default_factory=lambda: [AnalyzerConfig()],
+        min_length=1,
+        description="Face analyzers run at enrollment. The first finds the faces, landmarks and "
+        "5 points the checks use; each stores its own identity embedding of those faces.",
+    )
+    voice_profiler: BackendOptions = Field(
+        default_factory=BackendOptions, description="Turns the enrolled speech into a profile."
+    )
+    mouth_model: BackendOptions = Field(
+        default_factory=BackendOptions, description="Builds the cameo's mouth atlas."
     )
     max_speaker_distance: float = Field(
         default=0.3, gt=0, le=2, description="MFCC cosine distance between speech segments."

@@ -6,7 +6,17 @@ import io
 import json
 
 import numpy as np
-from cameofarm.models.data import FaceIdentity, MouthAtlas, MouthShape, VoiceProfile
+from cameofarm.models.data import (
+    FaceIdentity,
+    IdentityEmbedding,
+    MouthAtlas,
+    MouthShape,
+    VoiceProfile,
+)
+
+# What identity.npz files written before identities were tagged by analyzer held: one dlib
+# vector (euclidean, the farm's measured 0.62 same-person distance) and 68 landmarks.
+LEGACY_DLIB = ("dlib@resnet-v1", "euclidean", 0.62)
 
 
 def _pack(**arrays: np.ndarray) -> bytes:
@@ -21,17 +31,45 @@ def _unpack(data: bytes) -> dict[str, np.ndarray]:
 
 
 def identity_to_bytes(identity: FaceIdentity) -> bytes:
+    tags = sorted(identity.embeddings)
+    meta = {
+        "landmarks_by": identity.landmarks_by,
+        "embeddings": [
+            {
+                "analyzer": t,
+                "metric": identity.embeddings[t].metric,
+                "same_person": identity.embeddings[t].same_person,
+            }
+            for t in tags
+        ],
+    }
+    vectors = {f"embedding_{k}": identity.embeddings[t].vector for k, t in enumerate(tags)}
     return _pack(
-        embedding=identity.embedding,
         image=identity.reference_image,
         landmarks=identity.reference_landmarks,
-        backend=np.array(identity.backend),
+        points5=identity.reference_points5,
+        meta=np.array(json.dumps(meta)),
+        **vectors,
     )
 
 
 def identity_from_bytes(data: bytes) -> FaceIdentity:
     d = _unpack(data)
-    return FaceIdentity(d["embedding"], d["image"], d["landmarks"], str(d["backend"]))
+    if "meta" not in d:  # written before identities were tagged: one dlib vector
+        from cameofarm.models.reference.face import points5_from_68
+
+        tag, metric, same = LEGACY_DLIB
+        emb = IdentityEmbedding(tag, d["embedding"], metric, same)
+        marks = d["landmarks"]
+        return FaceIdentity(d["image"], marks, points5_from_68(marks), {tag: emb}, tag)
+    meta = json.loads(str(d["meta"]))
+    embeddings = {
+        e["analyzer"]: IdentityEmbedding(
+            e["analyzer"], d[f"embedding_{k}"], e["metric"], float(e["same_person"])
+        )
+        for k, e in enumerate(meta["embeddings"])
+    }
+    return FaceIdentity(d["image"], d["landmarks"], d["points5"], embeddings, meta["landmarks_by"])
 
 
 def voice_to_bytes(profile: VoiceProfile) -> bytes:
@@ -45,6 +83,7 @@ def voice_to_bytes(profile: VoiceProfile) -> bytes:
             "f0_p95",
             "fft_size",
             "speech_seconds",
+            "profiler",
         )
     }
     return _pack(

@@ -1,4 +1,5 @@
-"""One Protocol per stage. Every backend implements exactly its stage's contract."""
+"""One Protocol per stage and per enrollment extractor. Every backend implements exactly its
+contract, and the farm talks to backends only through these."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cameofarm.models.data import (
     FaceIdentity,
     FaceObservation,
     FrameSpec,
+    IdentityEmbedding,
     MouthAtlas,
     PresenterSource,
     ProvenanceClaim,
@@ -17,19 +19,50 @@ from cameofarm.models.data import (
     VoiceProfile,
 )
 
+# --- enrollment extractors -----------------------------------------------------------------
+
 
 class FaceAnalyzer(Protocol):
-    """Finds faces with landmarks and embeds their identity."""
+    """Finds faces (landmarks of its own scheme + 5 alignment points) and embeds identity.
+
+    `name` is "<analyzer>@<model version>": embeddings are compared only within one name.
+    """
 
     name: str
+    landmark_count: int
     embedding_size: int
+    metric: str  # how its vectors are compared: "euclidean" or "cosine"
+    same_person: float  # distance at or under which two faces are one person
 
     def detect(self, frame: np.ndarray) -> list[FaceObservation]: ...
-    def embed(self, frame: np.ndarray, face: FaceObservation) -> np.ndarray: ...
+    def embed(self, frame: np.ndarray, face: FaceObservation) -> IdentityEmbedding: ...
+
+
+class VoiceProfiler(Protocol):
+    """Turns a cameo's enrolled speech into the profile its voice backend speaks from."""
+
+    name: str
+
+    def profile(self, samples: np.ndarray, sample_rate: int) -> VoiceProfile: ...
+
+
+class MouthModel(Protocol):
+    """Builds a cameo's mouth atlas from frames of its recording and the faces found there."""
+
+    name: str
+
+    def build(self, frames: list[np.ndarray], faces: list[FaceObservation]) -> MouthAtlas: ...
+
+
+# --- render stages -------------------------------------------------------------------------
 
 
 class VoiceBackend(Protocol):
-    """Speaks a script in a cameo's voice, with phoneme timings."""
+    """Speaks a script in a cameo's voice, with word and phoneme (IPA) timings, from the
+    profile its own `profiler` makes (a cameo's stored profile of another kind is re-derived
+    from the enrolled speech with it)."""
+
+    profiler: VoiceProfiler
 
     def synthesize(self, script: str, profile: VoiceProfile) -> SpeechTrack: ...
 
@@ -49,8 +82,16 @@ class BaseVideoBackend(Protocol):
 
 
 class FaceSwapBackend(Protocol):
-    """Puts the cameo's face onto the person in each frame; returns landmarks it found."""
+    """Puts the cameo's face onto the person in each frame; returns landmarks it found.
 
+    `identity_analyzer` names the analyzer whose embedding of the cameo it needs (None: it
+    works from the reference crop alone); `prepare` adds that embedding to an identity
+    enrolled without it, from the identity's own reference crop.
+    """
+
+    identity_analyzer: str | None
+
+    def prepare(self, identity: FaceIdentity) -> FaceIdentity: ...
     def swap(self, chunk: VideoChunk, identity: FaceIdentity) -> VideoChunk: ...
 
 
@@ -58,7 +99,7 @@ class LipSyncBackend(Protocol):
     """Drives the mouth in each frame from the speech's phoneme timings."""
 
     def sync(
-        self, chunk: VideoChunk, phonemes: tuple[object, ...], fps: int, atlas: MouthAtlas
+        self, chunk: VideoChunk, speech: SpeechTrack, fps: int, atlas: MouthAtlas
     ) -> VideoChunk: ...
 
 
@@ -69,3 +110,8 @@ class CompositorBackend(Protocol):
     def assemble(
         self, segments: list[bytes], speech: SpeechTrack, spec: FrameSpec, claim: ProvenanceClaim
     ) -> bytes: ...
+
+
+StageBackend = (
+    VoiceBackend | BaseVideoBackend | FaceSwapBackend | LipSyncBackend | CompositorBackend
+)

@@ -9,10 +9,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class FaceObservation:
-    """One detected face: box (x0, y0, x1, y1) and 68 landmarks (x, y) in frame pixels."""
+    """One detected face in frame pixels: box (x0, y0, x1, y1), the analyzer's own landmarks
+    (any count: 68 for dlib, 106 for insightface's 2d106) and the 5 alignment points every
+    analyzer gives (left eye, right eye, nose tip, left and right mouth corner, as seen)."""
 
     box: tuple[int, int, int, int]
-    landmarks: np.ndarray  # (68, 2) float32
+    landmarks: np.ndarray  # (K, 2) float32, K fixed per analyzer (`FaceAnalyzer.landmark_count`)
+    points5: np.ndarray  # (5, 2) float32
+    score: float = 1.0
 
     @property
     def area(self) -> int:
@@ -20,13 +24,38 @@ class FaceObservation:
 
 
 @dataclass(frozen=True)
-class FaceIdentity:
-    """Who the face is (embedding) and how it looks (an aligned reference crop)."""
+class IdentityEmbedding:
+    """A face identity vector tagged with the analyzer (name@version) that made it. Vectors of
+    different analyzers live in different spaces and are never compared."""
 
-    embedding: np.ndarray  # (D,) float32, D=128 for dlib, 512 for ArcFace
+    analyzer: str
+    vector: np.ndarray  # (D,) float32: D=128 for dlib, 512 for ArcFace
+    metric: str  # "euclidean" or "cosine"
+    same_person: float  # distance at or under which two vectors are one person
+
+    def distance(self, other: IdentityEmbedding) -> float:
+        """Distance to a vector of the same analyzer; ValueError for another analyzer's."""
+        if other.analyzer != self.analyzer or other.vector.shape != self.vector.shape:
+            raise ValueError(
+                f"cannot compare identities of {self.analyzer} and {other.analyzer}: "
+                "embeddings of different analyzers are different spaces"
+            )
+        a, b = self.vector.astype(np.float64), other.vector.astype(np.float64)
+        if self.metric == "cosine":
+            return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+        return float(np.linalg.norm(a - b))
+
+
+@dataclass(frozen=True)
+class FaceIdentity:
+    """Who the face is (one embedding per analyzer) and how it looks (a reference crop with
+    the enrolling analyzer's landmarks and the 5 alignment points, in crop pixels)."""
+
     reference_image: np.ndarray  # (H, W, 3) uint8 RGB crop around the face
-    reference_landmarks: np.ndarray  # (68, 2) float32 in reference_image pixels
-    backend: str = "dlib"
+    reference_landmarks: np.ndarray  # (K, 2) float32
+    reference_points5: np.ndarray  # (5, 2) float32
+    embeddings: dict[str, IdentityEmbedding] = field(default_factory=dict)
+    landmarks_by: str = ""  # the analyzer whose landmark scheme reference_landmarks follow
 
 
 @dataclass(frozen=True)
@@ -48,7 +77,9 @@ class MouthAtlas:
 
 @dataclass(frozen=True)
 class VoiceProfile:
-    """What the voice sounds like: pitch statistics and average spectral envelope."""
+    """The reference voice backend's profile: pitch statistics and average spectral envelope.
+    Each voice backend speaks from the profile its own profiler makes; `profiler` says which
+    made this one, so a backend never misreads another's."""
 
     sample_rate: int
     f0_log_mean: float
@@ -59,11 +90,13 @@ class VoiceProfile:
     fft_size: int
     speech_seconds: float
     speaker: np.ndarray = field(default_factory=lambda: np.zeros(38, np.float32))  # MFCC stats
+    profiler: str = "world@1"  # the VoiceProfiler (name@version) that made it
 
 
 @dataclass(frozen=True)
 class PhonemeTiming:
-    """A phoneme (espeak mnemonic) and when it sounds, in seconds."""
+    """A phoneme in IPA (the one alphabet every voice backend speaks in) and when it sounds,
+    in seconds. Silence is "_"."""
 
     symbol: str
     start: float
@@ -71,12 +104,22 @@ class PhonemeTiming:
 
 
 @dataclass(frozen=True)
+class WordTiming:
+    """A word of the script and when it is spoken, in seconds."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class SpeechTrack:
-    """Synthesized speech: mono float32 samples in [-1, 1] with phoneme timings."""
+    """Synthesized speech: mono float32 samples in [-1, 1] with phoneme and word timings."""
 
     samples: np.ndarray
     sample_rate: int
     phonemes: tuple[PhonemeTiming, ...]
+    words: tuple[WordTiming, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -111,7 +154,8 @@ class VideoChunk:
     index: int
     start: int
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB
-    landmarks: np.ndarray | None = None  # (N, 68, 2) float32, NaN where no face
+    landmarks: np.ndarray | None = None  # (N, K, 2) float32, NaN where no face
+    landmarks_by: str = ""  # the analyzer (name@version) whose landmark scheme these follow
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])

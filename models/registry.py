@@ -1,74 +1,176 @@
-"""Backend registry: (stage, backend name) → a factory that loads the backend once."""
+"""Backend registry: (stage, backend name) → a factory that loads the backend once, typed by
+the stage's contract; the same for enrollment's extractors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cameofarm.configs import StageName
+from cameofarm.models.contracts import (
+    BaseVideoBackend,
+    CompositorBackend,
+    FaceAnalyzer,
+    FaceSwapBackend,
+    LipSyncBackend,
+    MouthModel,
+    StageBackend,
+    VoiceBackend,
+    VoiceProfiler,
+)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One model version present on this node: its verified files in `folder`."""
+
+    name: str
+    version: str
+    folder: Path
+    files: tuple[str, ...]
+    sha256: str  # the manifest's digest over its files
+
+    def path(self, suffix: str = "") -> Path:
+        """The one file of this model ending in suffix (".onnx", ".nemo"), or a clear error."""
+        found = [f for f in self.files if f.endswith(suffix)]
+        if len(found) != 1:
+            raise ValueError(
+                f"model {self.name}@{self.version} has {len(found)} files ending in "
+                f"{suffix!r} ({', '.join(self.files)}); it needs exactly one"
+            )
+        return self.folder / found[0]
 
 
 @dataclass(frozen=True)
 class BackendContext:
-    """What a backend factory may need: where the farm's keys and model weights live."""
+    """What a backend factory may need: where keys live, where it runs (device, precision,
+    batch size, from the pool's typed options) and its models, by role, fetched and verified."""
 
     keys_dir: Path
-    models_dir: Path
+    device: str = "cpu"  # "cpu" or "cuda:N" (N counts the GPUs this replica was given)
+    precision: str = "fp32"
+    batch_size: int = 8
+    models: Mapping[str, ModelFiles] = field(default_factory=dict)
+    same_person: float | None = None  # an analyzer's threshold from config (None: its own)
+
+    def model(self, role: str, backend: str) -> ModelFiles:
+        """The model for a role, or an error naming the pool option that must set it."""
+        if role not in self.models:
+            raise ValueError(
+                f"backend {backend!r} needs a {role!r} model: set models: {{{role}: NAME}} in "
+                "its pool (or analyzer) config, after `cameofarm models import PATH --name NAME`"
+            )
+        return self.models[role]
 
 
-def _reference_voice(_: BackendContext) -> object:
+T = TypeVar("T")
+Factory = Callable[[BackendContext], T]
+
+
+def _reference_analyzer(ctx: BackendContext) -> FaceAnalyzer:
+    from cameofarm.models.reference.face import DLIB_SAME_PERSON, DlibFaceAnalyzer
+
+    return DlibFaceAnalyzer(same_person=ctx.same_person or DLIB_SAME_PERSON)
+
+
+def _insightface_analyzer(ctx: BackendContext) -> FaceAnalyzer:
+    from cameofarm.models.neural.insightface import InsightfaceAnalyzer
+
+    return InsightfaceAnalyzer(ctx)
+
+
+def _reference_voice(_: BackendContext) -> VoiceBackend:
     from cameofarm.models.reference.voice import WorldVoiceBackend
 
     return WorldVoiceBackend()
 
 
-def _reference_base_video(_: BackendContext) -> object:
+def _reference_profiler(_: BackendContext) -> VoiceProfiler:
+    from cameofarm.models.reference.voice import WorldVoiceProfiler
+
+    return WorldVoiceProfiler()
+
+
+def _reference_mouth_model(_: BackendContext) -> MouthModel:
+    from cameofarm.models.reference.lip_sync import AtlasMouthModel
+
+    return AtlasMouthModel()
+
+
+def _reference_base_video(_: BackendContext) -> BaseVideoBackend:
     from cameofarm.models.reference.base_video import PresenterBaseVideo
 
     return PresenterBaseVideo()
 
 
-def _reference_face_swap(_: BackendContext) -> object:
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
+def _reference_face_swap(ctx: BackendContext) -> FaceSwapBackend:
     from cameofarm.models.reference.face_swap import TriangleFaceSwap
 
-    return TriangleFaceSwap(DlibFaceAnalyzer())
+    return TriangleFaceSwap(_reference_analyzer(ctx))
 
 
-def _reference_lip_sync(_: BackendContext) -> object:
+def _insightface_face_swap(ctx: BackendContext) -> FaceSwapBackend:
+    from cameofarm.models.neural.insightface import InswapperFaceSwap
+
+    return InswapperFaceSwap(ctx)
+
+
+def _reference_lip_sync(ctx: BackendContext) -> LipSyncBackend:
     from cameofarm.models.reference.lip_sync import AtlasLipSync
 
-    return AtlasLipSync()
+    return AtlasLipSync(_reference_analyzer(ctx))
 
 
-def _reference_composite(ctx: BackendContext) -> object:
+def _reference_composite(ctx: BackendContext) -> CompositorBackend:
     from cameofarm.models.reference.compositor import FfmpegCompositor
     from cameofarm.models.reference.provenance import ensure_signing_chain
 
     return FfmpegCompositor(ensure_signing_chain(ctx.keys_dir))
 
 
-_FACTORIES: dict[tuple[StageName, str], Callable[[BackendContext], object]] = {
-    (StageName.VOICE, "reference"): _reference_voice,
-    (StageName.BASE_VIDEO, "reference"): _reference_base_video,
-    (StageName.FACE_SWAP, "reference"): _reference_face_swap,
-    (StageName.LIP_SYNC, "reference"): _reference_lip_sync,
-    (StageName.COMPOSITE, "reference"): _reference_composite,
+STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
+    StageName.VOICE: {"reference": _reference_voice},
+    StageName.BASE_VIDEO: {"reference": _reference_base_video},
+    StageName.FACE_SWAP: {"reference": _reference_face_swap, "insightface": _insightface_face_swap},
+    StageName.LIP_SYNC: {"reference": _reference_lip_sync},
+    StageName.COMPOSITE: {"reference": _reference_composite},
 }
+ANALYZERS: dict[str, Factory[FaceAnalyzer]] = {
+    "reference": _reference_analyzer,
+    "insightface": _insightface_analyzer,
+}
+PROFILERS: dict[str, Factory[VoiceProfiler]] = {"reference": _reference_profiler}
+MOUTH_MODELS: dict[str, Factory[MouthModel]] = {"reference": _reference_mouth_model}
 
 
 def available_backends(stage: StageName) -> list[str]:
     """Return the backend names registered for a stage."""
-    return sorted(name for (s, name) in _FACTORIES if s == stage)
+    return sorted(STAGES[stage])
 
 
-def build_backend(stage: StageName, name: str, ctx: BackendContext) -> object:
-    """Load and return the named backend for stage, or raise naming the available ones."""
+def _build(table: Mapping[str, Factory[T]], what: str, name: str, ctx: BackendContext) -> T:
     try:
-        factory = _FACTORIES[(stage, name)]
+        factory = table[name]
     except KeyError:
-        raise ValueError(
-            f"no backend {name!r} for stage {stage.value}; available: {available_backends(stage)}"
-        ) from None
+        raise ValueError(f"no {what} backend {name!r}; available: {sorted(table)}") from None
     return factory(ctx)
+
+
+def build_backend(stage: StageName, name: str, ctx: BackendContext) -> StageBackend:
+    """Load and return the named backend for stage, or raise naming the available ones."""
+    return _build(STAGES[stage], stage.value, name, ctx)
+
+
+def build_analyzer(name: str, ctx: BackendContext) -> FaceAnalyzer:
+    """Load the named face analyzer (enrollment, protected likenesses, verification)."""
+    return _build(ANALYZERS, "face analyzer", name, ctx)
+
+
+def build_profiler(name: str, ctx: BackendContext) -> VoiceProfiler:
+    return _build(PROFILERS, "voice profiler", name, ctx)
+
+
+def build_mouth_model(name: str, ctx: BackendContext) -> MouthModel:
+    return _build(MOUTH_MODELS, "mouth model", name, ctx)

@@ -16,23 +16,23 @@ from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
 from cameofarm.models.contracts import FaceAnalyzer
-from cameofarm.models.data import FaceIdentity, FaceObservation, MouthAtlas
+from cameofarm.models.data import FaceIdentity, FaceObservation, IdentityEmbedding
 from cameofarm.models.media import MediaError, probe_video, read_audio, read_frames
 from cameofarm.models.reference.base_video import presenter_box
-from cameofarm.models.reference.lip_sync import (
-    build_mouth_shape,
-    choose_atlas_frames,
-    mouth_features,
-)
 from cameofarm.models.reference.voice import (
     SAMPLE_RATE,
-    analyze_voice,
     speaker_distance,
     speaker_embedding,
     speech_mask,
 )
-from cameofarm.models.reference.warp import CANONICAL_SIZE
 from cameofarm.pipelines.checks import RecordingReport, check_recording
+from cameofarm.pipelines.extractors import (
+    Extractors,
+    as_extractors,
+    closest_match,
+    identities_of,
+    identities_to_summary,
+)
 from cameofarm.storage import FarmStorage
 
 log = logging.getLogger(__name__)
@@ -58,26 +58,35 @@ class _Sample:
     face: FaceObservation
 
 
-def _yaw_proxy(marks: np.ndarray) -> float:
+def _yaw_proxy(points5: np.ndarray) -> float:
     """How far the nose tip sits off the eyes' midline, in eye-gap units (0 = frontal)."""
-    left, right = marks[36:42].mean(0), marks[42:48].mean(0)
+    left, right, nose = points5[0], points5[1], points5[2]
     mid = (left + right) / 2
-    return abs(float(marks[30][0] - mid[0])) / (float(np.linalg.norm(right - left)) + 1e-6)
+    return abs(float(nose[0] - mid[0])) / (float(np.linalg.norm(right - left)) + 1e-6)
 
 
-def _reference_crop(sample: _Sample) -> tuple[np.ndarray, np.ndarray]:
+def _mouth_openness(landmarks: np.ndarray) -> float:
+    """Inner-lip gap over eye gap with 68-point landmarks; 0 for schemes without lips (the
+    reference crop is then chosen by head pose alone)."""
+    if landmarks.shape != (68, 2):
+        return 0.0
+    from cameofarm.models.reference.lip_sync import mouth_features
+
+    return mouth_features(landmarks)[0]
+
+
+def _reference_crop(sample: _Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x0, y0, x1, y1 = sample.face.box
     pad_x, pad_y = int(0.4 * (x1 - x0)), int(0.5 * (y1 - y0))
     h, w = sample.frame.shape[:2]
     cx0, cy0 = max(0, x0 - pad_x), max(0, y0 - pad_y)
     cx1, cy1 = min(w, x1 + pad_x), min(h, y1 + pad_y)
     crop = np.ascontiguousarray(sample.frame[cy0:cy1, cx0:cx1])
-    return crop, (sample.face.landmarks - [cx0, cy0]).astype(np.float32)
+    shift = np.array([cx0, cy0], np.float32)
+    return crop, sample.face.landmarks - shift, sample.face.points5 - shift
 
 
-def match_id_photo(
-    analyzer: FaceAnalyzer, photo: str | Path, embedding: np.ndarray, max_distance: float
-) -> None:
+def match_id_photo(analyzer: FaceAnalyzer, photo: str | Path, identity: IdentityEmbedding) -> None:
     """Refuse unless the one face in the ID photo is the recording's person."""
     import cv2
 
@@ -90,10 +99,11 @@ def match_id_photo(
         raise EnrollmentError(
             f"{photo}: the ID photo must show exactly one face; found {len(faces)}"
         )
-    d = float(np.linalg.norm(analyzer.embed(rgb, faces[0]) - embedding))
-    if d > max_distance:
+    d = analyzer.embed(rgb, faces[0]).distance(identity)
+    if d > identity.same_person:
         raise EnrollmentError(
-            f"the ID photo is not the person in the recording (distance {d:.2f} > {max_distance:g})"
+            f"the ID photo is not the person in the recording ({analyzer.name} distance "
+            f"{d:.2f} > {identity.same_person:g})"
         )
 
 
@@ -131,33 +141,65 @@ def _median_log_f0(piece: np.ndarray) -> float | None:
 
 
 def refuse_taken_likeness(
-    storage: FarmStorage, embedding: np.ndarray, owner: str, max_distance: float
+    storage: FarmStorage, identities: dict[str, IdentityEmbedding], owner: str
 ) -> None:
-    """Refuse a face that matches another owner's cameo or a protected likeness."""
-    from cameofarm.cameos.protected import match_protected
+    """Refuse a face that matches another owner's cameo or a protected likeness, comparing
+    each analyzer's embedding only with embeddings of the same analyzer."""
+    from cameofarm.cameos.protected import protected_vectors
 
     for cameo in list_cameos(storage.db):
         if cameo.owner == owner or cameo.status is CameoStatus.DELETED:
             continue
-        other = cameo.summary.get("embedding")
-        if other is not None and len(other) == len(embedding):
-            d = float(np.linalg.norm(np.asarray(other, np.float32) - embedding))
-            if d <= max_distance:
-                raise EnrollmentError(
-                    f"this face matches cameo {cameo.id}, which belongs to another owner "
-                    f"(distance {d:.2f}); one likeness has one owner — ask them to transfer or "
-                    "delete it"
-                )
-    hit = match_protected(storage.db, embedding, max_distance)
-    if hit is not None:
+        hit = closest_match(identities, identities_of(cameo.summary))
+        if hit is not None:
+            raise EnrollmentError(
+                f"this face matches cameo {cameo.id}, which belongs to another owner "
+                f"({hit[0]} distance {hit[1]:.2f}); one likeness has one owner — ask them to "
+                "transfer or delete it"
+            )
+    for label, vectors in protected_vectors(storage.db):
+        theirs = {
+            tag: IdentityEmbedding(tag, v, identities[tag].metric, identities[tag].same_person)
+            for tag, v in vectors.items()
+            if tag in identities
+        }
+        hit = closest_match(identities, theirs)
+        if hit is not None:
+            raise EnrollmentError(
+                f"this face matches a protected likeness ({label}); it may never be enrolled"
+            )
+
+
+def _identity(
+    analyzer: FaceAnalyzer, probes: list[_Sample], fps: float
+) -> tuple[IdentityEmbedding, int]:
+    """One analyzer's identity of the recording: the same person throughout (any two sampled
+    frames of different people fail), aggregated around the medoid without the least typical
+    tenth (blinks, blur, motion). Returns the embedding and how many frames made it."""
+    embedded = [analyzer.embed(p.frame, p.face) for p in probes]
+    n = len(embedded)
+    pairwise = np.array([[embedded[a].distance(embedded[b]) for b in range(n)] for a in range(n)])
+    i, j = np.unravel_index(int(np.argmax(pairwise)), pairwise.shape)
+    if float(pairwise[i, j]) > analyzer.same_person:
+        t_i, t_j = (probes[k].index / max(fps, 1.0) for k in sorted((int(i), int(j))))
         raise EnrollmentError(
-            f"this face matches a protected likeness ({hit}); it may never be enrolled"
+            f"a different face appears: frames at {t_i:.1f} s and {t_j:.1f} s are "
+            f"{pairwise[i, j]:.2f} apart ({analyzer.name}; same person <= "
+            f"{analyzer.same_person:g}); the same person must be on camera for the whole "
+            "recording"
         )
+    vectors = np.stack([e.vector for e in embedded])
+    distance = pairwise[int(np.argmin(pairwise.sum(axis=1)))]
+    kept = vectors[distance <= np.percentile(distance, 90)]
+    mean = kept.mean(axis=0).astype(np.float32)
+    if analyzer.metric == "cosine":
+        mean /= float(np.linalg.norm(mean)) + 1e-12
+    return IdentityEmbedding(analyzer.name, mean, analyzer.metric, analyzer.same_person), n
 
 
 def enroll_recording(
     storage: FarmStorage,
-    analyzer: FaceAnalyzer,
+    extractors: Extractors | FaceAnalyzer,
     video: str | Path,
     *,
     name: str,
@@ -169,7 +211,12 @@ def enroll_recording(
     presenter_from: float = 0.0,
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
-    """Validate a recording, extract identity, mouth atlas and voice; store the cameo."""
+    """Validate a recording, extract identity, mouth atlas and voice; store the cameo.
+
+    `extractors` may be one face analyzer (then the reference voice profiler and mouth model).
+    """
+    ex = as_extractors(extractors)
+    analyzer = ex.primary
     if not is_display_text(name):
         raise EnrollmentError(f"name must be 1-200 characters, {DISPLAY_TEXT_RULE}")
     # 1. Check the recording: every check must pass (the same as `cameofarm enroll check`).
@@ -199,49 +246,33 @@ def enroll_recording(
     if not found:  # the checks above require a face in most frames; this guards the maths
         raise EnrollmentError("no face found in the sampled frames; record facing the camera")
 
-    # 3. Identity: the same person throughout; outliers dropped; no one else's likeness.
+    # 3. Identity, per analyzer, of the faces the first one found (aligned by their 5
+    #    points); then no one else's likeness, compared analyzer by analyzer.
     step = max(1, len(found) // 16)
     probes = found[::step]
-    embeddings = np.stack([analyzer.embed(p.frame, p.face) for p in probes])
-    # Pairwise: any two sampled frames of different people fail, wherever they fall.
-    pairwise = np.linalg.norm(embeddings[:, None, :] - embeddings[None, :, :], axis=2)
-    i, j = np.unravel_index(int(np.argmax(pairwise)), pairwise.shape)
-    if float(pairwise[i, j]) > checks.max_identity_distance:
-        t_i, t_j = (probes[k].index / max(info.fps, 1.0) for k in sorted((int(i), int(j))))
-        raise EnrollmentError(
-            f"a different face appears: frames at {t_i:.1f} s and {t_j:.1f} s are "
-            f"{pairwise[i, j]:.2f} apart (same person <= {checks.max_identity_distance:g}); "
-            "the same person must be on camera for the whole recording"
-        )
-    # Aggregate around the medoid, dropping the least typical tenth (blinks, blur, motion).
-    medoid = embeddings[int(np.argmin(pairwise.sum(axis=1)))]
-    distance = np.linalg.norm(embeddings - medoid, axis=1)
-    embedding = embeddings[distance <= np.percentile(distance, 90)].mean(axis=0).astype(np.float32)
-    refuse_taken_likeness(storage, embedding, owner, checks.max_identity_distance)
+    identities: dict[str, IdentityEmbedding] = {}
+    for each in ex.analyzers:
+        identities[each.name], used = _identity(each, probes, info.fps)
+        progress(f"identity from {used} frames ({each.name}, {each.embedding_size}-d)")
+    refuse_taken_likeness(storage, identities, owner)
     if id_photo is not None:
-        match_id_photo(analyzer, id_photo, embedding, checks.max_identity_distance)
+        match_id_photo(analyzer, id_photo, identities[analyzer.name])
         progress("face matches the ID photo")
-    features = np.array([mouth_features(s.face.landmarks) for s in found], np.float32)
-    score = [_yaw_proxy(s.face.landmarks) + 2.0 * features[k, 0] for k, s in enumerate(found)]
+    score = [_yaw_proxy(s.face.points5) + 2.0 * _mouth_openness(s.face.landmarks) for s in found]
     ref = found[int(np.argmin(score))]
-    crop, crop_marks = _reference_crop(ref)
-    identity = FaceIdentity(embedding, crop, crop_marks, backend=analyzer.name)
-    progress(f"identity from {len(embeddings)} frames ({analyzer.name}, {embedding.size}-d)")
+    crop, crop_marks, crop_points = _reference_crop(ref)
+    identity = FaceIdentity(crop, crop_marks, crop_points, identities, analyzer.name)
 
-    # 4. Mouth atlas: one canonical mouth shape per viseme from the recording itself.
-    picks = choose_atlas_frames(features)
-    atlas = MouthAtlas(
-        CANONICAL_SIZE,
-        {
-            vis: build_mouth_shape(vis, found[k].frame, found[k].face.landmarks)
-            for vis, k in picks.items()
-        },
-    )
-    progress(f"mouth atlas: {', '.join(sorted(atlas.shapes))}")
+    # 4. Mouth model from the recording's own frames.
+    try:
+        atlas = ex.mouth_model.build([s.frame for s in found], [s.face for s in found])
+    except ValueError as exc:
+        raise EnrollmentError(f"mouth model {ex.mouth_model.name}: {exc}") from exc
+    progress(f"mouth atlas ({ex.mouth_model.name}): {', '.join(sorted(atlas.shapes))}")
 
     # 5. Voice profile from the speech; the same speaker throughout.
     try:
-        voice = analyze_voice(samples, SAMPLE_RATE)
+        voice = ex.profiler.profile(samples, SAMPLE_RATE)
     except ValueError as exc:
         raise EnrollmentError(str(exc)) from exc
     refuse_voice_change(samples, checks.max_speaker_distance)
@@ -263,8 +294,7 @@ def enroll_recording(
         "first_frame": min(int(presenter_from * info.fps), max(0, info.frame_count - 2)),
         "face_fraction": round(fraction, 3),
         "presenter_box": list(presenter_box(face_box, info.width, info.height)),
-        "embedding_backend": analyzer.name,
-        "embedding": [round(float(v), 6) for v in embedding],
+        "identities": identities_to_summary(identities),
         "speech_seconds": round(voice.speech_seconds, 2),
     }
     written: list[str] = []

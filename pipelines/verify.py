@@ -16,6 +16,7 @@ from cameofarm.configs import EnrollmentConfig
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.pipelines.checks import check_recording
 from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+from cameofarm.pipelines.extractors import Extractors, as_extractors, identities_of
 from cameofarm.pipelines.liveness import (
     Challenge,
     ChallengeResult,
@@ -128,7 +129,7 @@ def _close(
 
 def finish_session(
     storage: FarmStorage,
-    analyzer: FaceAnalyzer,
+    extractors: Extractors | FaceAnalyzer,
     cfg: EnrollmentConfig,
     session_id: str,
     video: str | Path,
@@ -139,6 +140,8 @@ def finish_session(
     progress: Progress = lambda _: None,
 ) -> CameoRecord:
     """Verify a recording against its session; return the VERIFIED cameo."""
+    ex = as_extractors(extractors)
+    analyzer = ex.primary
     now = time.time() if now is None else now
     # 1. The session must be open and unexpired.
     with storage.db.session() as s:
@@ -179,7 +182,7 @@ def finish_session(
     if session.cameo_id is None:
         record = enroll_recording(
             storage,
-            analyzer,
+            ex,
             video,
             name=session.name,
             owner=session.owner,
@@ -216,14 +219,19 @@ def _reverify(
     info = probe_video(video)
     picks = np.linspace(0, max(info.frame_count - 1, 0), 8).astype(int).tolist()
     frames = read_frames(video, picks)
-    known = np.asarray(cameo.summary.get("embedding", []), np.float32)
+    known = identities_of(cameo.summary).get(analyzer.name)
+    if known is None:
+        raise EnrollmentError(
+            f"cameo {cameo.id} has no identity from {analyzer.name}, the analyzer that checks "
+            "re-verification; enroll the person again"
+        )
     distances = []
     for frame in frames.values():
         faces = analyzer.detect(frame)
-        if faces and known.size:
-            distances.append(float(np.linalg.norm(analyzer.embed(frame, faces[0]) - known)))
+        if faces:
+            distances.append(analyzer.embed(frame, faces[0]).distance(known))
     median = float(np.median(distances)) if distances else float("inf")
-    if median > cfg.max_identity_distance:
+    if median > known.same_person:
         raise EnrollmentError(
             f"the face in this recording is not cameo {cameo.id}'s (distance {median:.2f})"
         )

@@ -164,9 +164,11 @@ def status(obj: Ctx, as_json: bool) -> None:
             if not p.get("reachable", True):
                 line = f"    {p['replica']:<28} unreachable {p.get('error', '')}".rstrip()
             else:
+                models = "".join(f" {role}={ref}" for role, ref in p.get("models", {}).items())
                 line = (
-                    f"    {p['replica']:<28} gpu_ids=[{p['gpu_ids']}] backend={p['backend']} "
-                    f"calls={p['calls']} cached={len(p['cached'])}"
+                    f"    {p['replica']:<28} backend={p['backend']}{models} "
+                    f"device={p.get('device', '?')} provider={p.get('provider', '?')} "
+                    f"gpu_ids=[{p['gpu_ids']}] calls={p['calls']} cached={len(p['cached'])}"
                 )
             if not p.get("in_rotation", True):
                 line += (
@@ -213,10 +215,12 @@ def enroll_check(obj: Ctx, video: str, audio: str | None, as_json: bool) -> None
 
     Exits 1 when any check fails; each failed check says how to fix it.
     """
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
     from cameofarm.pipelines.checks import check_recording
+    from cameofarm.pipelines.extractors import farm_extractors, needs_models
 
-    report = check_recording(video, DlibFaceAnalyzer(), obj.config.enrollment, audio)
+    storage = obj.storage() if needs_models(obj.config.enrollment) else None
+    analyzer = farm_extractors(obj.config, storage).primary
+    report = check_recording(video, analyzer, obj.config.enrollment, audio)
     click.echo(report.to_json() if as_json else report.describe())
     if not report.accepted:
         sys.exit(1)
@@ -232,15 +236,15 @@ def enroll_add(obj: Ctx, video: str, audio: str | None, name: str) -> None:
 
     It cannot be cast until you pass a liveness session: `enroll start --cameo ID`.
     """
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
     from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+    from cameofarm.pipelines.extractors import farm_extractors
 
     api = obj.api()
     try:
         who = api.authenticate(obj.api_key)
         record = enroll_recording(
             api.storage,
-            DlibFaceAnalyzer(),
+            farm_extractors(obj.config, api.storage),
             video,
             name=name,
             owner=who.user,
@@ -305,20 +309,22 @@ def protected_add(obj: Ctx, image: str, label: str, reason: str) -> None:
     """Add the face in IMAGE to the list."""
     import cv2
     from cameofarm.cameos.protected import add_protected
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.extractors import embed_photo, farm_extractors
 
     picture = cv2.imread(image, cv2.IMREAD_COLOR)
     if picture is None:
         _fail(f"{image} is not an image OpenCV can read")
         return
     rgb = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
-    analyzer = DlibFaceAnalyzer()
-    faces = analyzer.detect(rgb)
-    if len(faces) != 1:
-        _fail(f"{image} must show exactly one face; found {len(faces)}")
+    storage = obj.storage()
+    try:
+        found = embed_photo(farm_extractors(obj.config, storage), rgb)
+    except ValueError as exc:
+        _fail(f"{image}: {exc}")
         return
-    row = add_protected(obj.storage().db, label, analyzer.embed(rgb, faces[0]), reason)
-    click.echo(f"protected #{row}: {label}")
+    vectors = {tag: e.vector.tolist() for tag, e in found.items()}
+    row = add_protected(storage.db, label, vectors, reason)
+    click.echo(f"protected #{row}: {label} ({', '.join(sorted(found))})")
 
 
 @protected.command("list")

@@ -31,11 +31,11 @@ def ensure_sample_cameo(config: FarmConfig, storage: FarmStorage, echo: Echo) ->
         if cameo.status is CameoStatus.VERIFIED:
             echo(f"using cameo {cameo.id} ({cameo.name})")
             return cameo.id
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.extractors import farm_extractors
     from cameofarm.pipelines.sample_clip import build_sample_clip
     from cameofarm.pipelines.verify import finish_session, start_session
 
-    analyzer = DlibFaceAnalyzer()
+    extractors = farm_extractors(config, storage)
     cfg = config.enrollment
     session = start_session(storage, cfg, name="Sample Astronaut", owner="demo")
     echo(session.instructions())
@@ -48,11 +48,11 @@ def ensure_sample_cameo(config: FarmConfig, storage: FarmStorage, echo: Echo) ->
         )
         windows = tuple((c.kind, c.start, c.end) for c in session.challenges)
         build_sample_clip(
-            clip, analyzer, seconds=seconds, challenges=windows, phrase=session.phrase
+            clip, extractors.primary, seconds=seconds, challenges=windows, phrase=session.phrase
         )
         echo("verifying liveness and enrolling...")
         record = finish_session(
-            storage, analyzer, cfg, session.id, clip, progress=lambda m: echo(f"  {m}")
+            storage, extractors, cfg, session.id, clip, progress=lambda m: echo(f"  {m}")
         )
     return record.id
 
@@ -181,20 +181,22 @@ def run_enroll_bench(config: FarmConfig, seconds: float, echo: Echo) -> float:
     scratch data folder; print how long each step took and the total. Returns the total."""
     import time
 
-    from cameofarm.models.reference.face import DlibFaceAnalyzer
+    from cameofarm.pipelines.extractors import farm_extractors, needs_models
     from cameofarm.pipelines.sample_clip import build_sample_clip
     from cameofarm.pipelines.verify import finish_session, start_session
     from cameofarm.storage import open_farm_storage
 
     with tempfile.TemporaryDirectory(prefix="cameofarm-bench-") as tmp:
         scratch = open_farm_storage(config.model_copy(update={"data_dir": tmp}))
-        analyzer = DlibFaceAnalyzer()
+        # The extractors' models come from the farm's own model store, not the scratch one.
+        models = open_farm_storage(config) if needs_models(config.enrollment) else None
+        extractors = farm_extractors(config, models)
         session = start_session(scratch, config.enrollment, name="Bench", owner="bench")
         clip = Path(tmp) / "recording.mp4"
         t = time.perf_counter()
         windows = tuple((c.kind, c.start, c.end) for c in session.challenges)
         build_sample_clip(
-            clip, analyzer, seconds=seconds, challenges=windows, phrase=session.phrase
+            clip, extractors.primary, seconds=seconds, challenges=windows, phrase=session.phrase
         )
         echo(
             f"built a {seconds:g} s 1280x720 recording in {time.perf_counter() - t:.1f} s "
@@ -210,7 +212,7 @@ def run_enroll_bench(config: FarmConfig, seconds: float, echo: Echo) -> float:
             last = now
 
         record = finish_session(
-            scratch, analyzer, config.enrollment, session.id, clip, progress=mark
+            scratch, extractors, config.enrollment, session.id, clip, progress=mark
         )
         total = time.perf_counter() - start
         scratch.db.dispose()

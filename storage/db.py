@@ -211,7 +211,8 @@ class ProtectedLikenessRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     label: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text, default="")
-    embedding: Mapped[list[float]] = mapped_column(JSON)
+    # {analyzer: vector}; rows from before analyzers were named hold one bare dlib vector
+    embedding: Mapped[dict[str, list[float]] | list[float]] = mapped_column(JSON)
     added_at: Mapped[float] = mapped_column(Float)
 
 

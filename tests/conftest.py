@@ -119,14 +119,14 @@ def pools(farm_config, storage):
     from cameofarm.actors.pools import LocalStagePools
     from cameofarm.actors.stage import StageActor
     from cameofarm.configs import StageName
-    from cameofarm.models.registry import BackendContext
     from cameofarm.storage.fetch import ObjectFetcher
 
-    ctx = BackendContext(storage.keys_dir, storage.data_dir / "models")
     fetcher = ObjectFetcher(farm_config.storage, storage.data_dir)
     return LocalStagePools(
         {
-            stage: StageActor(stage, "reference", f"{stage.value}-local", ctx, fetcher)
+            stage: StageActor(
+                stage, farm_config.pools[stage], f"{stage.value}-local", storage.keys_dir, fetcher
+            )
             for stage in StageName
         }
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from cameofarm.models import codec
@@ -25,8 +27,11 @@ def test_face_analyzer_on_real_fixture(analyzer):
     frame = read_frames(clip, [0])[0]
     faces = analyzer.detect(frame)
     assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
+    assert faces[0].points5.shape == (5, 2)
     emb = analyzer.embed(frame, faces[0])
-    assert emb.shape == (128,) and np.isfinite(emb).all() and 0.3 < np.linalg.norm(emb) < 3
+    assert emb.analyzer == analyzer.name == "dlib@resnet-v1" and emb.metric == "euclidean"
+    vec = emb.vector
+    assert vec.shape == (128,) and np.isfinite(vec).all() and 0.3 < np.linalg.norm(vec) < 3
 
 
 def test_face_analyzer_finds_no_face_in_dog(analyzer):
@@ -38,8 +43,12 @@ def test_face_analyzer_finds_no_face_in_dog(analyzer):
 
 def test_enrollment_extracts_identity_voice_and_atlas(storage, cameo):
     identity, voice, atlas = _assets(storage, cameo)
-    assert identity.embedding.shape == (128,)
+    assert list(identity.embeddings) == ["dlib@resnet-v1"]
+    assert identity.embeddings["dlib@resnet-v1"].vector.shape == (128,)
     assert identity.reference_landmarks.shape == (68, 2)
+    assert identity.reference_points5.shape == (5, 2)
+    assert identity.landmarks_by == "dlib@resnet-v1"
+    assert list(cameo.summary["identities"]) == ["dlib@resnet-v1"]
     assert 60 < np.exp(voice.f0_log_mean) < 400
     assert set(atlas.shapes) == {"rest", "open", "wide", "round", "mid"}
     assert sorted(storage.objects.list(cameo.assets_key + "/")) == [
@@ -104,9 +113,56 @@ def test_voice_speaks_the_script_in_the_profile_pitch(storage, cameo):
     assert 1.0 < track.duration < 5.0
     assert len(track.phonemes) > 10
     assert all(p.end > p.start for p in track.phonemes)
+    # Timings in the one neutral alphabet (IPA, "_" for pauses) and by word.
+    symbols = {p.symbol.lstrip("ˈˌ") for p in track.phonemes}
+    assert {"θ", "ð", "_"} <= symbols, symbols  # "three", "this", the comma's pause
+    words = ["Testing", "one", "two", "three", "this", "is", "the", "farm"]
+    assert [w.text for w in track.words] == words
+    assert all(a.start <= b.start for a, b in itertools.pairwise(track.words))
+    assert track.words[-1].end <= track.duration + 1e-6
     f0, _ = pyworld.dio(track.samples.astype(np.float64), track.sample_rate)
     voiced = f0[f0 > 0]
     assert abs(np.log(np.median(voiced)) - voice.f0_log_mean) < 0.25
+
+
+def test_a_voice_profile_of_another_profiler_is_re_derived_not_misread(farm_config, storage, cameo):
+    from dataclasses import replace
+
+    from cameofarm.actors.stage import StageActor
+    from cameofarm.configs import PoolConfig, StageName
+    from cameofarm.storage.fetch import ObjectFetcher
+
+    key = f"{cameo.assets_key}/voice.npz"
+    stored = codec.voice_from_bytes(storage.objects.get_bytes(key))
+    assert stored.profiler == "world@1"
+    foreign = replace(stored, profiler="other-tts@3", f0_log_mean=0.0, envelope=stored.envelope * 0)
+    storage.objects.put_bytes(key, codec.voice_to_bytes(foreign))
+    actor = StageActor(
+        StageName.VOICE,
+        PoolConfig(),
+        "voice-test",
+        storage.keys_dir,
+        ObjectFetcher(farm_config.storage, storage.data_dir),
+    )
+    profile = actor.voice_profile(cameo.assets_key)
+    assert profile.profiler == "world@1"
+    assert abs(profile.f0_log_mean - stored.f0_log_mean) < 0.05  # from the enrolled speech
+    speech, _ = actor.voice("Hello again.", cameo.assets_key)
+    assert speech.duration > 0.3
+
+
+def test_visemes_from_ipa():
+    from cameofarm.models.reference.lip_sync import viseme_of
+
+    assert [viseme_of(s) for s in ("_", "m", "ˈɑː", "uː", "ˈiː", "f", "ə")] == [
+        "rest",
+        "rest",
+        "open",
+        "round",
+        "wide",
+        "mid",
+        "mid",
+    ]
 
 
 def test_voice_profile_from_real_speech():
@@ -158,7 +214,7 @@ def test_base_video_swap_and_lip_sync_on_generated_material(storage, cameo, anal
     swapped = TriangleFaceSwap(analyzer).swap(chunk, identity)
     assert swapped.landmarks is not None and not np.isnan(swapped.landmarks).any()
     speech = EspeakEngine().speak("Open wide: aaah.")
-    synced = AtlasLipSync().sync(swapped, speech.phonemes, 25, atlas)
+    synced = AtlasLipSync(analyzer).sync(swapped, speech, 25, atlas)
     track = viseme_track(speech.phonemes, 25, 6)
     changed = [not np.array_equal(a, b) for a, b in zip(synced.frames, swapped.frames, strict=True)]
     assert len(track) == 6 and any(v != "rest" for v in track)

@@ -129,8 +129,7 @@ def _busy_stage(config, name, max_restarts=0, restart_marker=""):
     import ray
     from cameofarm.actors.pools import CONCURRENCY_GROUPS
     from cameofarm.actors.stage import StageActor
-    from cameofarm.configs import StageName
-    from cameofarm.models.registry import BackendContext
+    from cameofarm.configs import PoolConfig, StageName
     from cameofarm.storage.fetch import ObjectFetcher
 
     class BusyStage(StageActor):
@@ -163,9 +162,9 @@ def _busy_stage(config, name, max_restarts=0, restart_marker=""):
         .options(num_cpus=0, max_restarts=max_restarts)
         .remote(
             StageName.COMPOSITE,
-            "reference",
+            PoolConfig(),
             name,
-            BackendContext(data / "keys", data / "models"),
+            data / "keys",
             ObjectFetcher(config.storage, data),
             restart_marker=restart_marker,
         )

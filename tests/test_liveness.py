@@ -169,9 +169,8 @@ def test_one_likeness_one_owner_and_protected_list(
         enroll_recording(storage, analyzer, sample_clip, name="Me", owner="mallory", checks=cfg)
     # the owner may enroll themselves again
     enroll_recording(storage, analyzer, sample_clip, name="Again", owner="tester", checks=cfg)
-    add_protected(
-        storage.db, "Astronaut (estate request)", np.asarray(cameo.summary["embedding"], np.float32)
-    )
+    vectors = {t: e["vector"] for t, e in cameo.summary["identities"].items()}
+    add_protected(storage.db, "Astronaut (estate request)", vectors)
     storage_keys = set(storage.objects.list())
     with pytest.raises(EnrollmentError, match="protected likeness"):
         enroll_recording(storage, analyzer, sample_clip, name="X", owner="tester", checks=cfg)

@@ -17,9 +17,21 @@ SWAP_POINTS = list(range(2, 15)) + list(range(17, 68))
 class TriangleFaceSwap:
     """Swaps the identity's reference face onto the largest face in every frame."""
 
+    identity_analyzer: str | None = None  # it warps the reference crop; no embedding needed
+
     def __init__(self, analyzer: FaceAnalyzer) -> None:
         self.analyzer = analyzer
         self._triangles: dict[bytes, np.ndarray] = {}
+
+    def prepare(self, identity: FaceIdentity) -> FaceIdentity:
+        """Check the identity's reference landmarks are in this analyzer's 68-point scheme."""
+        if identity.reference_landmarks.shape != (68, 2):
+            raise ValueError(
+                f"the reference face swap warps 68-point landmarks; this cameo's reference face "
+                f"has {len(identity.reference_landmarks)} ({identity.landmarks_by}); re-enroll "
+                "it with the reference face analyzer first in enrollment.analyzers"
+            )
+        return identity
 
     def _triangulation(self, identity: FaceIdentity) -> np.ndarray:
         key = identity.reference_landmarks.tobytes()  # by content: ids are reused after GC
@@ -57,4 +69,4 @@ class TriangleFaceSwap:
             if faces:
                 marks[i] = faces[0].landmarks
                 self.swap_frame(frame, faces[0].landmarks, identity)
-        return VideoChunk(chunk.index, chunk.start, out, marks)
+        return VideoChunk(chunk.index, chunk.start, out, marks, self.analyzer.name)

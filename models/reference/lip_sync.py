@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from cameofarm.models.data import MouthAtlas, MouthShape, PhonemeTiming, VideoChunk
+from cameofarm.models.contracts import FaceAnalyzer
+from cameofarm.models.data import (
+    FaceObservation,
+    MouthAtlas,
+    MouthShape,
+    PhonemeTiming,
+    SpeechTrack,
+    VideoChunk,
+)
 from cameofarm.models.reference.warp import (
     CANONICAL_SIZE,
     MOUTH,
@@ -16,25 +24,22 @@ from cameofarm.models.reference.warp import (
 )
 
 VISEMES = ("rest", "open", "wide", "round", "mid")
-_CLOSED = {"p", "b", "m", "_", "_:", "_!", "", ";"}
-_ROUND = {"u", "U", "o", "O", "w", "3"}
-_OPEN = {"a", "A", "aI", "aU", "V", "0", "E", "&"}
-_WIDE = {"i", "I", "e", "s", "z", "t", "d", "n", "k", "g", "j", "S", "Z", "T", "D", "l", "h", "N"}
+# Visemes by IPA symbol (the farm's one phoneme alphabet), first matching prefix wins.
+_CLOSED = ("_", "p", "b", "m", "ʔ")
+_MID = ("f", "v")
+_OPEN = ("a", "ɑ", "æ", "ʌ", "ɐ", "ɒ", "ɛ", "aɪ", "aʊ")
+_ROUND = ("u", "ʊ", "o", "ɔ", "w", "ɜ", "ɹ", "r", "ʁ", "y", "ø", "œ", "ʃ", "ʒ", "tʃ", "dʒ")
+_WIDE = ("i", "ɪ", "e", "s", "z", "t", "d", "n", "k", "ɡ", "g", "j", "θ", "ð", "l", "h", "ŋ", "ç")
 
 
 def viseme_of(symbol: str) -> str:
-    """Map an espeak-ng phoneme mnemonic to one of VISEMES."""
-    s = symbol.lstrip("',%=").rstrip(":;#")
-    if s in _CLOSED:
+    """Map an IPA phoneme (stress and length marks allowed) to one of VISEMES."""
+    s = symbol.lstrip("ˈˌ'%=").rstrip("ːˑ̩")
+    if not s or s.startswith(_CLOSED):
         return "rest"
-    if s[:1] in {"f", "v"}:
-        return "mid"
-    if s in _OPEN or s[:1] in {"a", "A", "V", "0"} or s.startswith("aI") or s.startswith("aU"):
-        return "open"
-    if s[:1] in _ROUND or s.startswith("oU") or s.startswith("r"):
-        return "round"
-    if s[:1] in _WIDE or s[:1] in {"e", "E", "I", "i"}:
-        return "wide"
+    for visemes, name in ((_MID, "mid"), (_OPEN, "open"), (_ROUND, "round"), (_WIDE, "wide")):
+        if s.startswith(visemes):
+            return name
     return "mid"
 
 
@@ -91,8 +96,41 @@ def build_mouth_shape(viseme: str, frame: np.ndarray, landmarks: np.ndarray) -> 
     return MouthShape(viseme, patch, transform_points(matrix, landmarks[MOUTH]))
 
 
+class AtlasMouthModel:
+    """The reference mouth model: one canonical crop per viseme, picked from the recording by
+    how open and how wide the mouth is (68-point landmarks)."""
+
+    name = "atlas@1"
+
+    def build(self, frames: list[np.ndarray], faces: list[FaceObservation]) -> MouthAtlas:
+        """Return the atlas; needs faces with dlib's 68-point landmarks."""
+        if not faces or any(f.landmarks.shape != (68, 2) for f in faces):
+            raise ValueError("the atlas mouth model needs 68-point landmarks (the dlib analyzer)")
+        features = np.array([mouth_features(f.landmarks) for f in faces], np.float32)
+        picks = choose_atlas_frames(features)
+        shapes = {v: build_mouth_shape(v, frames[k], faces[k].landmarks) for v, k in picks.items()}
+        return MouthAtlas(CANONICAL_SIZE, shapes)
+
+
 class AtlasLipSync:
-    """Replaces each frame's mouth with the atlas shape of the viseme spoken at that frame."""
+    """Replaces each frame's mouth with the atlas shape of the viseme spoken at that frame.
+
+    It works on dlib's 68 landmarks: a chunk whose landmarks came from another analyzer (or
+    none) has its faces found again here.
+    """
+
+    def __init__(self, analyzer: FaceAnalyzer) -> None:
+        self.analyzer = analyzer
+
+    def _landmarks(self, chunk: VideoChunk) -> np.ndarray:
+        if chunk.landmarks is not None and chunk.landmarks_by == self.analyzer.name:
+            return chunk.landmarks
+        marks = np.full((len(chunk), 68, 2), np.nan, np.float32)
+        for i, frame in enumerate(chunk.frames):
+            faces = self.analyzer.detect(frame)
+            if faces:
+                marks[i] = faces[0].landmarks
+        return marks
 
     def mouth_frame(self, frame: np.ndarray, landmarks: np.ndarray, shape: MouthShape) -> None:
         """Place the shape's mouth over the face at landmarks, in place on a writable frame."""
@@ -124,17 +162,16 @@ class AtlasLipSync:
         blend_roi(frame, match_colour(patch, frame[y0:y1, x0:x1], mask), mask, (x0, y0))
 
     def sync(
-        self, chunk: VideoChunk, phonemes: tuple[PhonemeTiming, ...], fps: int, atlas: MouthAtlas
+        self, chunk: VideoChunk, speech: SpeechTrack, fps: int, atlas: MouthAtlas
     ) -> VideoChunk:
-        """Drive every frame's mouth from the phonemes; frames without landmarks pass through."""
-        if chunk.landmarks is None:
-            raise ValueError("lip sync needs per-frame landmarks; run face swap first")
-        track = viseme_track(phonemes, fps, chunk.start + len(chunk))[chunk.start :]
+        """Drive every frame's mouth from the phonemes; frames without a face pass through."""
+        landmarks = self._landmarks(chunk)
+        track = viseme_track(speech.phonemes, fps, chunk.start + len(chunk))[chunk.start :]
         out = chunk.frames.copy()
         for i, vis in enumerate(track):
-            marks = chunk.landmarks[i]
+            marks = landmarks[i]
             if np.isnan(marks).any():
                 continue
             shape = atlas.shapes.get(vis) or atlas.shapes["rest"]
             self.mouth_frame(out[i], marks, shape)
-        return VideoChunk(chunk.index, chunk.start, out, chunk.landmarks)
+        return VideoChunk(chunk.index, chunk.start, out, landmarks, self.analyzer.name)

@@ -8,16 +8,17 @@ import threading
 import unicodedata
 
 import numpy as np
-from cameofarm.models.data import PhonemeTiming, SpeechTrack, VoiceProfile
+from cameofarm.models.contracts import VoiceProfiler
+from cameofarm.models.data import PhonemeTiming, SpeechTrack, VoiceProfile, WordTiming
 
 SAMPLE_RATE = 22050
 FFT_SIZE = 1024
 FRAME_PERIOD_MS = 5.0
 MAX_SCRIPT_CHARS = 5000
 
-_EV_LIST_TERMINATED, _EV_PHONEME = 0, 7
+_EV_LIST_TERMINATED, _EV_WORD, _EV_PHONEME = 0, 1, 7
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INIT_PHONEME_EVENTS, _INIT_DONT_EXIT = 0x0001, 0x8000
+_INIT_PHONEME_EVENTS, _INIT_PHONEME_IPA, _INIT_DONT_EXIT = 0x0001, 0x0002, 0x8000
 _POS_CHARACTER, _CHARS_UTF8 = 1, 1
 
 
@@ -61,7 +62,7 @@ class EspeakEngine:
                     _AUDIO_OUTPUT_SYNCHRONOUS,
                     0,
                     espeakng_loader.get_data_path().encode(),
-                    _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT,
+                    _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT,
                 )
                 if rate <= 0:
                     raise RuntimeError("espeak-ng failed to initialise; reinstall espeakng-loader")
@@ -78,14 +79,18 @@ class EspeakEngine:
         assert lib is not None
         chunks: list[np.ndarray] = []
         events: list[tuple[int, str]] = []
+        word_events: list[tuple[int, int, int]] = []  # (ms, first character (1-based), length)
 
         def on_audio(wav: ctypes._Pointer, count: int, ev: ctypes._Pointer) -> int:
             if count > 0:
                 chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
             i = 0
             while ev[i].type != _EV_LIST_TERMINATED:
-                if ev[i].type == _EV_PHONEME:
-                    events.append((ev[i].audio_position, ev[i].id.string.decode(errors="replace")))
+                e = ev[i]
+                if e.type == _EV_PHONEME:  # IPA (the engine is initialised for it); "" = pause
+                    events.append((e.audio_position, e.id.string.decode(errors="replace") or "_"))
+                elif e.type == _EV_WORD:
+                    word_events.append((e.audio_position, e.text_position, e.length))
                 i += 1
             return 0
 
@@ -114,7 +119,24 @@ class EspeakEngine:
             end_ms = events[k + 1][0] if k + 1 < len(events) else duration * 1000.0
             if end_ms > ms:
                 phonemes.append(PhonemeTiming(symbol, ms / 1000.0, end_ms / 1000.0))
-        return SpeechTrack(samples, self.sample_rate, tuple(phonemes))
+        return SpeechTrack(
+            samples, self.sample_rate, tuple(phonemes), _word_timings(text, word_events, phonemes)
+        )
+
+
+def _word_timings(
+    text: str, events: list[tuple[int, int, int]], phonemes: list[PhonemeTiming]
+) -> tuple[WordTiming, ...]:
+    """Each word from its start event to the last sounding phoneme before the next word."""
+    words = []
+    for k, (ms, position, length) in enumerate(events):
+        word = text[max(position - 1, 0) : max(position - 1, 0) + max(length, 0)].strip()
+        start = ms / 1000.0
+        limit = events[k + 1][0] / 1000.0 if k + 1 < len(events) else float("inf")
+        ends = [p.end for p in phonemes if p.symbol != "_" and start <= p.start < limit]
+        if word and ends:
+            words.append(WordTiming(word, start, max(ends)))
+    return tuple(words)
 
 
 def clean_script(text: str) -> str:
@@ -158,6 +180,16 @@ def speech_mask(samples: np.ndarray, sr: int, frame_ms: float = 30.0) -> np.ndar
     return np.asarray(energy_db > floor + 0.35 * (peak - floor), dtype=bool)
 
 
+class WorldVoiceProfiler:
+    """The reference voice profiler: WORLD pitch statistics and spectral envelope, the profile
+    WorldVoiceBackend converts espeak-ng's voice towards."""
+
+    name = "world@1"
+
+    def profile(self, samples: np.ndarray, sample_rate: int) -> VoiceProfile:
+        return analyze_voice(samples, sample_rate)
+
+
 def analyze_voice(samples: np.ndarray, sr: int) -> VoiceProfile:
     """Build a voice profile (pitch statistics, mean envelope) from a speech recording."""
     if sr != SAMPLE_RATE:
@@ -192,6 +224,7 @@ class WorldVoiceBackend:
     """espeak-ng + WORLD voice conversion toward a cameo's voice profile."""
 
     def __init__(self, voice: str = "en-us", envelope_limit_db: float = 12.0) -> None:
+        self.profiler: VoiceProfiler = WorldVoiceProfiler()
         self.engine = EspeakEngine(voice)
         self.envelope_limit = envelope_limit_db / 10.0 * np.log(10.0)  # dB → natural log power
 
@@ -222,7 +255,7 @@ class WorldVoiceBackend:
         peak = float(np.max(np.abs(y), initial=0.0))
         if peak > 0.98:
             y *= 0.98 / peak
-        return SpeechTrack(y, sr, raw.phonemes)
+        return SpeechTrack(y, sr, raw.phonemes, raw.words)
 
 
 def _mel_filterbank(sr: int, n_fft: int, bands: int, fmin: float, fmax: float) -> np.ndarray:

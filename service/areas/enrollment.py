@@ -58,8 +58,8 @@ class EnrollmentArea(Area):
         id_photo: str | Path | None = None,
         audio: str | Path | None = None,
     ) -> dict[str, Any]:
-        from cameofarm.models.reference.face import DlibFaceAnalyzer
         from cameofarm.pipelines.enroll import EnrollmentError
+        from cameofarm.pipelines.extractors import farm_extractors
         from cameofarm.pipelines.verify import finish_session
 
         self.get_session_owner_check(principal, session_id)
@@ -67,7 +67,7 @@ class EnrollmentArea(Area):
         try:
             record = finish_session(
                 self.storage,
-                DlibFaceAnalyzer(),
+                farm_extractors(self.config, self.storage),
                 self.config.enrollment,
                 session_id,
                 video,

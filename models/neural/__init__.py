@@ -1,0 +1,1 @@
+"""Neural backends for GPU nodes; weights come from the model store."""

@@ -1,0 +1,130 @@
+"""Enrollment's extractors, chosen by config: face analyzers (the first finds the faces the
+checks use; each stores its own identity), the voice profiler and the mouth model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cameofarm.configs import EnrollmentConfig, FarmConfig
+from cameofarm.models.contracts import FaceAnalyzer, MouthModel, VoiceProfiler
+from cameofarm.models.data import IdentityEmbedding
+from cameofarm.models.placement import backend_context
+from cameofarm.models.registry import build_analyzer, build_mouth_model, build_profiler
+from cameofarm.models.store import ModelStore
+from cameofarm.storage import FarmStorage
+
+
+@dataclass(frozen=True)
+class Extractors:
+    """What enrollment runs on a recording."""
+
+    analyzers: tuple[FaceAnalyzer, ...]
+    profiler: VoiceProfiler
+    mouth_model: MouthModel
+
+    @property
+    def primary(self) -> FaceAnalyzer:
+        """The analyzer whose faces, landmarks and 5 points the checks and the atlas use."""
+        return self.analyzers[0]
+
+
+def needs_models(cfg: EnrollmentConfig) -> bool:
+    """Whether any configured extractor loads models from the model store."""
+    return any(o.models for o in (*cfg.analyzers, cfg.voice_profiler, cfg.mouth_model))
+
+
+def load_extractors(
+    cfg: EnrollmentConfig, storage: FarmStorage | None, keys_dir: Path
+) -> Extractors:
+    """Build the configured extractors on this process's device, models from the store."""
+    store = ModelStore(storage.objects) if storage is not None else None
+    analyzers = []
+    for a in cfg.analyzers:
+        same = a.same_person or (cfg.max_identity_distance if a.backend == "reference" else None)
+        ctx = backend_context(a, keys_dir, [], store, same_person=same)
+        analyzers.append(build_analyzer(a.backend, ctx))
+    names = [a.name for a in analyzers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"enrollment.analyzers: each analyzer may appear once, got {names}")
+    if analyzers[0].landmark_count != 68:
+        raise ValueError(
+            f"enrollment.analyzers: the first analyzer finds the faces the recording checks and "
+            f"liveness measure, which need 68-point landmarks; {names[0]} gives "
+            f"{analyzers[0].landmark_count}. Put the reference analyzer first"
+        )
+    profiler = build_profiler(
+        cfg.voice_profiler.backend, backend_context(cfg.voice_profiler, keys_dir, [], store)
+    )
+    mouth = build_mouth_model(
+        cfg.mouth_model.backend, backend_context(cfg.mouth_model, keys_dir, [], store)
+    )
+    return Extractors(tuple(analyzers), profiler, mouth)
+
+
+def farm_extractors(config: FarmConfig, storage: FarmStorage | None) -> Extractors:
+    """The extractors a farm's enrollment config names (storage: for their models)."""
+    return load_extractors(config.enrollment, storage, Path(config.data_dir) / "keys")
+
+
+def embed_photo(ex: Extractors, rgb: np.ndarray) -> dict[str, IdentityEmbedding]:
+    """Every analyzer's embedding of the one face in a photo (ValueError if not one face)."""
+    faces = ex.primary.detect(rgb)
+    if len(faces) != 1:
+        raise ValueError(f"the photo must show exactly one face; found {len(faces)}")
+    return {a.name: a.embed(rgb, faces[0]) for a in ex.analyzers}
+
+
+def as_extractors(value: Extractors | FaceAnalyzer) -> Extractors:
+    """Extractors as given, or one face analyzer with the reference profiler and mouth model."""
+    if isinstance(value, Extractors):
+        return value
+    from cameofarm.models.reference.lip_sync import AtlasMouthModel
+    from cameofarm.models.reference.voice import WorldVoiceProfiler
+
+    return Extractors((value,), WorldVoiceProfiler(), AtlasMouthModel())
+
+
+# --- identities in a cameo's summary -------------------------------------------------------
+
+
+def identities_to_summary(embeddings: dict[str, IdentityEmbedding]) -> dict[str, Any]:
+    """The JSON form stored in a cameo's summary under "identities"."""
+    return {
+        tag: {
+            "metric": e.metric,
+            "same_person": e.same_person,
+            "vector": [round(float(v), 6) for v in e.vector],
+        }
+        for tag, e in sorted(embeddings.items())
+    }
+
+
+def identities_of(summary: dict[str, Any]) -> dict[str, IdentityEmbedding]:
+    """A cameo's identities by analyzer (summaries written before tagging hold one dlib vector)."""
+    stored = summary.get("identities")
+    if stored is None and summary.get("embedding") is not None:
+        from cameofarm.models.codec import LEGACY_DLIB
+
+        tag, metric, same = LEGACY_DLIB
+        stored = {tag: {"metric": metric, "same_person": same, "vector": summary["embedding"]}}
+    return {
+        tag: IdentityEmbedding(
+            tag, np.asarray(e["vector"], np.float32), e["metric"], float(e["same_person"])
+        )
+        for tag, e in (stored or {}).items()
+    }
+
+
+def closest_match(
+    mine: dict[str, IdentityEmbedding], theirs: dict[str, IdentityEmbedding]
+) -> tuple[str, float] | None:
+    """The analyzer and distance of the first analyzer both were embedded by that calls them
+    one person (None: no shared analyzer says so). Only like is compared with like."""
+    for tag in sorted(set(mine) & set(theirs)):
+        d = mine[tag].distance(theirs[tag])
+        if d <= mine[tag].same_person:
+            return tag, d
+    return None

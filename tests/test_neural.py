@@ -1,0 +1,312 @@
+"""The neural backends on tiny weights in their published formats (made by tests/tiny_models):
+shapes, placement, caching, manifests, timing rows and errors. The pixels are noise."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import tiny_models
+
+pytestmark = pytest.mark.neural
+ROLES = {"detector": "scrfd-tiny", "recognizer": "arcface-tiny", "swapper": "inswapper-tiny"}
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> dict[str, Path]:
+    """The three insightface models, one folder each, by role."""
+    pytest.importorskip("insightface")
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "detector": tiny_models.scrfd(root / "scrfd" / "det_tiny.onnx"),
+        "recognizer": tiny_models.arcface(root / "arcface" / "w600k_tiny.onnx"),
+        "swapper": tiny_models.inswapper(root / "inswapper" / "inswapper_128.onnx"),
+    }
+
+
+def _import_models(data_dir: Path, tiny_onnx: dict[str, Path]) -> list[str]:
+    """Import every tiny model through `cameofarm models import`; return the CLI's output."""
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    env = {"CAMEOFARM__DATA_DIR": str(data_dir)}
+    outputs = []
+    for role, path in tiny_onnx.items():
+        out = CliRunner().invoke(
+            cli,
+            [
+                "models",
+                "import",
+                str(path),
+                "--name",
+                ROLES[role],
+                "--version",
+                "1",
+                "--licence",
+                "test-only",
+                "--source",
+                "tests/tiny_models.py",
+            ],
+            env=env,
+        )
+        assert out.exit_code == 0, out.output
+        outputs.append(out.output)
+    return outputs
+
+
+def _options(models: dict[str, str] | None = None, **extra):
+    """The insightface backend's options with every tiny model (or the given ones) at @1."""
+    from cameofarm.configs import AnalyzerConfig
+
+    if models is None:
+        models = {role: f"{name}@1" for role, name in ROLES.items()}
+    return AnalyzerConfig(backend="insightface", models=models, **extra)
+
+
+def test_import_verify_list_and_a_changed_byte(farm_config, tiny_onnx):
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    data_dir = Path(farm_config.data_dir)
+    _import_models(data_dir, tiny_onnx)
+    env = {"CAMEOFARM__DATA_DIR": str(data_dir)}
+    listed = CliRunner().invoke(cli, ["models", "list"], env=env)
+    for role, path in tiny_onnx.items():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert f"{ROLES[role]}@1" in listed.output and digest in listed.output, listed.output
+    ok = CliRunner().invoke(cli, ["models", "verify", "inswapper-tiny@1"], env=env)
+    assert ok.exit_code == 0, ok.output
+    stored = next((data_dir / "objects" / "models" / "inswapper-tiny" / "1").rglob("*.onnx"))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    bad = CliRunner().invoke(cli, ["models", "verify", "inswapper-tiny@1"], env=env)
+    assert bad.exit_code == 1 and "CORRUPT" in bad.output, bad.output
+
+
+def test_analyzer_and_swap_load_from_the_store_on_cpu(storage, cameo, tiny_onnx):
+    """Models come from the store through the node cache; the analyzer gives 5 points and a
+    unit 512-d ArcFace vector tagged with its model; the swap keeps the frame format, reports
+    the 5 points it found, and adds the cameo's ArcFace identity from the reference crop."""
+    from cameofarm.models import codec
+    from cameofarm.models.data import VideoChunk
+    from cameofarm.models.media import read_frames
+    from cameofarm.models.neural.insightface import InsightfaceAnalyzer, InswapperFaceSwap
+    from cameofarm.models.placement import backend_context
+    from cameofarm.models.store import ModelStore
+
+    _import_models(storage.data_dir, tiny_onnx)
+    store = ModelStore(storage.objects)
+    ctx = backend_context(_options(), storage.keys_dir, [], store)
+    assert ctx.device == "cpu" and ctx.precision == "fp32"
+    assert {m.name for m in ctx.models.values()} == set(ROLES.values())
+    for role, m in ctx.models.items():  # verified copies in the node cache, same bytes
+        assert m.path(".onnx").read_bytes() == tiny_onnx[role].read_bytes()
+
+    analyzer = InsightfaceAnalyzer(ctx)
+    assert analyzer.name == "insightface:arcface-tiny@1" and analyzer.provider == "CPU"
+    frame = read_frames(storage.objects.locate(cameo.recording_key), [10])[10]
+    faces = analyzer.detect(frame)
+    assert len(faces) == 1 and faces[0].points5.shape == (5, 2) == faces[0].landmarks.shape
+    emb = analyzer.embed(frame, faces[0])
+    assert emb.vector.shape == (512,) and abs(np.linalg.norm(emb.vector) - 1) < 1e-5
+    assert emb.analyzer == analyzer.name and emb.metric == "cosine"
+
+    swap = InswapperFaceSwap(ctx)
+    identity = codec.identity_from_bytes(
+        storage.objects.get_bytes(f"{cameo.assets_key}/identity.npz")
+    )
+    assert analyzer.name not in identity.embeddings  # enrolled with the reference analyzer only
+    prepared = swap.prepare(identity)
+    assert prepared.embeddings[analyzer.name].vector.shape == (512,)
+    assert "dlib@resnet-v1" in prepared.embeddings  # what enrollment stored is kept
+    frames = np.stack([frame] * 3)
+    out = swap.swap(VideoChunk(0, 0, frames), prepared)
+    assert out.frames.shape == frames.shape and out.frames.dtype == np.uint8
+    assert out.landmarks is not None and out.landmarks.shape == (3, 5, 2)
+    assert out.landmarks_by == analyzer.name
+    assert not np.array_equal(out.frames, frames)  # the face region was replaced ...
+    x0, y0, x1, y1 = faces[0].box
+    outside = np.ones(frame.shape[:2], bool)
+    outside[max(0, y0 - 40) : y1 + 40, max(0, x0 - 40) : x1 + 40] = False
+    assert np.array_equal(out.frames[:, outside], frames[:, outside])  # ... and only it
+
+
+def test_models_of_the_wrong_kind_or_missing_roles_are_refused(storage, tiny_onnx):
+    from cameofarm.models.neural.insightface import InsightfaceAnalyzer
+    from cameofarm.models.placement import backend_context
+    from cameofarm.models.store import ModelStore
+
+    _import_models(storage.data_dir, tiny_onnx)
+    store = ModelStore(storage.objects)
+    swapped = _options(models={"detector": "arcface-tiny@1", "recognizer": "arcface-tiny@1"})
+    ctx = backend_context(swapped, storage.keys_dir, [], store)
+    with pytest.raises(ValueError, match="is ArcFaceONNX, not SCRFD"):
+        InsightfaceAnalyzer(ctx)
+    ctx = backend_context(
+        _options(models={"detector": "scrfd-tiny@1"}), storage.keys_dir, [], store
+    )
+    with pytest.raises(ValueError, match="needs a 'recognizer' model"):
+        InsightfaceAnalyzer(ctx)
+
+
+def test_enrolling_with_insightface_stores_512_beside_128_and_compares_like_with_like(
+    farm_config, storage, sample_clip, tiny_onnx
+):
+    from cameofarm.cameos.protected import add_protected
+    from cameofarm.configs import AnalyzerConfig
+    from cameofarm.models import codec
+    from cameofarm.models.data import IdentityEmbedding
+    from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+    from cameofarm.pipelines.extractors import closest_match, farm_extractors, identities_of
+
+    _import_models(storage.data_dir, tiny_onnx)
+    enrollment = farm_config.enrollment.model_copy(
+        update={"analyzers": [AnalyzerConfig(), _options()]}
+    )
+    config = farm_config.model_copy(update={"enrollment": enrollment})
+    extractors = farm_extractors(config, storage)
+    assert [a.name for a in extractors.analyzers] == [
+        "dlib@resnet-v1",
+        "insightface:arcface-tiny@1",
+    ]
+    record = enroll_recording(
+        storage, extractors, sample_clip, name="Two analyzers", owner="tester", checks=enrollment
+    )
+    stored = identities_of(record.summary)
+    assert {t: e.vector.shape for t, e in stored.items()} == {
+        "dlib@resnet-v1": (128,),
+        "insightface:arcface-tiny@1": (512,),
+    }
+    identity = codec.identity_from_bytes(
+        storage.objects.get_bytes(f"{record.assets_key}/identity.npz")
+    )
+    assert set(identity.embeddings) == set(stored)
+
+    # Never compared across analyzers: a 512-d ArcFace vector and a 128-d dlib vector share
+    # no analyzer, so nothing matches, and comparing them directly is an error.
+    arc, dlib = stored["insightface:arcface-tiny@1"], stored["dlib@resnet-v1"]
+    assert closest_match({arc.analyzer: arc}, {dlib.analyzer: dlib}) is None
+    with pytest.raises(ValueError, match="different analyzers"):
+        arc.distance(dlib)
+
+    # A protected likeness known only by its ArcFace vector is still caught, through ArcFace.
+    keys = set(storage.objects.list())
+    add_protected(storage.db, "Known by ArcFace only", {arc.analyzer: arc.vector.tolist()})
+    with pytest.raises(EnrollmentError, match="protected likeness"):
+        enroll_recording(
+            storage, extractors, sample_clip, name="X", owner="tester", checks=enrollment
+        )
+    assert set(storage.objects.list()) == keys  # refused: nothing stored
+
+    # Another owner's cameo enrolled before ArcFace was configured (dlib only) is matched
+    # through the analyzer both have.
+    only_dlib = {dlib.analyzer: IdentityEmbedding(dlib.analyzer, dlib.vector, "euclidean", 0.62)}
+    assert closest_match(stored, only_dlib) == ("dlib@resnet-v1", 0.0)
+
+
+def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
+    farm_config, storage, tiny_onnx
+):
+    from cameofarm.pipelines.extractors import farm_extractors
+
+    _import_models(storage.data_dir, tiny_onnx)
+    enrollment = farm_config.enrollment.model_copy(update={"analyzers": [_options()]})
+    with pytest.raises(ValueError, match="need 68-point landmarks"):
+        farm_extractors(farm_config.model_copy(update={"enrollment": enrollment}), storage)
+
+
+@pytest.mark.integration
+def test_farm_switches_face_swap_to_insightface_and_renders(
+    farm_config, storage, cameo, tiny_onnx, tmp_path
+):
+    """A farm up on the reference backend; the face-swap pool switched to insightface refuses
+    to start while its models are missing (the old pool keeps serving), starts once they are
+    imported (status names backend, models, device and provider), renders a Plus job to a
+    valid MP4 with face-swap timing rows, and refuses a corrupt model version at `up`."""
+    from cameofarm.cluster.bootstrap import FarmError, farm_down, farm_status, farm_up
+    from cameofarm.cluster.jobs import JobStatus
+    from cameofarm.configs import PoolConfig, StageName
+    from cameofarm.models.reference.provenance import verify_mp4
+    from cameofarm.service.jobs_api import submit_render, wait_for_job
+    from cameofarm.storage.db import StageTimingRow
+
+    def swap_replicas(config):
+        return [p for p in farm_status(config)["pools"] if p["stage"] == "face_swap"]
+
+    def with_swap(**options):
+        pools = dict(farm_config.pools)
+        pools[StageName.FACE_SWAP] = PoolConfig(replicas=1, num_gpus=0.25, **options)
+        return farm_config.model_copy(update={"pools": pools})
+
+    neural = with_swap(backend="insightface", models=_options().models)
+    try:
+        farm_up(farm_config, progress=lambda _: None)
+        assert {p["backend"] for p in swap_replicas(farm_config)} == {"reference"}
+
+        # 1. Models missing: refused before any replica changes, naming each model.
+        with pytest.raises(FarmError) as refused:
+            farm_up(neural, progress=lambda _: None)
+        for name in ROLES.values():
+            assert name in str(refused.value)
+        assert "cameofarm models import PATH --name scrfd-tiny --version 1" in str(refused.value)
+        assert {p["backend"] for p in swap_replicas(farm_config)} == {"reference"}
+
+        # 2. Imported: `up` replaces the replicas and the new backend serves.
+        _import_models(storage.data_dir, tiny_onnx)
+        lines: list[str] = []
+        farm_up(neural, progress=lines.append)
+        assert any(
+            "cameofarm-face_swap-0: replaced (backend 'reference' → 'insightface'" in x
+            for x in lines
+        ), lines
+        (replica,) = swap_replicas(neural)
+        assert replica["backend"] == "insightface" and replica["device"] == "cpu"
+        assert replica["provider"] == "CPU"
+        assert replica["models"] == {role: f"{n}@1" for role, n in ROLES.items()}
+        from cameofarm.service.cli import cli
+        from click.testing import CliRunner
+
+        shown = CliRunner().invoke(
+            cli,
+            ["status"],
+            env={
+                "CAMEOFARM__DATA_DIR": neural.data_dir,
+                "CAMEOFARM__DATABASE__URL": neural.database.url,
+            },
+        )
+        assert "backend=insightface detector=scrfd-tiny@1" in shown.output, shown.output
+        assert "device=cpu provider=CPU" in shown.output, shown.output
+
+        # 3. A Plus render through it.
+        job = submit_render(
+            neural, storage, [cameo.id], "Hello from the neural pool.", "plus", "tester"
+        )
+        done = wait_for_job(storage, job.id, timeout=600)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        root = (storage.keys_dir / "root.pem").read_bytes()
+        assert verify_mp4(storage.objects.get_bytes(done.output_key), root).valid
+        with storage.db.session() as s:
+            rows = s.query(StageTimingRow).filter_by(job_id=job.id, stage="face_swap").all()
+        assert rows and sum(r.frames for r in rows) > 0
+
+        # 4. A corrupt version: the replica refuses to start, naming the file and the fix.
+        # (other weights than version 1: the node cache holds version 1's blob by sha256)
+        bad = tiny_models.inswapper(tmp_path / "bad" / "inswapper_128.onnx", seed=7)
+        from cameofarm.models.store import ModelStore
+
+        ModelStore(storage.objects).import_path(bad, "inswapper-tiny", "2")
+        stored = next(
+            (storage.data_dir / "objects" / "models" / "inswapper-tiny" / "2").rglob("*.onnx")
+        )
+        data = bytearray(stored.read_bytes())
+        data[100] ^= 0xFF
+        stored.write_bytes(bytes(data))
+        models = {**_options().models, "swapper": "inswapper-tiny@2"}
+        with pytest.raises(FarmError, match=r"inswapper_128.onnx is corrupt in the store"):
+            farm_up(with_swap(backend="insightface", models=models), progress=lambda _: None)
+    finally:
+        farm_down(farm_config, progress=lambda _: None)

@@ -1,0 +1,154 @@
+"""Tiny models in the published formats, made by the tests (no model hub is reachable here).
+
+Each has the real model's ONNX inputs and outputs (names, ranks, sizes that the loaders read)
+with a few random weights, so the farm's loading, placement, caching and plumbing run for
+real while the pixels are noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _save(graph, path: Path) -> Path:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what onnxruntime and insightface's published models use
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _tensor(name: str, array: np.ndarray):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name)
+
+
+def scrfd(path: Path, seed: int = 0) -> Path:
+    """SCRFD with 5 keypoints (like det_10g): input "input.1" [1, 3, H, W]; 9 outputs: scores
+    [-1, 1], boxes [-1, 4] and keypoints [-1, 10] at strides 8, 16 and 32, two anchors each.
+    At the 640x640 input the farm uses, one anchor of the coarsest stride scores high (the
+    centre cell): one face-like box with five points around it, as on a frame with one face."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, outputs = [], [], {"score": [], "bbox": [], "kps": []}
+    # Points around an anchor, in stride units: eyes, nose, mouth corners.
+    kps_bias = np.array([-0.7, -0.6, 0.7, -0.6, 0.0, 0.1, -0.5, 0.8, 0.5, 0.8], np.float32)
+    for stride in (8, 16, 32):
+        pooled = f"pool{stride}"
+        nodes.append(
+            helper.make_node(
+                "AveragePool",
+                ["input.1"],
+                [pooled],
+                kernel_shape=[stride, stride],
+                strides=[stride, stride],
+            )
+        )
+        heads = {
+            "score": (2, 1, np.full(2, -6.0), True),
+            "bbox": (8, 4, np.full(8, 3.0), False),
+            "kps": (20, 10, np.tile(kps_bias, 2), False),
+        }
+        for head, (channels, per_anchor, bias, sigmoid) in heads.items():
+            w, b = f"{head}{stride}_w", f"{head}{stride}_b"
+            inits += [
+                _tensor(w, rng.normal(0, 0.01, (channels, 3, 1, 1))),
+                _tensor(b, bias),
+            ]
+            conv, nhwc, out = f"{head}{stride}_conv", f"{head}{stride}_nhwc", f"{head}_{stride}"
+            nodes.append(helper.make_node("Conv", [pooled, w, b], [conv]))
+            raw = conv
+            if sigmoid and stride == 32:  # a prior that is high at the centre cell only
+                prior = np.zeros((1, 2, 20, 20), np.float32)
+                prior[0, 0, 10, 10] = 12.0
+                inits.append(_tensor("centre_prior", prior))
+                nodes.append(helper.make_node("Add", [conv, "centre_prior"], [conv + "_c"]))
+                raw = conv + "_c"
+            if sigmoid:
+                nodes.append(helper.make_node("Sigmoid", [raw], [conv + "_sig"]))
+                raw = conv + "_sig"
+            nodes.append(helper.make_node("Transpose", [raw], [nhwc], perm=[0, 2, 3, 1]))
+            shape = f"{head}{stride}_shape"
+            inits.append(helper.make_tensor(shape, TensorProto.INT64, [2], [-1, per_anchor]))
+            nodes.append(helper.make_node("Reshape", [nhwc, shape], [out]))
+            outputs[head].append(
+                helper.make_tensor_value_info(out, TensorProto.FLOAT, ["n", per_anchor])
+            )
+    graph = helper.make_graph(
+        nodes,
+        "scrfd_tiny",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        outputs["score"] + outputs["bbox"] + outputs["kps"],
+        inits,
+    )
+    return _save(graph, path)
+
+
+def arcface(path: Path, dim: int = 512, seed: int = 1) -> Path:
+    """ArcFace recognition (like w600k_r50): input "input.1" [N, 3, 112, 112], output [N, dim]
+    (no normalisation nodes inside, so the loader normalises with mean = std = 127.5)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node(
+            "AveragePool", ["input.1"], ["p"], kernel_shape=[16, 16], strides=[16, 16]
+        ),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"]),
+    ]
+    inits = [_tensor("fc_w", rng.normal(0, 1, (3 * 7 * 7, dim))), _tensor("fc_b", np.zeros(dim))]
+    graph = helper.make_graph(
+        nodes,
+        "arcface_tiny",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", dim])],
+        inits,
+    )
+    return _save(graph, path)
+
+
+def inswapper(path: Path, seed: int = 2) -> Path:
+    """INSwapper-128: inputs "target" [1, 3, 128, 128] (RGB in [0, 1]) and "source" [1, 512]
+    (the identity latent), output "output" [1, 3, 128, 128]; the last initializer is the
+    512x512 "emap" the loader maps ArcFace embeddings through."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["target", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("MatMul", ["source", "proj"], ["s"]),
+        helper.make_node("Reshape", ["s", "s_shape"], ["s4"]),
+        helper.make_node("Add", ["c", "s4"], ["mix"]),
+        helper.make_node("Sigmoid", ["mix"], ["output"]),
+    ]
+    eye = np.zeros((3, 3, 3, 3), np.float32)
+    for c in range(3):
+        eye[c, c, 1, 1] = 4.0  # mostly the target, so the paste-back is visible, not black
+    emap = np.linalg.qr(rng.normal(0, 1, (512, 512)))[0]
+    inits = [
+        _tensor("conv_w", eye + rng.normal(0, 0.05, eye.shape)),
+        _tensor("conv_b", np.full(3, -2.0)),
+        _tensor("proj", rng.normal(0, 0.05, (512, 3))),
+        helper.make_tensor("s_shape", TensorProto.INT64, [4], [1, 3, 1, 1]),
+        _tensor("emap", emap),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "inswapper_tiny",
+        [
+            helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
+            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
+        ],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
+        inits,
+    )
+    return _save(graph, path)
