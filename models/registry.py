@@ -123,6 +123,12 @@ def _reference_lip_sync(ctx: BackendContext) -> LipSyncBackend:
     return AtlasLipSync(_reference_analyzer(ctx))
 
 
+def _wav2lip_lip_sync(ctx: BackendContext) -> LipSyncBackend:
+    from cameofarm.models.neural.wav2lip import Wav2LipSync
+
+    return Wav2LipSync(ctx, _reference_analyzer(ctx))
+
+
 def _reference_composite(ctx: BackendContext) -> CompositorBackend:
     from cameofarm.models.reference.compositor import FfmpegCompositor
     from cameofarm.models.reference.provenance import ensure_signing_chain
@@ -134,7 +140,7 @@ STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
     StageName.VOICE: {"reference": _reference_voice},
     StageName.BASE_VIDEO: {"reference": _reference_base_video},
     StageName.FACE_SWAP: {"reference": _reference_face_swap, "insightface": _insightface_face_swap},
-    StageName.LIP_SYNC: {"reference": _reference_lip_sync},
+    StageName.LIP_SYNC: {"reference": _reference_lip_sync, "wav2lip": _wav2lip_lip_sync},
     StageName.COMPOSITE: {"reference": _reference_composite},
 }
 ANALYZERS: dict[str, Factory[FaceAnalyzer]] = {

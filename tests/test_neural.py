@@ -13,6 +13,7 @@ from tests import tiny_models
 
 pytestmark = pytest.mark.neural
 ROLES = {"detector": "scrfd-tiny", "recognizer": "arcface-tiny", "swapper": "inswapper-tiny"}
+LIPSYNC = "wav2lip-tiny"
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,20 @@ def tiny_onnx(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def _import_models(data_dir: Path, tiny_onnx: dict[str, Path]) -> list[str]:
+@pytest.fixture(scope="module")
+def tiny_wav2lip(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    return tiny_models.wav2lip(tmp_path_factory.mktemp("w2l") / "wav2lip.pth")
+
+
+def _import_models(data_dir: Path, tiny: dict[str, Path]) -> list[str]:
     """Import every tiny model through `cameofarm models import`; return the CLI's output."""
     from cameofarm.service.cli import cli
     from click.testing import CliRunner
 
     env = {"CAMEOFARM__DATA_DIR": str(data_dir)}
     outputs = []
-    for role, path in tiny_onnx.items():
+    for role, path in tiny.items():
         out = CliRunner().invoke(
             cli,
             [
@@ -42,7 +49,7 @@ def _import_models(data_dir: Path, tiny_onnx: dict[str, Path]) -> list[str]:
                 "import",
                 str(path),
                 "--name",
-                ROLES[role],
+                ROLES.get(role, LIPSYNC),
                 "--version",
                 "1",
                 "--licence",
@@ -135,6 +142,58 @@ def test_analyzer_and_swap_load_from_the_store_on_cpu(storage, cameo, tiny_onnx)
     assert np.array_equal(out.frames[:, outside], frames[:, outside])  # ... and only it
 
 
+def test_wav2lip_loads_the_published_checkpoint_format_and_redraws_the_lower_face(
+    storage, cameo, analyzer, tiny_wav2lip, tmp_path
+):
+    import torch
+    from cameofarm.configs import PoolConfig
+    from cameofarm.models.data import VideoChunk
+    from cameofarm.models.media import read_frames
+    from cameofarm.models.neural.wav2lip import Wav2LipSync, build_network, face_box
+    from cameofarm.models.placement import backend_context
+    from cameofarm.models.reference.voice import EspeakEngine
+    from cameofarm.models.store import ModelStore
+
+    _import_models(storage.data_dir, {"lipsync": tiny_wav2lip})
+    pool = PoolConfig(backend="wav2lip", models={"lipsync": f"{LIPSYNC}@1"}, batch_size=4)
+    ctx = backend_context(pool, storage.keys_dir, [0], ModelStore(storage.objects))
+    sync = Wav2LipSync(ctx, analyzer)
+    assert sync.width == 2 and sync.batch_size == 4 and sync.provider.endswith("cpu fp32")
+    # The published network is the same code at width 16.
+    assert sum(p.numel() for p in build_network(16).parameters()) == 36_298_035
+
+    clip = storage.objects.locate(cameo.recording_key)
+    frames = np.stack(list(read_frames(clip, list(range(10, 16))).values()))
+    marks = np.stack([analyzer.detect(f)[0].landmarks for f in frames])
+    speech = EspeakEngine().speak("Open wide.")
+    # Landmarks of any scheme: dlib's 68, or the 5 points of another analyzer.
+    five = np.stack([analyzer.detect(f)[0].points5 for f in frames])
+    for landmarks, by in ((marks, "dlib@resnet-v1"), (five, "insightface:x@1")):
+        chunk = VideoChunk(0, 10, frames, landmarks, by)
+        out = sync.sync(chunk, speech, 25, atlas=None)  # type: ignore[arg-type]
+        assert out.frames.shape == frames.shape and out.landmarks_by == by
+        for i, frame in enumerate(out.frames):
+            x0, y0, x1, y1 = face_box(landmarks[i], frame.shape)
+            outside = np.ones(frame.shape[:2], bool)
+            outside[y0:y1, x0:x1] = False
+            assert np.array_equal(frame[outside], frames[i][outside])  # only the face box
+            upper = frame[y0 : y0 + (y1 - y0) // 3, x0:x1]
+            assert np.array_equal(upper, frames[i][y0 : y0 + (y1 - y0) // 3, x0:x1])
+            assert not np.array_equal(frame[y1 - 10 : y1, x0:x1], frames[i][y1 - 10 : y1, x0:x1])
+
+    from cameofarm.models.neural.wav2lip import load_network
+
+    bogus = tmp_path / "bogus.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, str(bogus))
+    with pytest.raises(ValueError, match="not a Wav2Lip checkpoint"):
+        load_network(str(bogus), "cpu", "fp32")
+    state = torch.load(str(tiny_wav2lip), weights_only=True)["state_dict"]
+    state.pop("module.output_block.1.bias")
+    torch.save({"state_dict": state}, str(bogus))
+    with pytest.raises(ValueError, match="does not match the Wav2Lip network"):
+        load_network(str(bogus), "cpu", "fp32")
+
+
 def test_models_of_the_wrong_kind_or_missing_roles_are_refused(storage, tiny_onnx):
     from cameofarm.models.neural.insightface import InsightfaceAnalyzer
     from cameofarm.models.placement import backend_context
@@ -220,78 +279,83 @@ def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
 
 
 @pytest.mark.integration
-def test_farm_switches_face_swap_to_insightface_and_renders(
-    farm_config, storage, cameo, tiny_onnx, tmp_path
+def test_farm_switches_to_its_neural_backends_and_renders(
+    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tmp_path
 ):
-    """A farm up on the reference backend; the face-swap pool switched to insightface refuses
-    to start while its models are missing (the old pool keeps serving), starts once they are
-    imported (status names backend, models, device and provider), renders a Plus job to a
-    valid MP4 with face-swap timing rows, and refuses a corrupt model version at `up`."""
+    """A farm up on the reference backends; face swap switched to insightface and lip sync to
+    wav2lip refuses to start while their models are missing (the old pools keep serving),
+    starts once they are imported (status names backend, models, device and provider),
+    renders a Plus job to a valid MP4 with timing rows for both, and refuses a corrupt model
+    version at `up`. (Voice, base video and compositing have no neural backend yet.)"""
     from cameofarm.cluster.bootstrap import FarmError, farm_down, farm_status, farm_up
     from cameofarm.cluster.jobs import JobStatus
     from cameofarm.configs import PoolConfig, StageName
     from cameofarm.models.reference.provenance import verify_mp4
+    from cameofarm.service.cli import cli
     from cameofarm.service.jobs_api import submit_render, wait_for_job
     from cameofarm.storage.db import StageTimingRow
+    from click.testing import CliRunner
 
-    def swap_replicas(config):
-        return [p for p in farm_status(config)["pools"] if p["stage"] == "face_swap"]
+    def replicas(config, stage):
+        return [p for p in farm_status(config)["pools"] if p["stage"] == stage]
 
-    def with_swap(**options):
+    def with_neural(swapper: str = "inswapper-tiny@1"):
         pools = dict(farm_config.pools)
-        pools[StageName.FACE_SWAP] = PoolConfig(replicas=1, num_gpus=0.25, **options)
+        pools[StageName.FACE_SWAP] = PoolConfig(
+            replicas=1, backend="insightface", models={**_options().models, "swapper": swapper}
+        )
+        pools[StageName.LIP_SYNC] = PoolConfig(
+            backend="wav2lip", models={"lipsync": f"{LIPSYNC}@1"}, batch_size=8
+        )
         return farm_config.model_copy(update={"pools": pools})
 
-    neural = with_swap(backend="insightface", models=_options().models)
+    neural = with_neural()
     try:
         farm_up(farm_config, progress=lambda _: None)
-        assert {p["backend"] for p in swap_replicas(farm_config)} == {"reference"}
+        assert {p["backend"] for p in replicas(farm_config, "face_swap")} == {"reference"}
 
         # 1. Models missing: refused before any replica changes, naming each model.
         with pytest.raises(FarmError) as refused:
             farm_up(neural, progress=lambda _: None)
-        for name in ROLES.values():
+        for name in [*ROLES.values(), LIPSYNC]:
             assert name in str(refused.value)
         assert "cameofarm models import PATH --name scrfd-tiny --version 1" in str(refused.value)
-        assert {p["backend"] for p in swap_replicas(farm_config)} == {"reference"}
+        assert {p["backend"] for p in replicas(farm_config, "face_swap")} == {"reference"}
 
-        # 2. Imported: `up` replaces the replicas and the new backend serves.
-        _import_models(storage.data_dir, tiny_onnx)
+        # 2. Imported: `up` replaces the replicas and the new backends serve.
+        _import_models(storage.data_dir, {**tiny_onnx, "lipsync": tiny_wav2lip})
         lines: list[str] = []
         farm_up(neural, progress=lines.append)
-        assert any(
-            "cameofarm-face_swap-0: replaced (backend 'reference' → 'insightface'" in x
-            for x in lines
-        ), lines
-        (replica,) = swap_replicas(neural)
-        assert replica["backend"] == "insightface" and replica["device"] == "cpu"
-        assert replica["provider"] == "CPU"
-        assert replica["models"] == {role: f"{n}@1" for role, n in ROLES.items()}
-        from cameofarm.service.cli import cli
-        from click.testing import CliRunner
-
-        shown = CliRunner().invoke(
-            cli,
-            ["status"],
-            env={
-                "CAMEOFARM__DATA_DIR": neural.data_dir,
-                "CAMEOFARM__DATABASE__URL": neural.database.url,
-            },
-        )
+        for name, backend in (("face_swap", "insightface"), ("lip_sync", "wav2lip")):
+            wanted = f"cameofarm-{name}-0: replaced (backend 'reference' → '{backend}'"
+            assert any(wanted in x for x in lines), lines
+        (swap,) = replicas(neural, "face_swap")
+        assert (swap["backend"], swap["device"], swap["provider"]) == ("insightface", "cpu", "CPU")
+        assert swap["models"] == {role: f"{n}@1" for role, n in ROLES.items()}
+        (lips,) = replicas(neural, "lip_sync")
+        assert lips["backend"] == "wav2lip" and lips["models"] == {"lipsync": f"{LIPSYNC}@1"}
+        assert lips["device"] == "cpu" and lips["provider"].startswith("torch ")
+        env = {
+            "CAMEOFARM__DATA_DIR": neural.data_dir,
+            "CAMEOFARM__DATABASE__URL": neural.database.url,
+        }
+        shown = CliRunner().invoke(cli, ["status"], env=env)
         assert "backend=insightface detector=scrfd-tiny@1" in shown.output, shown.output
         assert "device=cpu provider=CPU" in shown.output, shown.output
+        assert f"backend=wav2lip lipsync={LIPSYNC}@1 device=cpu provider=torch" in shown.output
 
-        # 3. A Plus render through it.
+        # 3. A Plus render through them.
         job = submit_render(
-            neural, storage, [cameo.id], "Hello from the neural pool.", "plus", "tester"
+            neural, storage, [cameo.id], "Hello from the neural pools.", "plus", "tester"
         )
         done = wait_for_job(storage, job.id, timeout=600)
         assert done.status is JobStatus.SUCCEEDED, done.error
         root = (storage.keys_dir / "root.pem").read_bytes()
         assert verify_mp4(storage.objects.get_bytes(done.output_key), root).valid
         with storage.db.session() as s:
-            rows = s.query(StageTimingRow).filter_by(job_id=job.id, stage="face_swap").all()
-        assert rows and sum(r.frames for r in rows) > 0
+            for stage in ("face_swap", "lip_sync"):
+                rows = s.query(StageTimingRow).filter_by(job_id=job.id, stage=stage).all()
+                assert rows and sum(r.frames for r in rows) > 0, stage
 
         # 4. A corrupt version: the replica refuses to start, naming the file and the fix.
         # (other weights than version 1: the node cache holds version 1's blob by sha256)
@@ -305,8 +369,7 @@ def test_farm_switches_face_swap_to_insightface_and_renders(
         data = bytearray(stored.read_bytes())
         data[100] ^= 0xFF
         stored.write_bytes(bytes(data))
-        models = {**_options().models, "swapper": "inswapper-tiny@2"}
         with pytest.raises(FarmError, match=r"inswapper_128.onnx is corrupt in the store"):
-            farm_up(with_swap(backend="insightface", models=models), progress=lambda _: None)
+            farm_up(with_neural("inswapper-tiny@2"), progress=lambda _: None)
     finally:
         farm_down(farm_config, progress=lambda _: None)
