@@ -15,6 +15,7 @@ import numpy as np
 from cameofarm.configs import PoolConfig, StageName
 from cameofarm.models import codec
 from cameofarm.models.data import (
+    AnyVoiceProfile,
     FaceIdentity,
     FrameSpec,
     MouthAtlas,
@@ -22,7 +23,6 @@ from cameofarm.models.data import (
     ProvenanceClaim,
     SpeechTrack,
     VideoChunk,
-    VoiceProfile,
 )
 from cameofarm.models.placement import backend_context
 from cameofarm.models.registry import build_backend
@@ -143,8 +143,8 @@ class StageActor:
 
         return self._asset(f"{assets_key}/identity.npz", load)
 
-    def voice_profile(self, assets_key: str) -> VoiceProfile:
-        def load(data: bytes) -> VoiceProfile:
+    def voice_profile(self, assets_key: str) -> AnyVoiceProfile:
+        def load(data: bytes) -> AnyVoiceProfile:
             profile = codec.voice_from_bytes(data)
             profiler = self.backend.profiler
             if profile.profiler == profiler.name:
@@ -166,7 +166,7 @@ class StageActor:
             if speech is None:
                 raise ValueError(f"cameo assets {assets_key} hold no enrolled speech to profile")
             samples = read_audio(self.fetcher.get_path(speech), SAMPLE_RATE)
-            derived: VoiceProfile = profiler.profile(samples, SAMPLE_RATE)
+            derived: AnyVoiceProfile = profiler.profile(samples, SAMPLE_RATE)
             return derived
 
         return self._asset(f"{assets_key}/voice.npz", load)

@@ -7,10 +7,12 @@ import json
 
 import numpy as np
 from cameofarm.models.data import (
+    AnyVoiceProfile,
     FaceIdentity,
     IdentityEmbedding,
     MouthAtlas,
     MouthShape,
+    SpeakerReference,
     VoiceProfile,
 )
 
@@ -72,7 +74,14 @@ def identity_from_bytes(data: bytes) -> FaceIdentity:
     return FaceIdentity(d["image"], d["landmarks"], d["points5"], embeddings, meta["landmarks_by"])
 
 
-def voice_to_bytes(profile: VoiceProfile) -> bytes:
+def voice_to_bytes(profile: AnyVoiceProfile) -> bytes:
+    if isinstance(profile, SpeakerReference):
+        meta_ref = {
+            "kind": "reference-mel",
+            "profiler": profile.profiler,
+            "sr": profile.sample_rate,
+        }
+        return _pack(mel=profile.mel, meta=np.array(json.dumps(meta_ref)))
     meta = {
         k: getattr(profile, k)
         for k in (
@@ -91,10 +100,13 @@ def voice_to_bytes(profile: VoiceProfile) -> bytes:
     )
 
 
-def voice_from_bytes(data: bytes) -> VoiceProfile:
+def voice_from_bytes(data: bytes) -> AnyVoiceProfile:
     d = _unpack(data)
+    meta = json.loads(str(d["meta"]))
+    if meta.get("kind") == "reference-mel":
+        return SpeakerReference(meta["profiler"], int(meta["sr"]), d["mel"])
     speaker = d.get("speaker", np.zeros(38, np.float32))
-    return VoiceProfile(envelope=d["envelope"], speaker=speaker, **json.loads(str(d["meta"])))
+    return VoiceProfile(envelope=d["envelope"], speaker=speaker, **meta)
 
 
 def atlas_to_bytes(atlas: MouthAtlas) -> bytes:

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 from cameofarm.models.data import (
+    AnyVoiceProfile,
     FaceIdentity,
     FaceObservation,
     FrameSpec,
@@ -16,7 +17,6 @@ from cameofarm.models.data import (
     ProvenanceClaim,
     SpeechTrack,
     VideoChunk,
-    VoiceProfile,
 )
 
 # --- enrollment extractors -----------------------------------------------------------------
@@ -43,7 +43,7 @@ class VoiceProfiler(Protocol):
 
     name: str
 
-    def profile(self, samples: np.ndarray, sample_rate: int) -> VoiceProfile: ...
+    def profile(self, samples: np.ndarray, sample_rate: int) -> AnyVoiceProfile: ...
 
 
 class MouthModel(Protocol):
@@ -64,7 +64,7 @@ class VoiceBackend(Protocol):
 
     profiler: VoiceProfiler
 
-    def synthesize(self, script: str, profile: VoiceProfile) -> SpeechTrack: ...
+    def synthesize(self, script: str, profile: AnyVoiceProfile) -> SpeechTrack: ...
 
 
 class BaseVideoBackend(Protocol):

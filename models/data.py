@@ -94,6 +94,19 @@ class VoiceProfile:
 
 
 @dataclass(frozen=True)
+class SpeakerReference:
+    """A neural voice backend's profile: a log-mel spectrogram of the cameo's own speech, in
+    the features its model computes; its reference encoder conditions synthesis on it."""
+
+    profiler: str  # the VoiceProfiler (name@version) that made it
+    sample_rate: int
+    mel: np.ndarray  # (n_mels, T) float32
+
+
+AnyVoiceProfile = VoiceProfile | SpeakerReference
+
+
+@dataclass(frozen=True)
 class PhonemeTiming:
     """A phoneme in IPA (the one alphabet every voice backend speaks in) and when it sounds,
     in seconds. Silence is "_"."""

@@ -87,6 +87,18 @@ def _reference_voice(_: BackendContext) -> VoiceBackend:
     return WorldVoiceBackend()
 
 
+def _nemo_voice(ctx: BackendContext) -> VoiceBackend:
+    from cameofarm.models.neural.nemo import NemoVoice
+
+    return NemoVoice(ctx)
+
+
+def _nemo_profiler(ctx: BackendContext) -> VoiceProfiler:
+    from cameofarm.models.neural.nemo import reference_profiler
+
+    return reference_profiler(ctx)
+
+
 def _reference_profiler(_: BackendContext) -> VoiceProfiler:
     from cameofarm.models.reference.voice import WorldVoiceProfiler
 
@@ -137,7 +149,7 @@ def _reference_composite(ctx: BackendContext) -> CompositorBackend:
 
 
 STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
-    StageName.VOICE: {"reference": _reference_voice},
+    StageName.VOICE: {"reference": _reference_voice, "nemo": _nemo_voice},
     StageName.BASE_VIDEO: {"reference": _reference_base_video},
     StageName.FACE_SWAP: {"reference": _reference_face_swap, "insightface": _insightface_face_swap},
     StageName.LIP_SYNC: {"reference": _reference_lip_sync, "wav2lip": _wav2lip_lip_sync},
@@ -147,7 +159,10 @@ ANALYZERS: dict[str, Factory[FaceAnalyzer]] = {
     "reference": _reference_analyzer,
     "insightface": _insightface_analyzer,
 }
-PROFILERS: dict[str, Factory[VoiceProfiler]] = {"reference": _reference_profiler}
+PROFILERS: dict[str, Factory[VoiceProfiler]] = {
+    "reference": _reference_profiler,
+    "nemo": _nemo_profiler,
+}
 MOUTH_MODELS: dict[str, Factory[MouthModel]] = {"reference": _reference_mouth_model}
 
 

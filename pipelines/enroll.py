@@ -16,7 +16,7 @@ from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
 from cameofarm.models.contracts import FaceAnalyzer
-from cameofarm.models.data import FaceIdentity, FaceObservation, IdentityEmbedding
+from cameofarm.models.data import FaceIdentity, FaceObservation, IdentityEmbedding, VoiceProfile
 from cameofarm.models.media import MediaError, probe_video, read_audio, read_frames
 from cameofarm.models.reference.base_video import presenter_box
 from cameofarm.models.reference.voice import (
@@ -276,9 +276,12 @@ def enroll_recording(
     except ValueError as exc:
         raise EnrollmentError(str(exc)) from exc
     refuse_voice_change(samples, checks.max_speaker_distance)
-    progress(
-        f"voice: {voice.speech_seconds:.1f} s speech, median F0 {np.exp(voice.f0_log_mean):.0f} Hz"
+    hop = int(SAMPLE_RATE * 0.03)  # speech_mask's 30 ms frames
+    speech_seconds = float(speech_mask(samples, SAMPLE_RATE).sum() * hop / SAMPLE_RATE)
+    pitch = (
+        f", median F0 {np.exp(voice.f0_log_mean):.0f} Hz" if isinstance(voice, VoiceProfile) else ""
     )
+    progress(f"voice ({ex.profiler.name}): {speech_seconds:.1f} s speech{pitch}")
 
     # 6. Store assets, then the record; nothing is left behind if any write fails.
     cameo_id = new_cameo_id()
@@ -295,7 +298,7 @@ def enroll_recording(
         "face_fraction": round(fraction, 3),
         "presenter_box": list(presenter_box(face_box, info.width, info.height)),
         "identities": identities_to_summary(identities),
-        "speech_seconds": round(voice.speech_seconds, 2),
+        "speech_seconds": round(speech_seconds, 2),
     }
     written: list[str] = []
     try:

@@ -4,6 +4,7 @@ shapes, placement, caching, manifests, timing rows and errors. The pixels are no
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from tests import tiny_models
 pytestmark = pytest.mark.neural
 ROLES = {"detector": "scrfd-tiny", "recognizer": "arcface-tiny", "swapper": "inswapper-tiny"}
 LIPSYNC = "wav2lip-tiny"
+VOICE = {"spectrogram": "fastpitch-tiny", "vocoder": "hifigan-tiny"}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,16 @@ def tiny_wav2lip(tmp_path_factory) -> Path:
     return tiny_models.wav2lip(tmp_path_factory.mktemp("w2l") / "wav2lip.pth")
 
 
+@pytest.fixture(scope="module")
+def tiny_nemo(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("nemo.collections.tts")
+    root = tmp_path_factory.mktemp("nemo")
+    return {
+        "spectrogram": tiny_models.fastpitch(root / "fastpitch" / "fastpitch.nemo"),
+        "vocoder": tiny_models.hifigan(root / "hifigan" / "hifigan.nemo"),
+    }
+
+
 def _import_models(data_dir: Path, tiny: dict[str, Path]) -> list[str]:
     """Import every tiny model through `cameofarm models import`; return the CLI's output."""
     from cameofarm.service.cli import cli
@@ -49,7 +61,7 @@ def _import_models(data_dir: Path, tiny: dict[str, Path]) -> list[str]:
                 "import",
                 str(path),
                 "--name",
-                ROLES.get(role, LIPSYNC),
+                {**ROLES, **VOICE}.get(role, LIPSYNC),
                 "--version",
                 "1",
                 "--licence",
@@ -194,6 +206,57 @@ def test_wav2lip_loads_the_published_checkpoint_format_and_redraws_the_lower_fac
         load_network(str(bogus), "cpu", "fp32")
 
 
+def test_nemo_voice_speaks_from_the_cameos_reference_with_word_and_ipa_timings(
+    farm_config, storage, cameo, tiny_nemo
+):
+    from cameofarm.actors.stage import StageActor
+    from cameofarm.configs import PoolConfig, StageName
+    from cameofarm.models import codec
+    from cameofarm.models.data import SpeakerReference
+    from cameofarm.models.neural.nemo import NemoVoice
+    from cameofarm.models.placement import backend_context
+    from cameofarm.models.reference.voice import EspeakEngine
+    from cameofarm.models.store import ModelStore
+    from cameofarm.storage.fetch import ObjectFetcher
+
+    _import_models(storage.data_dir, tiny_nemo)
+    models = {role: f"{name}@1" for role, name in VOICE.items()}
+    pool = PoolConfig(backend="nemo", models=models)
+    voice = NemoVoice(backend_context(pool, storage.keys_dir, [], ModelStore(storage.objects)))
+    assert voice.profiler.name == "nemo-reference:fastpitch-tiny@1"
+
+    # The cameo's voice.npz was made by the reference (WORLD) profiler at enrollment: the
+    # replica derives its own profile from the enrolled speech instead of misreading it.
+    actor = StageActor(
+        StageName.VOICE, pool, "voice-nemo", storage.keys_dir,
+        ObjectFetcher(farm_config.storage, storage.data_dir),
+    )  # fmt: skip
+    profile = actor.voice_profile(cameo.assets_key)
+    assert isinstance(profile, SpeakerReference) and profile.profiler == voice.profiler.name
+    assert profile.mel.shape[0] == 80 and profile.mel.shape[1] > 100
+    assert codec.voice_from_bytes(codec.voice_to_bytes(profile)).mel.shape == profile.mel.shape
+
+    track, timing = actor.voice("Hello there, nice to meet you.", cameo.assets_key)
+    assert track.sample_rate == 22050 and timing.replica == "voice-nemo"
+    assert [w.text for w in track.words] == ["hello", "there", "nice", "to", "meet", "you"]
+    assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(track.words))
+    assert 0 <= track.duration - track.words[-1].end < 0.2  # then the final stop's pause
+    symbols = [p.symbol for p in track.phonemes]
+    assert "_" in symbols and {"h", "ð", "n", "m"} <= {s.lstrip("ˈˌ") for s in symbols}, symbols
+    # The reference conditions the voice: another speaker's reference, other audio.
+    other = voice.profiler.profile(*_espeak(EspeakEngine))
+    again = voice.synthesize("Hello there, nice to meet you.", other)
+    assert not np.allclose(again.samples[: len(track.samples)], track.samples[: len(again.samples)])
+    with pytest.raises(ValueError, match="needs a nemo-reference:fastpitch-tiny@1 profile"):
+        voice.synthesize("Hello.", codec.voice_from_bytes(
+            storage.objects.get_bytes(f"{cameo.assets_key}/voice.npz")))  # fmt: skip
+
+
+def _espeak(engine_cls):
+    speech = engine_cls().speak("A different voice reads a different sentence for the reference.")
+    return speech.samples, speech.sample_rate
+
+
 def test_models_of_the_wrong_kind_or_missing_roles_are_refused(storage, tiny_onnx):
     from cameofarm.models.neural.insightface import InsightfaceAnalyzer
     from cameofarm.models.placement import backend_context
@@ -280,13 +343,13 @@ def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
 
 @pytest.mark.integration
 def test_farm_switches_to_its_neural_backends_and_renders(
-    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tmp_path
+    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tiny_nemo, tmp_path
 ):
-    """A farm up on the reference backends; face swap switched to insightface and lip sync to
-    wav2lip refuses to start while their models are missing (the old pools keep serving),
-    starts once they are imported (status names backend, models, device and provider),
-    renders a Plus job to a valid MP4 with timing rows for both, and refuses a corrupt model
-    version at `up`. (Voice, base video and compositing have no neural backend yet.)"""
+    """A farm up on the reference backends; voice switched to NeMo, face swap to insightface
+    and lip sync to wav2lip refuses to start while their models are missing (the old pools
+    keep serving), starts once they are imported (status names backend, models, device and
+    provider), renders a Plus job to a valid MP4 with timing rows for each, and refuses a
+    corrupt model version at `up`. (Base video and compositing have no neural backend yet.)"""
     from cameofarm.cluster.bootstrap import FarmError, farm_down, farm_status, farm_up
     from cameofarm.cluster.jobs import JobStatus
     from cameofarm.configs import PoolConfig, StageName
@@ -307,6 +370,9 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         pools[StageName.LIP_SYNC] = PoolConfig(
             backend="wav2lip", models={"lipsync": f"{LIPSYNC}@1"}, batch_size=8
         )
+        pools[StageName.VOICE] = PoolConfig(
+            backend="nemo", models={role: f"{n}@1" for role, n in VOICE.items()}
+        )
         return farm_config.model_copy(update={"pools": pools})
 
     neural = with_neural()
@@ -317,16 +383,17 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         # 1. Models missing: refused before any replica changes, naming each model.
         with pytest.raises(FarmError) as refused:
             farm_up(neural, progress=lambda _: None)
-        for name in [*ROLES.values(), LIPSYNC]:
+        for name in [*ROLES.values(), LIPSYNC, *VOICE.values()]:
             assert name in str(refused.value)
         assert "cameofarm models import PATH --name scrfd-tiny --version 1" in str(refused.value)
         assert {p["backend"] for p in replicas(farm_config, "face_swap")} == {"reference"}
 
         # 2. Imported: `up` replaces the replicas and the new backends serve.
-        _import_models(storage.data_dir, {**tiny_onnx, "lipsync": tiny_wav2lip})
+        _import_models(storage.data_dir, {**tiny_onnx, "lipsync": tiny_wav2lip, **tiny_nemo})
         lines: list[str] = []
         farm_up(neural, progress=lines.append)
-        for name, backend in (("face_swap", "insightface"), ("lip_sync", "wav2lip")):
+        neural_pools = (("voice", "nemo"), ("face_swap", "insightface"), ("lip_sync", "wav2lip"))
+        for name, backend in neural_pools:
             wanted = f"cameofarm-{name}-0: replaced (backend 'reference' → '{backend}'"
             assert any(wanted in x for x in lines), lines
         (swap,) = replicas(neural, "face_swap")
@@ -335,6 +402,9 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         (lips,) = replicas(neural, "lip_sync")
         assert lips["backend"] == "wav2lip" and lips["models"] == {"lipsync": f"{LIPSYNC}@1"}
         assert lips["device"] == "cpu" and lips["provider"].startswith("torch ")
+        (voice,) = replicas(neural, "voice")
+        assert voice["backend"] == "nemo" and voice["provider"].startswith("nemo torch")
+        assert voice["models"] == {"spectrogram": "fastpitch-tiny@1", "vocoder": "hifigan-tiny@1"}
         env = {
             "CAMEOFARM__DATA_DIR": neural.data_dir,
             "CAMEOFARM__DATABASE__URL": neural.database.url,
@@ -353,9 +423,9 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         root = (storage.keys_dir / "root.pem").read_bytes()
         assert verify_mp4(storage.objects.get_bytes(done.output_key), root).valid
         with storage.db.session() as s:
-            for stage in ("face_swap", "lip_sync"):
+            for stage in ("voice", "face_swap", "lip_sync"):
                 rows = s.query(StageTimingRow).filter_by(job_id=job.id, stage=stage).all()
-                assert rows and sum(r.frames for r in rows) > 0, stage
+                assert rows and (stage == "voice" or sum(r.frames for r in rows) > 0), stage
 
         # 4. A corrupt version: the replica refuses to start, naming the file and the fix.
         # (other weights than version 1: the node cache holds version 1's blob by sha256)

@@ -168,3 +168,144 @@ def wav2lip(path: Path, width: int = 2, seed: int = 3) -> Path:
         str(path),
     )
     return path
+
+
+_MEL = {  # 22.05 kHz, 80 mels, hop 256: the features NeMo's published English models use
+    "sample_rate": 22050,
+    "n_fft": 1024,
+    "n_window_size": 1024,
+    "n_window_stride": 256,
+    "lowfreq": 0,
+    "highfreq": 8000,
+    "log": True,
+    "log_zero_guard_value": 1e-05,
+    "mag_power": 1.0,
+    "dither": 0.0,
+    "frame_splicing": 1,
+    "pad_value": 0,
+    "window": "hann",
+    "normalize": None,
+}
+
+
+def fastpitch(path: Path, width: int = 32) -> Path:
+    """A NeMo FastPitch .nemo (saved with `save_to`) with a global-style-token reference
+    encoder, character tokens and one-layer transformers of `width` channels. Its duration
+    head is set to ~5 frames per token so that speech has a plausible length."""
+    import math
+
+    import torch
+    from nemo.collections.tts.models import FastPitchModel
+    from omegaconf import OmegaConf
+
+    labels = [" ", "'", ",", ".", "!", "?", "-", *"abcdefghijklmnopqrstuvwxyz"]
+    fft = {"n_layer": 1, "n_head": 1, "d_model": width, "d_head": 16, "d_inner": 2 * width,
+           "kernel_size": 3, "dropout": 0.1, "dropatt": 0.1, "dropemb": 0.0,
+           "condition_types": ["add", "layernorm"]}  # fmt: skip
+    predictor = {"_target_": "nemo.collections.tts.modules.fastpitch.TemporalPredictor",
+                 "input_size": width, "kernel_size": 3, "filter_size": width, "dropout": 0.1,
+                 "n_layers": 2, "condition_types": ["add", "layernorm"]}  # fmt: skip
+    cfg = OmegaConf.create(
+        {
+            "labels": labels,
+            "n_speakers": 1,
+            "n_mel_channels": 80,
+            "max_token_duration": 75,
+            "symbols_embedding_dim": width,
+            "pitch_embedding_kernel_size": 3,
+            "learn_alignment": False,
+            "sample_rate": 22050,
+            "preprocessor": {
+                "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+                "features": 80,
+                "window_size": None,
+                "window_stride": None,
+                "log_zero_guard_type": "add",
+                "pad_to": 1,
+                **_MEL,
+            },
+            "input_fft": {
+                "_target_": "nemo.collections.tts.modules.transformer.FFTransformerEncoder",
+                "n_embed": len(labels) + 2,
+                "d_embed": width,
+                "padding_idx": len(labels) + 1,
+                **fft,
+            },
+            "output_fft": {
+                "_target_": "nemo.collections.tts.modules.transformer.FFTransformerDecoder",
+                **fft,
+            },
+            "duration_predictor": predictor,
+            "pitch_predictor": predictor,
+            "speaker_encoder": {
+                "_target_": "nemo.collections.tts.modules.submodules.SpeakerEncoder",
+                "gst_module": {
+                    "_target_": "nemo.collections.tts.modules.submodules.GlobalStyleToken",
+                    "gst_size": width,
+                    "n_style_token": 4,
+                    "n_style_attn_head": 2,
+                    "reference_encoder": {
+                        "_target_": "nemo.collections.tts.modules.submodules.ReferenceEncoder",
+                        "n_mels": 80,
+                        "cnn_filters": [8, 8],
+                        "dropout": 0.2,
+                        "gru_hidden": width,
+                        "kernel_size": 3,
+                        "stride": 2,
+                        "padding": 1,
+                        "bias": True,
+                    },
+                },
+            },
+        }
+    )
+    torch.manual_seed(4)
+    model = FastPitchModel(cfg=cfg)
+    with torch.no_grad():
+        head = model.fastpitch.duration_predictor.fc
+        head.weight.mul_(0.01)
+        head.bias.fill_(math.log(6.0))  # durations are exp(log d) - 1 frames
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(path))
+    return path
+
+
+def hifigan(path: Path) -> Path:
+    """A NeMo HiFi-GAN .nemo with a narrow generator (upsampling 8x8x4 = the hop of 256).
+    The discriminators are NeMo's fixed ones, so the file is ~280 MB like the published."""
+    import torch
+    from nemo.collections.tts.models import HifiGanModel
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {
+            "preprocessor": {
+                "_target_": "nemo.collections.asr.parts.preprocessing.features.FilterbankFeatures",
+                "nfilt": 80,
+                "pad_to": 0,
+                "preemph": None,
+                "log_zero_guard_type": "clamp",
+                **{k: v for k, v in _MEL.items() if k != "pad_value"},
+                "pad_value": -11.52,
+            },
+            "generator": {
+                "_target_": "nemo.collections.tts.modules.hifigan_modules.Generator",
+                "resblock": 1,
+                "upsample_rates": [8, 8, 4],
+                "upsample_kernel_sizes": [16, 16, 8],
+                "upsample_initial_channel": 32,
+                "resblock_kernel_sizes": [3],
+                "resblock_dilation_sizes": [[1, 3, 5]],
+            },
+            "train_ds": {
+                "defer_setup": True,
+                "dataset": {"_target_": "nemo.collections.tts.data.dataset.VocoderDataset"},
+            },
+            "optim": {"_target_": "torch.optim.AdamW", "lr": 2e-4},
+        }
+    )
+    torch.manual_seed(5)
+    model = HifiGanModel(cfg=cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(path))
+    return path

@@ -9,7 +9,13 @@ import unicodedata
 
 import numpy as np
 from cameofarm.models.contracts import VoiceProfiler
-from cameofarm.models.data import PhonemeTiming, SpeechTrack, VoiceProfile, WordTiming
+from cameofarm.models.data import (
+    AnyVoiceProfile,
+    PhonemeTiming,
+    SpeechTrack,
+    VoiceProfile,
+    WordTiming,
+)
 
 SAMPLE_RATE = 22050
 FFT_SIZE = 1024
@@ -228,8 +234,12 @@ class WorldVoiceBackend:
         self.engine = EspeakEngine(voice)
         self.envelope_limit = envelope_limit_db / 10.0 * np.log(10.0)  # dB → natural log power
 
-    def synthesize(self, script: str, profile: VoiceProfile) -> SpeechTrack:
+    def synthesize(self, script: str, profile: AnyVoiceProfile) -> SpeechTrack:
         """Speak script, then convert pitch and envelope toward the profile."""
+        if not isinstance(profile, VoiceProfile):
+            raise ValueError(
+                f"the WORLD voice needs a {self.profiler.name} profile, not {profile.profiler}"
+            )
         import pyworld
         from scipy.ndimage import uniform_filter1d
 
