@@ -246,6 +246,11 @@ class EnrollmentConfig(_Strict):
     voice_profiler: BackendOptions = Field(
         default_factory=BackendOptions, description="Turns the enrolled speech into a profile."
     )
+    speaker_encoder: AnalyzerConfig = Field(
+        default_factory=AnalyzerConfig,
+        description="Embeds the speaker for the same-speaker-throughout check (same_person: "
+        "its cosine distance; the reference encoder's is max_speaker_distance).",
+    )
     mouth_model: BackendOptions = Field(
         default_factory=BackendOptions, description="Builds the cameo's mouth atlas."
     )

@@ -46,6 +46,15 @@ class VoiceProfiler(Protocol):
     def profile(self, samples: np.ndarray, sample_rate: int) -> AnyVoiceProfile: ...
 
 
+class SpeakerEncoder(Protocol):
+    """Embeds who is speaking in a stretch of speech (vectors compared by cosine distance)."""
+
+    name: str
+    same_speaker: float  # cosine distance at or under which two stretches are one speaker
+
+    def embed(self, samples: np.ndarray, sample_rate: int) -> np.ndarray: ...
+
+
 class MouthModel(Protocol):
     """Builds a cameo's mouth atlas from frames of its recording and the faces found there."""
 

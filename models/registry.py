@@ -16,6 +16,7 @@ from cameofarm.models.contracts import (
     FaceSwapBackend,
     LipSyncBackend,
     MouthModel,
+    SpeakerEncoder,
     StageBackend,
     VoiceBackend,
     VoiceProfiler,
@@ -105,6 +106,18 @@ def _reference_profiler(_: BackendContext) -> VoiceProfiler:
     return WorldVoiceProfiler()
 
 
+def _reference_speaker(ctx: BackendContext) -> SpeakerEncoder:
+    from cameofarm.models.reference.voice import MfccSpeakerEncoder
+
+    return MfccSpeakerEncoder(ctx.same_person or 0.3)
+
+
+def _titanet_speaker(ctx: BackendContext) -> SpeakerEncoder:
+    from cameofarm.models.neural.nemo import TitanetSpeakerEncoder
+
+    return TitanetSpeakerEncoder(ctx)
+
+
 def _reference_mouth_model(_: BackendContext) -> MouthModel:
     from cameofarm.models.reference.lip_sync import AtlasMouthModel
 
@@ -164,6 +177,10 @@ PROFILERS: dict[str, Factory[VoiceProfiler]] = {
     "nemo": _nemo_profiler,
 }
 MOUTH_MODELS: dict[str, Factory[MouthModel]] = {"reference": _reference_mouth_model}
+SPEAKER_ENCODERS: dict[str, Factory[SpeakerEncoder]] = {
+    "reference": _reference_speaker,
+    "nemo": _titanet_speaker,
+}
 
 
 def available_backends(stage: StageName) -> list[str]:
@@ -191,6 +208,10 @@ def build_analyzer(name: str, ctx: BackendContext) -> FaceAnalyzer:
 
 def build_profiler(name: str, ctx: BackendContext) -> VoiceProfiler:
     return _build(PROFILERS, "voice profiler", name, ctx)
+
+
+def build_speaker_encoder(name: str, ctx: BackendContext) -> SpeakerEncoder:
+    return _build(SPEAKER_ENCODERS, "speaker encoder", name, ctx)
 
 
 def build_mouth_model(name: str, ctx: BackendContext) -> MouthModel:

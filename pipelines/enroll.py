@@ -15,14 +15,13 @@ from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
 from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
-from cameofarm.models.contracts import FaceAnalyzer
+from cameofarm.models.contracts import FaceAnalyzer, SpeakerEncoder
 from cameofarm.models.data import FaceIdentity, FaceObservation, IdentityEmbedding, VoiceProfile
 from cameofarm.models.media import MediaError, probe_video, read_audio, read_frames
 from cameofarm.models.reference.base_video import presenter_box
 from cameofarm.models.reference.voice import (
     SAMPLE_RATE,
     speaker_distance,
-    speaker_embedding,
     speech_mask,
 )
 from cameofarm.pipelines.checks import RecordingReport, check_recording
@@ -107,8 +106,9 @@ def match_id_photo(analyzer: FaceAnalyzer, photo: str | Path, identity: Identity
         )
 
 
-def refuse_voice_change(samples: np.ndarray, max_distance: float) -> None:
+def refuse_voice_change(samples: np.ndarray, encoder: SpeakerEncoder) -> None:
     """Refuse a recording whose speech segments sound like different speakers."""
+    max_distance = encoder.same_speaker
     segment = float(np.clip(len(samples) / SAMPLE_RATE / 6, 3.0, 5.0))
     hop = int(segment * SAMPLE_RATE)
     active = speech_mask(samples, SAMPLE_RATE, 30.0)
@@ -120,14 +120,14 @@ def refuse_voice_change(samples: np.ndarray, max_distance: float) -> None:
             piece = samples[k * hop : (k + 1) * hop]
             pitch = _median_log_f0(piece)
             if pitch is not None:
-                parts.append((k * segment, speaker_embedding(piece, SAMPLE_RATE), pitch))
+                parts.append((k * segment, encoder.embed(piece, SAMPLE_RATE), pitch))
     for (t_a, a, f_a), (t_b, b, f_b) in itertools.combinations(parts, 2):
         d = speaker_distance(a, b)
         jump = abs(f_a - f_b)
         if d > max_distance or jump > MAX_PITCH_JUMP:
             raise EnrollmentError(
                 f"the voice changes: speech at {t_a:.0f} s and {t_b:.0f} s sounds like different "
-                f"speakers (timbre distance {d:.2f}, limit {max_distance:g}; median pitch "
+                f"speakers ({encoder.name} distance {d:.2f}, limit {max_distance:g}; median pitch "
                 f"{np.exp(f_a):.0f} vs {np.exp(f_b):.0f} Hz); one person must speak throughout"
             )
 
@@ -275,7 +275,8 @@ def enroll_recording(
         voice = ex.profiler.profile(samples, SAMPLE_RATE)
     except ValueError as exc:
         raise EnrollmentError(str(exc)) from exc
-    refuse_voice_change(samples, checks.max_speaker_distance)
+    refuse_voice_change(samples, ex.speaker)
+    speaker = ex.speaker.embed(samples, SAMPLE_RATE)
     hop = int(SAMPLE_RATE * 0.03)  # speech_mask's 30 ms frames
     speech_seconds = float(speech_mask(samples, SAMPLE_RATE).sum() * hop / SAMPLE_RATE)
     pitch = (
@@ -298,6 +299,8 @@ def enroll_recording(
         "face_fraction": round(fraction, 3),
         "presenter_box": list(presenter_box(face_box, info.width, info.height)),
         "identities": identities_to_summary(identities),
+        # Who speaks, by encoder: what an output's "sounds like the cameo" is measured against.
+        "voices": {ex.speaker.name: [round(float(v), 6) for v in speaker]},
         "speech_seconds": round(speech_seconds, 2),
     }
     written: list[str] = []

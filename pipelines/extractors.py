@@ -9,10 +9,15 @@ from typing import Any
 
 import numpy as np
 from cameofarm.configs import EnrollmentConfig, FarmConfig
-from cameofarm.models.contracts import FaceAnalyzer, MouthModel, VoiceProfiler
+from cameofarm.models.contracts import FaceAnalyzer, MouthModel, SpeakerEncoder, VoiceProfiler
 from cameofarm.models.data import IdentityEmbedding
 from cameofarm.models.placement import backend_context
-from cameofarm.models.registry import build_analyzer, build_mouth_model, build_profiler
+from cameofarm.models.registry import (
+    build_analyzer,
+    build_mouth_model,
+    build_profiler,
+    build_speaker_encoder,
+)
 from cameofarm.models.store import ModelStore
 from cameofarm.storage import FarmStorage
 
@@ -24,6 +29,7 @@ class Extractors:
     analyzers: tuple[FaceAnalyzer, ...]
     profiler: VoiceProfiler
     mouth_model: MouthModel
+    speaker: SpeakerEncoder
 
     @property
     def primary(self) -> FaceAnalyzer:
@@ -33,7 +39,8 @@ class Extractors:
 
 def needs_models(cfg: EnrollmentConfig) -> bool:
     """Whether any configured extractor loads models from the model store."""
-    return any(o.models for o in (*cfg.analyzers, cfg.voice_profiler, cfg.mouth_model))
+    extractors = (*cfg.analyzers, cfg.voice_profiler, cfg.mouth_model, cfg.speaker_encoder)
+    return any(o.models for o in extractors)
 
 
 def load_extractors(
@@ -61,7 +68,12 @@ def load_extractors(
     mouth = build_mouth_model(
         cfg.mouth_model.backend, backend_context(cfg.mouth_model, keys_dir, [], store)
     )
-    return Extractors(tuple(analyzers), profiler, mouth)
+    spk = cfg.speaker_encoder
+    same = spk.same_person or (cfg.max_speaker_distance if spk.backend == "reference" else None)
+    speaker = build_speaker_encoder(
+        spk.backend, backend_context(spk, keys_dir, [], store, same_person=same)
+    )
+    return Extractors(tuple(analyzers), profiler, mouth, speaker)
 
 
 def farm_extractors(config: FarmConfig, storage: FarmStorage | None) -> Extractors:
@@ -78,13 +90,14 @@ def embed_photo(ex: Extractors, rgb: np.ndarray) -> dict[str, IdentityEmbedding]
 
 
 def as_extractors(value: Extractors | FaceAnalyzer) -> Extractors:
-    """Extractors as given, or one face analyzer with the reference profiler and mouth model."""
+    """Extractors as given, or one face analyzer with the reference voice profiler, mouth
+    model and speaker encoder."""
     if isinstance(value, Extractors):
         return value
     from cameofarm.models.reference.lip_sync import AtlasMouthModel
-    from cameofarm.models.reference.voice import WorldVoiceProfiler
+    from cameofarm.models.reference.voice import MfccSpeakerEncoder, WorldVoiceProfiler
 
-    return Extractors((value,), WorldVoiceProfiler(), AtlasMouthModel())
+    return Extractors((value,), WorldVoiceProfiler(), AtlasMouthModel(), MfccSpeakerEncoder())
 
 
 # --- identities in a cameo's summary -------------------------------------------------------

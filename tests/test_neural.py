@@ -15,7 +15,7 @@ from tests import tiny_models
 pytestmark = pytest.mark.neural
 ROLES = {"detector": "scrfd-tiny", "recognizer": "arcface-tiny", "swapper": "inswapper-tiny"}
 LIPSYNC = "wav2lip-tiny"
-VOICE = {"spectrogram": "fastpitch-tiny", "vocoder": "hifigan-tiny"}
+VOICE = {"spectrogram": "fastpitch-tiny", "vocoder": "hifigan-tiny", "speaker": "titanet-tiny"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,7 @@ def tiny_nemo(tmp_path_factory) -> dict[str, Path]:
     return {
         "spectrogram": tiny_models.fastpitch(root / "fastpitch" / "fastpitch.nemo"),
         "vocoder": tiny_models.hifigan(root / "hifigan" / "hifigan.nemo"),
+        "speaker": tiny_models.titanet(root / "titanet" / "titanet.nemo"),
     }
 
 
@@ -220,7 +221,7 @@ def test_nemo_voice_speaks_from_the_cameos_reference_with_word_and_ipa_timings(
     from cameofarm.storage.fetch import ObjectFetcher
 
     _import_models(storage.data_dir, tiny_nemo)
-    models = {role: f"{name}@1" for role, name in VOICE.items()}
+    models = {role: f"{VOICE[role]}@1" for role in ("spectrogram", "vocoder")}
     pool = PoolConfig(backend="nemo", models=models)
     voice = NemoVoice(backend_context(pool, storage.keys_dir, [], ModelStore(storage.objects)))
     assert voice.profiler.name == "nemo-reference:fastpitch-tiny@1"
@@ -250,6 +251,37 @@ def test_nemo_voice_speaks_from_the_cameos_reference_with_word_and_ipa_timings(
     with pytest.raises(ValueError, match="needs a nemo-reference:fastpitch-tiny@1 profile"):
         voice.synthesize("Hello.", codec.voice_from_bytes(
             storage.objects.get_bytes(f"{cameo.assets_key}/voice.npz")))  # fmt: skip
+
+
+def test_enrollment_checks_one_speaker_throughout_with_titanet_and_stores_its_embedding(
+    farm_config, storage, sample_clip, tiny_nemo
+):
+    from cameofarm.configs import AnalyzerConfig
+    from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
+    from cameofarm.pipelines.extractors import farm_extractors
+
+    _import_models(storage.data_dir, tiny_nemo)
+
+    def enroll(same_person: float):
+        speaker = AnalyzerConfig(
+            backend="nemo", models={"speaker": "titanet-tiny@1"}, same_person=same_person
+        )
+        enrollment = farm_config.enrollment.model_copy(update={"speaker_encoder": speaker})
+        config = farm_config.model_copy(update={"enrollment": enrollment})
+        extractors = farm_extractors(config, storage)
+        assert extractors.speaker.name == "titanet:titanet-tiny@1"
+        return enroll_recording(
+            storage, extractors, sample_clip, name="Spk", owner="tester", checks=enrollment
+        )
+
+    # Any two speech stretches further apart than the encoder's threshold: refused, by name.
+    keys = set(storage.objects.list())
+    with pytest.raises(EnrollmentError, match=r"titanet:titanet-tiny@1 distance"):
+        enroll(1e-9)
+    assert set(storage.objects.list()) == keys
+    record = enroll(2.0)  # (cosine distance is at most 2: every stretch is one speaker)
+    voice = record.summary["voices"]["titanet:titanet-tiny@1"]
+    assert len(voice) == 192 and abs(np.linalg.norm(voice) - 1) < 1e-3
 
 
 def _espeak(engine_cls):
@@ -371,7 +403,7 @@ def test_farm_switches_to_its_neural_backends_and_renders(
             backend="wav2lip", models={"lipsync": f"{LIPSYNC}@1"}, batch_size=8
         )
         pools[StageName.VOICE] = PoolConfig(
-            backend="nemo", models={role: f"{n}@1" for role, n in VOICE.items()}
+            backend="nemo", models={r: f"{VOICE[r]}@1" for r in ("spectrogram", "vocoder")}
         )
         return farm_config.model_copy(update={"pools": pools})
 
@@ -383,7 +415,7 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         # 1. Models missing: refused before any replica changes, naming each model.
         with pytest.raises(FarmError) as refused:
             farm_up(neural, progress=lambda _: None)
-        for name in [*ROLES.values(), LIPSYNC, *VOICE.values()]:
+        for name in [*ROLES.values(), LIPSYNC, VOICE["spectrogram"], VOICE["vocoder"]]:
             assert name in str(refused.value)
         assert "cameofarm models import PATH --name scrfd-tiny --version 1" in str(refused.value)
         assert {p["backend"] for p in replicas(farm_config, "face_swap")} == {"reference"}

@@ -309,3 +309,66 @@ def hifigan(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(path))
     return path
+
+
+def titanet(path: Path) -> Path:
+    """A NeMo speaker model (EncDecSpeakerLabelModel, the TitaNet class) .nemo: 16 kHz, 80 mel
+    features, a separable convolution block with squeeze-excitation, attention pooling and a
+    192-d embedding like TitaNet's."""
+    import torch
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+    from omegaconf import OmegaConf
+
+    block = {"repeat": 1, "stride": [1], "dilation": [1], "dropout": 0.0, "residual": False}
+    cfg = OmegaConf.create(
+        {
+            "sample_rate": 16000,
+            "preprocessor": {
+                "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+                "normalize": "per_feature",
+                "window_size": 0.025,
+                "window_stride": 0.01,
+                "sample_rate": 16000,
+                "window": "hann",
+                "features": 80,
+                "n_fft": 512,
+                "frame_splicing": 1,
+                "dither": 0.0,
+            },
+            "encoder": {
+                "_target_": "nemo.collections.asr.modules.ConvASREncoder",
+                "feat_in": 80,
+                "activation": "relu",
+                "conv_mask": True,
+                "jasper": [
+                    {
+                        "filters": 32,
+                        "kernel": [3],
+                        "separable": True,
+                        "se": True,
+                        "se_context_size": -1,
+                        **block,
+                    },
+                    {"filters": 64, "kernel": [1], **block},
+                ],
+            },
+            "decoder": {
+                "_target_": "nemo.collections.asr.modules.SpeakerDecoder",
+                "feat_in": 64,
+                "num_classes": 4,
+                "pool_mode": "attention",
+                "emb_sizes": 192,
+                "attention_channels": 16,
+            },
+            "loss": {
+                "_target_": "nemo.collections.asr.losses.angularloss.AngularSoftmaxLoss",
+                "scale": 30,
+                "margin": 0.2,
+            },
+        }
+    )
+    torch.manual_seed(6)
+    model = EncDecSpeakerLabelModel(cfg=cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(path))
+    return path

@@ -49,6 +49,40 @@ def reference_profiler(ctx: BackendContext) -> FastPitchReferenceProfiler:
     return FastPitchReferenceProfiler(_restore("FastPitchModel", model, ctx.device), model)
 
 
+# TitaNet's published verification threshold is cosine similarity 0.7; as a distance, 0.3.
+TITANET_SAME_SPEAKER = 0.3
+
+
+class TitanetSpeakerEncoder:
+    """NeMo's TitaNet (EncDecSpeakerLabelModel): an L2-normalised speaker embedding."""
+
+    def __init__(self, ctx: BackendContext) -> None:
+        import torch
+        from nemo.collections.asr.models import EncDecSpeakerLabelModel
+
+        if ctx.device == "cpu":
+            torch.set_num_threads(1)
+        model = ctx.model("speaker", "nemo")
+        try:
+            loaded = EncDecSpeakerLabelModel.restore_from(
+                str(model.path(".nemo")), map_location=ctx.device
+            )
+        except Exception as exc:
+            raise ValueError(
+                f"model {model.name}@{model.version} is not a speaker model: {exc}"
+            ) from exc
+        self.model = loaded.eval()
+        self.name = f"titanet:{model.name}@{model.version}"
+        self.sample_rate = int(loaded.cfg.preprocessor.sample_rate)
+        self.same_speaker = ctx.same_person or TITANET_SAME_SPEAKER
+
+    def embed(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        audio = _resample(samples, sample_rate, self.sample_rate)
+        embedding, _ = self.model.infer_segment(audio)
+        vector = embedding[0].float().cpu().numpy()
+        return (vector / (np.linalg.norm(vector) + 1e-12)).astype(np.float32)
+
+
 def _resample(samples: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
