@@ -86,6 +86,19 @@ def _options(models: dict[str, str] | None = None, **extra):
     return AnalyzerConfig(backend="insightface", models=models, **extra)
 
 
+def test_the_neural_stack_imports():
+    """What `.[neural]` installs: the named stack, CPU torch (no CUDA wheels were pulled)."""
+    import diffusers  # noqa: F401
+    import insightface  # noqa: F401
+    import nemo.collections.asr
+    import nemo.collections.tts  # noqa: F401
+    import onnxruntime
+    import torch
+
+    assert "CPUExecutionProvider" in onnxruntime.get_available_providers()
+    assert torch.__version__.startswith("2.13.0")
+
+
 def test_import_verify_list_and_a_changed_byte(farm_config, tiny_onnx):
     from cameofarm.service.cli import cli
     from click.testing import CliRunner
