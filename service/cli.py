@@ -219,7 +219,10 @@ def enroll_check(obj: Ctx, video: str, audio: str | None, as_json: bool) -> None
     from cameofarm.pipelines.extractors import farm_extractors, needs_models
 
     storage = obj.storage() if needs_models(obj.config.enrollment) else None
-    analyzer = farm_extractors(obj.config, storage).primary
+    try:
+        analyzer = farm_extractors(obj.config, storage).primary
+    except ValueError as exc:  # a missing or corrupt model the enrollment config names
+        _fail(f"enrollment cannot run: {exc}")
     report = check_recording(video, analyzer, obj.config.enrollment, audio)
     click.echo(report.to_json() if as_json else report.describe())
     if not report.accepted:
@@ -241,10 +244,14 @@ def enroll_add(obj: Ctx, video: str, audio: str | None, name: str) -> None:
 
     api = obj.api()
     try:
+        extractors = farm_extractors(obj.config, api.storage)
+    except ValueError as exc:  # a missing or corrupt model the enrollment config names
+        _fail(f"enrollment cannot run: {exc}")
+    try:
         who = api.authenticate(obj.api_key)
         record = enroll_recording(
             api.storage,
-            farm_extractors(obj.config, api.storage),
+            extractors,
             video,
             name=name,
             owner=who.user,
@@ -318,7 +325,11 @@ def protected_add(obj: Ctx, image: str, label: str, reason: str) -> None:
     rgb = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
     storage = obj.storage()
     try:
-        found = embed_photo(farm_extractors(obj.config, storage), rgb)
+        extractors = farm_extractors(obj.config, storage)
+    except ValueError as exc:  # a missing or corrupt model the enrollment config names
+        _fail(f"enrollment cannot run: {exc}")
+    try:
+        found = embed_photo(extractors, rgb)
     except ValueError as exc:
         _fail(f"{image}: {exc}")
         return

@@ -375,6 +375,24 @@ def test_enrolling_with_insightface_stores_512_beside_128_and_compares_like_with
     assert closest_match(stored, only_dlib) == ("dlib@resnet-v1", 0.0)
 
 
+def test_enrollment_naming_a_missing_model_says_so_and_how_to_import_it(tmp_path, sample_clip):
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "enrollment.yaml").write_text(
+        "enrollment:\n  analyzers:\n    - backend: reference\n    - backend: insightface\n"
+        "      models: {detector: scrfd-tiny, recognizer: arcface-tiny}\n"
+    )
+    env = {"CAMEOFARM__DATA_DIR": str(tmp_path / "farm")}
+    out = CliRunner().invoke(
+        cli, ["--config", str(config), "enroll", "check", str(sample_clip)], env=env
+    )
+    assert out.exit_code == 1, out.output
+    assert "enrollment cannot run" in out.output and "cameofarm models import" in out.output
+
+
 def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
     farm_config, storage, tiny_onnx
 ):

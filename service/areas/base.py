@@ -51,6 +51,12 @@ class TooLarge(ApiError):
     status = 413
 
 
+class Unavailable(ApiError):
+    """The farm cannot serve this now (e.g. a model its config names is missing)."""
+
+    status = 503
+
+
 class RateLimited(ApiError):
     status = 429
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from cameofarm.cameos import UnknownCameoError, audit
 from cameofarm.cameos.accounts import Principal
-from cameofarm.service.areas.base import Area, BadRequest, NotFound, display_text
+from cameofarm.service.areas.base import Area, BadRequest, NotFound, Unavailable, display_text
 
 
 class EnrollmentArea(Area):
@@ -65,9 +65,13 @@ class EnrollmentArea(Area):
         self.get_session_owner_check(principal, session_id)
         log: list[str] = []
         try:
+            extractors = farm_extractors(self.config, self.storage)
+        except ValueError as exc:  # a missing or corrupt model the enrollment config names
+            raise Unavailable(f"enrollment cannot run: {exc}") from None
+        try:
             record = finish_session(
                 self.storage,
-                farm_extractors(self.config, self.storage),
+                extractors,
                 self.config.enrollment,
                 session_id,
                 video,
