@@ -154,6 +154,25 @@ def create_cameo(
         return CameoRecord.from_row(row)
 
 
+def add_summary_entries(
+    db: Database, cameo_id: str, key: str, entries: dict[str, Any], actor: str
+) -> CameoRecord:
+    """Add entries (e.g. identities of a newly configured analyzer) under one summary key;
+    existing entries are kept. Audited, since they decide one-likeness matches."""
+    with db.session() as s:
+        row = s.get(CameoRow, cameo_id)
+        if row is None:
+            raise UnknownCameoError(f"no cameo with id {cameo_id!r}")
+        summary = dict(row.summary or {})
+        summary[key] = {**summary.get(key, {}), **entries}
+        row.summary = summary
+        row.updated_at = time.time()
+        audit.record(
+            s, actor, f"cameo.{key}.added", cameo_id, owner=row.owner, added=sorted(entries)
+        )
+        return CameoRecord.from_row(row)
+
+
 def get_cameo(db: Database, cameo_id: str) -> CameoRecord:
     """Return the cameo or raise UnknownCameoError."""
     with db.session() as s:

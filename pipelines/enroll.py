@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +331,46 @@ def enroll_recording(
         raise
     progress(f"stored cameo {record.id}")
     return record
+
+
+def backfill_identities(
+    storage: FarmStorage,
+    extractors: Extractors,
+    cameo_id: str,
+    actor: str,
+    progress: Progress = lambda _: None,
+) -> list[str]:
+    """Give a cameo the identity of every configured analyzer it lacks, from its stored
+    recording (the same frames and faces enrollment uses); return the analyzers added."""
+    from cameofarm.cameos import get_cameo
+    from cameofarm.cameos.registry import add_summary_entries
+
+    cameo = get_cameo(storage.db, cameo_id)
+    have = identities_of(cameo.summary)
+    missing = [a for a in extractors.analyzers if a.name not in have]
+    if not missing or cameo.status is CameoStatus.DELETED:
+        return []
+    video = storage.objects.locate(cameo.recording_key)
+    count = max(1, int(cameo.summary.get("frame_count", probe_video(video).frame_count)))
+    indices = sorted(set(np.linspace(0, count - 1, min(SAMPLED_FRAMES, count)).astype(int)))
+    frames = read_frames(video, indices)
+    found = []
+    for i in indices:
+        faces = extractors.primary.detect(frames[i]) if i in frames else []
+        if faces:
+            found.append(_Sample(i, frames[i], faces[0]))
+    if not found:
+        raise EnrollmentError(f"cameo {cameo_id}: no face found in its stored recording")
+    probes = found[:: max(1, len(found) // 16)]
+    added = {}
+    for analyzer in missing:
+        added[analyzer.name], used = _identity(
+            analyzer, probes, float(cameo.summary.get("fps", 25))
+        )
+        progress(f"{cameo_id}: identity from {used} frames ({analyzer.name})")
+    key = f"{cameo.assets_key}/identity.npz"
+    identity = codec.identity_from_bytes(storage.objects.get_bytes(key))
+    merged = {**identity.embeddings, **added}
+    storage.objects.put_bytes(key, codec.identity_to_bytes(replace(identity, embeddings=merged)))
+    add_summary_entries(storage.db, cameo_id, "identities", identities_to_summary(added), actor)
+    return sorted(added)

@@ -229,6 +229,43 @@ def enroll_check(obj: Ctx, video: str, audio: str | None, as_json: bool) -> None
         sys.exit(1)
 
 
+@enroll.command("backfill")
+@click.option("--cameo", "cameo_ids", multiple=True, help="Only this cameo (repeatable).")
+@click.pass_obj
+def enroll_backfill(obj: Ctx, cameo_ids: tuple[str, ...]) -> None:
+    """Give every cameo the identity of each configured face analyzer it lacks.
+
+    Run after adding an analyzer to enrollment.analyzers (e.g. insightface): each identity is
+    computed from the cameo's stored recording, so one-likeness and protected-likeness checks
+    can compare like with like for cameos enrolled before. Acts on this machine's farm.
+    """
+    from cameofarm.cameos import CameoStatus, list_cameos
+    from cameofarm.pipelines.enroll import EnrollmentError, backfill_identities
+    from cameofarm.pipelines.extractors import farm_extractors
+
+    storage = obj.storage()
+    try:
+        extractors = farm_extractors(obj.config, storage)
+    except ValueError as exc:  # a missing or corrupt model the enrollment config names
+        _fail(f"enrollment cannot run: {exc}")
+    ids = list(cameo_ids) or [
+        c.id for c in list_cameos(storage.db) if c.status is not CameoStatus.DELETED
+    ]
+    failed = 0
+    for cameo_id in ids:
+        try:
+            added = backfill_identities(
+                storage, extractors, cameo_id, "operator", lambda m: click.echo(f"  {m}")
+            )
+        except (EnrollmentError, LookupError) as exc:
+            failed += 1
+            click.echo(f"{cameo_id}: FAILED {exc}")
+            continue
+        click.echo(f"{cameo_id}: " + (f"added {', '.join(added)}" if added else "complete"))
+    if failed:
+        _fail(f"{failed} of {len(ids)} cameo(s) could not be given every identity")
+
+
 @enroll.command("add")
 @click.argument("video", type=click.Path(dir_okay=False))
 @_audio_option

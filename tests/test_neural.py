@@ -393,6 +393,49 @@ def test_enrollment_naming_a_missing_model_says_so_and_how_to_import_it(tmp_path
     assert "enrollment cannot run" in out.output and "cameofarm models import" in out.output
 
 
+def test_backfill_gives_earlier_cameos_the_new_analyzers_identity(
+    farm_config, storage, cameo, tiny_onnx, tmp_path
+):
+    from cameofarm.cameos import get_cameo
+    from cameofarm.models import codec
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    _import_models(storage.data_dir, tiny_onnx)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "enrollment.yaml").write_text(
+        "enrollment:\n  analyzers:\n    - backend: reference\n    - backend: insightface\n"
+        "      models: {detector: scrfd-tiny@1, recognizer: arcface-tiny@1}\n"
+    )
+    env = {
+        "CAMEOFARM__DATA_DIR": farm_config.data_dir,
+        "CAMEOFARM__DATABASE__URL": farm_config.database.url,
+    }
+    run = CliRunner().invoke
+    assert list(cameo.summary["identities"]) == ["dlib@resnet-v1"]
+    out = run(cli, ["--config", str(config), "enroll", "backfill"], env=env)
+    assert out.exit_code == 0 and f"{cameo.id}: added insightface:arcface-tiny@1" in out.output, (
+        out.output
+    )
+    after = get_cameo(storage.db, cameo.id)
+    assert (
+        after.summary["identities"]["dlib@resnet-v1"]
+        == cameo.summary["identities"]["dlib@resnet-v1"]
+    )
+    assert len(after.summary["identities"]["insightface:arcface-tiny@1"]["vector"]) == 512
+    identity = codec.identity_from_bytes(
+        storage.objects.get_bytes(f"{cameo.assets_key}/identity.npz")
+    )
+    assert set(identity.embeddings) == {"dlib@resnet-v1", "insightface:arcface-tiny@1"}
+    again = run(cli, ["--config", str(config), "enroll", "backfill"], env=env)
+    assert again.exit_code == 0 and f"{cameo.id}: complete" in again.output, again.output
+    unknown = run(
+        cli, ["--config", str(config), "enroll", "backfill", "--cameo", "cam_nope"], env=env
+    )
+    assert unknown.exit_code == 1 and "cam_nope: FAILED" in unknown.output, unknown.output
+
+
 def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
     farm_config, storage, tiny_onnx
 ):
