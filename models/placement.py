@@ -65,12 +65,8 @@ def missing_models(refs: dict[str, str], store: ModelStore) -> list[str]:
         name, version = parse_ref(ref)
         try:
             store.get(name, version)
-        except ModelStoreError as exc:
-            problems.append(
-                f"{role} model {ref!r} is not in the model store ({exc}); import it with "
-                f"`cameofarm models import PATH --name {name}"
-                + (f" --version {version}`" if version else "`")
-            )
+        except ModelStoreError as exc:  # it names the model and the import command
+            problems.append(f"{role}: {exc}")
     return problems
 
 

@@ -322,8 +322,8 @@ class ModelStore:
             what = f"{name}@{version}" if version else name
             raise ModelStoreError(
                 f"model {what} is not in the model store; import it with "
-                f"`cameofarm models import PATH --name {name}`"
-                + (f" --version {version}" if version else "")
+                f"`cameofarm models import PATH --name {name}"
+                + (f" --version {version}`" if version else "`")
             )
         return manifest
 

@@ -61,6 +61,7 @@ def test_missing_models_name_each_model_and_the_import_command(tmp_path):
     store = ModelStore(LocalObjectStore(tmp_path))
     problems = missing_models({"swapper": "inswapper-128@1.0", "detector": "scrfd"}, store)
     assert len(problems) == 2
-    assert "detector model 'scrfd'" in problems[0]
+    assert problems[0].startswith("detector: model scrfd is not in the model store")
     assert problems[0].endswith("`cameofarm models import PATH --name scrfd`")
+    assert problems[1].startswith("swapper: model inswapper-128@1.0 is not")
     assert problems[1].endswith("`cameofarm models import PATH --name inswapper-128 --version 1.0`")

@@ -6,6 +6,7 @@ the full-size network and a narrow test one load the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -171,7 +172,7 @@ def melspectrogram(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.clip(8.0 * ((db + 100.0) / 100.0) - 4.0, -4.0, 4.0).astype(np.float32)
 
 
-def mel_windows(mel: np.ndarray, fps: int, frames: range) -> np.ndarray:
+def mel_windows(mel: np.ndarray, fps: int, frames: Sequence[int]) -> np.ndarray:
     """The 16-step mel window of each video frame: (len(frames), 1, 80, 16)."""
     out = np.zeros((len(frames), 1, mel.shape[0], MEL_STEPS), np.float32)
     for k, i in enumerate(frames):
@@ -241,10 +242,7 @@ class Wav2LipSync:
             masked = faces.copy()
             masked[:, FACE_SIZE // 2 :] = 0.0
             x = np.concatenate([masked, faces], axis=3).transpose(0, 3, 1, 2)
-            windows = mel_windows(
-                mel, fps, range(chunk.start + batch[0], chunk.start + batch[-1] + 1)
-            )
-            windows = windows[[i - batch[0] for i in batch]]
+            windows = mel_windows(mel, fps, [chunk.start + i for i in batch])
             with torch.inference_mode():
                 pred = self.network(
                     torch.from_numpy(windows).to(self.device, self.dtype),
