@@ -7,10 +7,15 @@ NETNS := $(shell unshare --net true 2>/dev/null && echo "unshare --net sh -c 'ip
 
 .PHONY: setup demo test lint typecheck clean
 
+# resemblyzer (the GE2E speaker encoder) installs without its metadata's dependencies: they
+# ask for webrtcvad (compiled from C) and the obsolete `typing` backport; webrtcvad-wheels
+# (ours) provides the same module prebuilt. flite comes from Debian (.ci/debian).
 $(BIN)/cameofarm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip "setuptools<81" wheel
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,neural]"
+	$(BIN)/pip install -q --no-deps "resemblyzer==0.1.4"
+	bash .ci/debian flite
 	touch $@
 
 setup: $(BIN)/cameofarm

@@ -189,9 +189,11 @@ class StageActor:
 
     # --- one method per stage kind --------------------------------------------------------
 
-    def voice(self, script: str, assets_key: str) -> tuple[SpeechTrack, CallTiming]:
+    def voice(
+        self, script: str, assets_key: str, language: str = "en"
+    ) -> tuple[SpeechTrack, CallTiming]:
         profile = self.voice_profile(assets_key)
-        return self._timed(lambda: self.backend.synthesize(script, profile))
+        return self._timed(lambda: self.backend.synthesize(script, profile, language))
 
     def base_video(
         self,

@@ -222,6 +222,7 @@ class Scheduler:
                 view.script,
                 view.background_key,
                 attempt=view.attempts,
+                language=view.language,
             )
             render_job(
                 job,
@@ -230,7 +231,9 @@ class Scheduler:
                 self.storage,
                 progress=lambda stage, frac: record_progress(db, job_id, str(stage), frac),
                 still_wanted=lambda: get_job(db, job_id).status is JobStatus.RUNNING,
-                finalize=lambda key: finish_published(db, self.config, job_id, key),
+                finalize=lambda key, quality: finish_published(
+                    db, self.config, job_id, key, quality
+                ),
             )
             done = get_job(db, job_id)
             if done.started_at is not None and done.finished_at is not None:

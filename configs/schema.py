@@ -223,6 +223,12 @@ class EnrollmentConfig(_Strict):
     min_fps: float = Field(default=15.0, gt=0)
     max_fps: float = Field(default=120.0, gt=0)
     max_av_mismatch_seconds: float = Field(default=1.0, ge=0, description="|audio - video| length.")
+    min_face_motion: float = Field(
+        default=0.004,
+        ge=0,
+        description="How much the face's landmark shape must vary over the recording (share of "
+        "face height): a still photo made into a clip is about 0.001, a person speaking 0.01+.",
+    )
     sampled_frames: int = Field(
         default=60, ge=5, le=1000, description="Frames the face checks read."
     )
@@ -233,6 +239,18 @@ class EnrollmentConfig(_Strict):
     min_smile_gain: float = Field(default=0.08, gt=0, description="Mouth widening for a smile.")
     min_phrase_speech: float = Field(
         default=0.4, gt=0, le=1, description="Share of the phrase window with speech."
+    )
+    recognize_phrase: bool = Field(
+        default=True,
+        description="Recognise the liveness phrase's words (pocketsphinx, English) and fail a "
+        "session whose words are wrong; off: only that speech happens in its window.",
+    )
+    max_phrase_word_errors: int = Field(
+        default=1,
+        ge=0,
+        le=7,
+        description="Words of the 7-word phrase the recogniser may miss or mishear; another "
+        "session's phrase differs in about 6.",
     )
     max_identity_distance: float = Field(
         default=0.62, gt=0, description="dlib distance above which two faces are different people."
@@ -255,7 +273,11 @@ class EnrollmentConfig(_Strict):
         default_factory=BackendOptions, description="Builds the cameo's mouth atlas."
     )
     max_speaker_distance: float = Field(
-        default=0.3, gt=0, le=2, description="MFCC cosine distance between speech segments."
+        default=0.32,
+        gt=0,
+        le=2,
+        description="The reference (GE2E) encoder's cosine distance between 5 s of speech "
+        "at two moments above which they are different speakers.",
     )
     verified_days: float = Field(default=180, gt=0, description="How long verification lasts.")
 

@@ -73,7 +73,11 @@ class VoiceBackend(Protocol):
 
     profiler: VoiceProfiler
 
-    def synthesize(self, script: str, profile: AnyVoiceProfile) -> SpeechTrack: ...
+    def languages(self) -> tuple[str, ...]: ...
+
+    def synthesize(
+        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+    ) -> SpeechTrack: ...
 
 
 class BaseVideoBackend(Protocol):

@@ -40,6 +40,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Return the video stream's size, rate and frame count, or raise MediaError."""
     if not Path(path).is_file():
         raise MediaError(f"{path}: no such file")
+    if Path(path).stat().st_size == 0:
+        raise MediaError(f"{path}: the file is empty (0 bytes)")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -56,6 +58,44 @@ def probe_video(path: str | Path) -> VideoInfo:
     if not 1.0 <= fps <= 240.0:
         raise MediaError(f"{path}: frame rate {fps:g} is not sane (expected 1..240 fps)")
     return VideoInfo(width, height, fps, count)
+
+
+_DAMAGE_SIGNS = (
+    "moov atom not found",
+    "Invalid data found",
+    "Invalid NAL",
+    "error while decoding",
+    "Error splitting the input",
+    "corrupt",
+    "Truncated",
+    "partial file",
+)
+
+
+def decode_errors(path: str | Path, limit: int = 3) -> tuple[int, list[str]]:
+    """Decode every stream of the file through ffmpeg; return how many errors it reported and
+    the first `limit` distinct ones. A whole, healthy file gives (0, [])."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    lines = [
+        line.split("] ")[-1].strip()
+        for line in proc.stderr.decode(errors="replace").splitlines()
+        if line.strip() and "Last message repeated" not in line
+    ]
+    if proc.returncode != 0 and not lines:
+        lines = [f"ffmpeg exited with status {proc.returncode}"]
+    distinct = list(dict.fromkeys(lines))
+    return len(lines), distinct[:limit]
+
+
+def looks_damaged(path: str | Path) -> str | None:
+    """If ffmpeg finds the file damaged or cut short, say how; None if it sees no damage."""
+    count, errors = decode_errors(path)
+    if count == 0:
+        return None
+    damaged = any(sign.lower() in e.lower() for e in errors for sign in _DAMAGE_SIGNS)
+    what = "damaged or truncated" if damaged else "not decodable"
+    return f"{what} ({count} decode errors, e.g. {'; '.join(errors)})"
 
 
 def read_frames(path: str | Path, indices: list[int]) -> dict[int, np.ndarray]:

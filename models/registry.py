@@ -107,6 +107,12 @@ def _reference_profiler(_: BackendContext) -> VoiceProfiler:
 
 
 def _reference_speaker(ctx: BackendContext) -> SpeakerEncoder:
+    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
+
+    return Ge2eSpeakerEncoder(ctx.same_person or 0.32)
+
+
+def _mfcc_speaker(ctx: BackendContext) -> SpeakerEncoder:
     from cameofarm.models.reference.voice import MfccSpeakerEncoder
 
     return MfccSpeakerEncoder(ctx.same_person or 0.3)
@@ -178,9 +184,34 @@ PROFILERS: dict[str, Factory[VoiceProfiler]] = {
 }
 MOUTH_MODELS: dict[str, Factory[MouthModel]] = {"reference": _reference_mouth_model}
 SPEAKER_ENCODERS: dict[str, Factory[SpeakerEncoder]] = {
-    "reference": _reference_speaker,
+    "reference": _reference_speaker,  # GE2E (resemblyzer), weights in its wheel
+    "mfcc": _mfcc_speaker,  # MFCC statistics: tells a clearly different voice only
     "nemo": _titanet_speaker,
 }
+
+
+# The languages each voice backend speaks, known without loading its model (submit checks).
+VOICE_LANGUAGES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "reference": lambda: _espeak_languages(),
+    "nemo": lambda: _nemo_languages(),
+}
+
+
+def _nemo_languages() -> tuple[str, ...]:
+    from cameofarm.models.neural.nemo import NEMO_LANGUAGES  # imports no NeMo
+
+    return NEMO_LANGUAGES
+
+
+def _espeak_languages() -> tuple[str, ...]:
+    from cameofarm.models.reference.languages import espeak_languages
+
+    return espeak_languages()
+
+
+def voice_languages(backend: str) -> tuple[str, ...]:
+    """The languages a voice backend speaks (empty for an unknown backend)."""
+    return VOICE_LANGUAGES[backend]() if backend in VOICE_LANGUAGES else ()
 
 
 def available_backends(stage: StageName) -> list[str]:

@@ -13,20 +13,32 @@ from pathlib import Path
 import numpy as np
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models.contracts import FaceAnalyzer
-from cameofarm.models.media import MediaError, VideoInfo, probe_video, read_audio, read_frames
+from cameofarm.models.media import (
+    MediaError,
+    VideoInfo,
+    looks_damaged,
+    probe_video,
+    read_audio,
+    read_frames,
+)
 from cameofarm.models.reference.pose import head_pose
+from cameofarm.models.reference.speech import speech_frames
 from cameofarm.models.reference.voice import SAMPLE_RATE, speech_mask
 
 VAD_FRAME_SECONDS = 0.03
 CLIP_LEVEL = 0.98
 REMEDY = {
     "media": "export an ordinary MP4 (H.264 + AAC) straight from the camera or phone",
+    "intact": "the file is damaged or was cut off while copying: copy or export it again from "
+    "the original",
     "frame_rate": "record at 24-60 fps",
     "av_length": "record video and speech together, or trim the WAV to the video",
     "resolution": "record at 720p or better (short side at least 720 px)",
     "speech": "record at least 60 s of clear, varied speech",
     "snr": "record in a quiet room, close to the microphone, with no music or fans",
     "clipping": "lower the microphone gain so loud words do not distort",
+    "motion": "record yourself live on camera, speaking: a still photo or a frozen picture is "
+    "not a calibration recording",
     "face_found": "face the camera, frontal, with nothing covering the face, one person only",
     "one_face": "make sure only one person is in the picture",
     "face_size": "sit closer: the face should fill at least a sixth of the frame's height",
@@ -103,11 +115,10 @@ def _audio_checks(
             f"difference <= {cfg.max_av_mismatch_seconds:g} s",
         )
     )
-    mask = speech_mask(samples, SAMPLE_RATE, VAD_FRAME_SECONDS * 1000)
-    hop = int(SAMPLE_RATE * VAD_FRAME_SECONDS)
-    speech_seconds = float(mask.sum() * hop / SAMPLE_RATE)
-    if speech_seconds > 0:
-        speech_seconds *= _voiced_share(samples, mask, hop)
+    # Speech is what silero-vad (a neural VAD; weights in its wheel) hears: music, fans and
+    # noise bursts are loud but are not speech.
+    speech_seconds = float(speech_frames(samples, SAMPLE_RATE, VAD_FRAME_SECONDS).sum())
+    speech_seconds *= VAD_FRAME_SECONDS
     checks.append(
         _check(
             "speech",
@@ -116,6 +127,9 @@ def _audio_checks(
             f">= {cfg.min_speech_seconds:g} s",
         )
     )
+    # The signal-to-noise ratio compares loud frames with the quiet ones between them.
+    mask = speech_mask(samples, SAMPLE_RATE, VAD_FRAME_SECONDS * 1000)
+    hop = int(SAMPLE_RATE * VAD_FRAME_SECONDS)
     frames = samples[: len(mask) * hop].reshape(len(mask), hop) if len(mask) else None
     if frames is not None and mask.any():
         power = np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12
@@ -140,23 +154,6 @@ def _audio_checks(
     return checks
 
 
-def _voiced_share(samples: np.ndarray, mask: np.ndarray, hop: int) -> float:
-    """Share of energetic frames that carry pitch: noise bursts are loud but unvoiced."""
-    import pyworld
-
-    x = samples.astype(np.float64)
-    f0, _ = pyworld.dio(x, SAMPLE_RATE, frame_period=VAD_FRAME_SECONDS * 1000)
-    n = min(len(f0), len(mask))
-    voiced = f0[:n] > 0
-    active = mask[:n]
-    if active.sum() == 0:
-        return 0.0
-    # Speech alternates voiced and unvoiced sounds: ~40-70 % of active frames are voiced.
-    # Scale so typical speech counts fully and pure noise (near 0 % voiced) counts as none.
-    share = float((voiced & active).sum() / active.sum())
-    return min(1.0, share / 0.35)
-
-
 def _face_checks(
     video: str,
     info: VideoInfo,
@@ -167,6 +164,7 @@ def _face_checks(
     indices = sorted(set(np.linspace(0, count - 1, min(cfg.sampled_frames, count)).astype(int)))
     frames = read_frames(video, [int(i) for i in indices])
     one, many, heights, yaws, lumas, sides = 0, 0, [], [], [], []
+    shapes = []
     for frame in frames.values():
         faces = analyzer.detect(frame)
         if len(faces) > 1:
@@ -177,6 +175,8 @@ def _face_checks(
         face = faces[0]
         h, w = frame.shape[:2]
         heights.append((face.box[3] - face.box[1]) / h)
+        marks = face.landmarks.astype(np.float64)
+        shapes.append((marks - marks.mean(axis=0)) / max(face.box[3] - face.box[1], 1.0))
         yaws.append(abs(head_pose(face.landmarks, (w, h)).yaw))
         luma, side = _face_light(frame, face.landmarks)
         lumas.append(luma)
@@ -198,9 +198,18 @@ def _face_checks(
     ]
     if not heights:
         return checks
+    # A live face moves: the landmarks' shape (position and scale taken out) changes as the
+    # person speaks and blinks. A still picture made into a clip keeps one shape (README).
+    motion = float(np.stack(shapes).std(axis=0).mean()) if len(shapes) >= 2 else 0.0
     size, yaw = float(np.median(heights)), float(np.median(yaws))
     luma, side = float(np.median(lumas)), float(np.median(sides))
     checks += [
+        _check(
+            "motion",
+            motion >= cfg.min_face_motion,
+            f"face shape varies {motion:.4f} of face height",
+            f">= {cfg.min_face_motion:g}",
+        ),
         _check(
             "face_size",
             size >= cfg.min_face_height,
@@ -255,8 +264,16 @@ def check_recording(
     try:
         info = probe_video(video)
     except MediaError as exc:
+        whole = Path(video).is_file() and Path(video).stat().st_size > 0
+        damage = looks_damaged(video) if whole else None
+        if damage is not None:
+            return RecordingReport(name, [_check("intact", False, damage, "a whole, intact file")])
         return RecordingReport(name, [_check("media", False, str(exc), "a decodable video")])
+    damage = looks_damaged(video)
+    if damage is not None:  # what a damaged file's frames and audio measure means nothing
+        return RecordingReport(name, [_check("intact", False, damage, "a whole, intact file")])
     checks = [
+        _check("intact", True, "decodes cleanly", "a whole, intact file"),
         _check(
             "media", True, f"{info.width}x{info.height}, {info.duration:.1f} s", "a decodable video"
         ),

@@ -19,11 +19,9 @@ from cameofarm.models.contracts import FaceAnalyzer, SpeakerEncoder
 from cameofarm.models.data import FaceIdentity, FaceObservation, IdentityEmbedding, VoiceProfile
 from cameofarm.models.media import MediaError, probe_video, read_audio, read_frames
 from cameofarm.models.reference.base_video import presenter_box
-from cameofarm.models.reference.voice import (
-    SAMPLE_RATE,
-    speaker_distance,
-    speech_mask,
-)
+from cameofarm.models.reference.speech import speech_frames
+from cameofarm.models.reference.speech import speech_seconds as count_speech
+from cameofarm.models.reference.voice import SAMPLE_RATE, speaker_distance
 from cameofarm.pipelines.checks import RecordingReport, check_recording
 from cameofarm.pipelines.extractors import (
     Extractors,
@@ -39,6 +37,7 @@ SAMPLED_FRAMES = 96
 # One speaker's median pitch moves little between 5 s stretches of speech; a jump of more
 # than e^0.35 (~42 %, e.g. 100 → 142 Hz) is another voice. A same-pitch impostor passes.
 MAX_PITCH_JUMP = 0.35
+VOICE_STRETCH_SECONDS = 5.0  # the speaker encoder's threshold is measured on 5 s of speech
 Progress = Callable[[str], None]
 
 
@@ -107,20 +106,24 @@ def match_id_photo(analyzer: FaceAnalyzer, photo: str | Path, identity: Identity
 
 
 def refuse_voice_change(samples: np.ndarray, encoder: SpeakerEncoder) -> None:
-    """Refuse a recording whose speech segments sound like different speakers."""
+    """Refuse a recording whose 5 s stretches of speech sound like different speakers."""
     max_distance = encoder.same_speaker
-    segment = float(np.clip(len(samples) / SAMPLE_RATE / 6, 3.0, 5.0))
-    hop = int(segment * SAMPLE_RATE)
-    active = speech_mask(samples, SAMPLE_RATE, 30.0)
-    per_segment = max(1, round(segment / 0.03))
+    hop = int(VOICE_STRETCH_SECONDS * SAMPLE_RATE)
+    frames = speech_frames(samples, SAMPLE_RATE, 0.03)
+    per_stretch = round(VOICE_STRETCH_SECONDS / 0.03)
     parts = []
     for k in range(len(samples) // hop):
-        share = float(active[k * per_segment : (k + 1) * per_segment].mean()) if len(active) else 0
-        if share >= 0.4:  # mostly speech: comparable
-            piece = samples[k * hop : (k + 1) * hop]
-            pitch = _median_log_f0(piece)
-            if pitch is not None:
-                parts.append((k * segment, encoder.embed(piece, SAMPLE_RATE), pitch))
+        share = float(frames[k * per_stretch : (k + 1) * per_stretch].mean()) if len(frames) else 0
+        if share < 0.4:  # mostly pauses: too little to compare
+            continue
+        piece = samples[k * hop : (k + 1) * hop]
+        pitch = _median_log_f0(piece)
+        try:
+            vector = encoder.embed(piece, SAMPLE_RATE)
+        except ValueError:  # too little speech once pauses are cut out
+            continue
+        if pitch is not None:
+            parts.append((k * VOICE_STRETCH_SECONDS, vector, pitch))
     for (t_a, a, f_a), (t_b, b, f_b) in itertools.combinations(parts, 2):
         d = speaker_distance(a, b)
         jump = abs(f_a - f_b)
@@ -277,8 +280,7 @@ def enroll_recording(
         raise EnrollmentError(str(exc)) from exc
     refuse_voice_change(samples, ex.speaker)
     speaker = ex.speaker.embed(samples, SAMPLE_RATE)
-    hop = int(SAMPLE_RATE * 0.03)  # speech_mask's 30 ms frames
-    speech_seconds = float(speech_mask(samples, SAMPLE_RATE).sum() * hop / SAMPLE_RATE)
+    speech_seconds = count_speech(samples, SAMPLE_RATE)
     pitch = (
         f", median F0 {np.exp(voice.f0_log_mean):.0f} Hz" if isinstance(voice, VoiceProfile) else ""
     )

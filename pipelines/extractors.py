@@ -95,9 +95,10 @@ def as_extractors(value: Extractors | FaceAnalyzer) -> Extractors:
     if isinstance(value, Extractors):
         return value
     from cameofarm.models.reference.lip_sync import AtlasMouthModel
-    from cameofarm.models.reference.voice import MfccSpeakerEncoder, WorldVoiceProfiler
+    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
+    from cameofarm.models.reference.voice import WorldVoiceProfiler
 
-    return Extractors((value,), WorldVoiceProfiler(), AtlasMouthModel(), MfccSpeakerEncoder())
+    return Extractors((value,), WorldVoiceProfiler(), AtlasMouthModel(), Ge2eSpeakerEncoder())
 
 
 # --- identities in a cameo's summary -------------------------------------------------------

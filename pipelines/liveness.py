@@ -2,10 +2,10 @@
 with its own time window; the recording must perform each one inside its window.
 
 What it can catch: a static photo or video (no head turns, no smile), a recording made for
-another session (the order and windows differ; a byte-identical replay is refused outright),
-a missing or late motion. What it cannot: the words of the phrase are not recognised (no
-speech recogniser with weights installs here), so only *that* speech happens in the phrase
-window is checked; a deepfake driven live in real time could perform the challenges.
+another session (the order and windows differ, and the phrase with its nonce is recognised by
+an offline speech recogniser; a byte-identical replay is refused outright), a missing or late
+motion, a wrong phrase. What it cannot: a deepfake driven live in real time could perform the
+challenges; the recogniser hears English only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.media import probe_video, read_audio, read_frames
 from cameofarm.models.reference.lip_sync import mouth_features
 from cameofarm.models.reference.pose import head_pose
+from cameofarm.models.reference.recognizer import PhraseRecognizer, word_errors
 from cameofarm.models.reference.voice import SAMPLE_RATE, speech_mask
 
 CHALLENGES = ("turn_left", "turn_right", "smile", "read_phrase")
@@ -115,6 +116,7 @@ class MotionTrack:
     yaw: np.ndarray
     smile: np.ndarray
     speech_times: np.ndarray  # centre times of VAD frames with speech
+    audio: np.ndarray  # the recording's first seconds, mono, at SAMPLE_RATE
 
 
 def measure(video: str | Path, analyzer: FaceAnalyzer, until: float) -> MotionTrack:
@@ -139,7 +141,7 @@ def measure(video: str | Path, analyzer: FaceAnalyzer, until: float) -> MotionTr
     samples = read_audio(video, SAMPLE_RATE)[: int(until * SAMPLE_RATE)]
     mask = speech_mask(samples, SAMPLE_RATE, 30.0) if samples.size else np.zeros(0, bool)
     speech = (np.flatnonzero(mask) + 0.5) * 0.03
-    return MotionTrack(np.array(times), np.array(yaws), np.array(smiles), speech)
+    return MotionTrack(np.array(times), np.array(yaws), np.array(smiles), speech, samples)
 
 
 def _window(track: MotionTrack, start: float, end: float) -> np.ndarray:
@@ -151,10 +153,31 @@ def _speech_share(track: MotionTrack, start: float, end: float) -> float:
     return float(hits * 0.03 / max(end - start, 1e-6))
 
 
+def phrase_vocabulary() -> tuple[str, ...]:
+    """Every word a phrase can contain: what the recogniser listens for."""
+    return _WORDS + _DIGITS
+
+
+def hear_phrase(
+    track: MotionTrack, window: Challenge, phrase: str, recognizer: PhraseRecognizer, slack: float
+) -> tuple[int, list[str]]:
+    """Recognise the phrase window (widened by slack s): the word errors against the phrase
+    and the words heard."""
+    start = max(0, int((window.start - slack) * SAMPLE_RATE))
+    end = int((window.end + slack) * SAMPLE_RATE)
+    heard = recognizer.hear(track.audio[start:end], SAMPLE_RATE)
+    return word_errors(phrase.split(), heard), heard
+
+
 def verify_challenges(
-    track: MotionTrack, challenges: tuple[Challenge, ...], cfg: EnrollmentConfig
+    track: MotionTrack,
+    challenges: tuple[Challenge, ...],
+    cfg: EnrollmentConfig,
+    phrase: str = "",
+    recognizer: PhraseRecognizer | None = None,
 ) -> list[ChallengeResult]:
-    """Check each challenge happened inside its own window, in the issued order."""
+    """Check each challenge happened inside its own window, in the issued order; with a
+    recogniser, that the phrase's words were said in its window."""
     rest = _window(track, 0.0, cfg.lead_seconds) & ~np.isnan(track.yaw)
     if rest.sum() < 2:
         return [
@@ -212,15 +235,18 @@ def verify_challenges(
             share = _speech_share(track, c.start, c.end)
             elsewhere = max(speech_elsewhere) if speech_elsewhere else 0.0
             ok = share >= cfg.min_phrase_speech and share >= elsewhere + 0.2
-            results.append(
-                ChallengeResult(
-                    c.kind,
-                    ok,
-                    (
-                        f"speech in {share:.0%} of its window {where} (need "
-                        f"{cfg.min_phrase_speech:.0%}, and more than in the motion windows: "
-                        f"{elsewhere:.0%}); the words themselves are not recognised"
-                    ),
-                )
+            detail = (
+                f"speech in {share:.0%} of its window {where} (need "
+                f"{cfg.min_phrase_speech:.0%}, and more than in the motion windows: "
+                f"{elsewhere:.0%})"
             )
+            if recognizer is not None and phrase:
+                errors, heard = hear_phrase(track, c, phrase, recognizer, 0.5)
+                ok = ok and errors <= cfg.max_phrase_word_errors
+                detail += (
+                    f'; heard "{" ".join(heard) or "(no phrase words)"}" for "{phrase}": '
+                    f"{errors} word error{'s' if errors != 1 else ''} (need <= "
+                    f"{cfg.max_phrase_word_errors})"
+                )
+            results.append(ChallengeResult(c.kind, ok, detail))
     return results

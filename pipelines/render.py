@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cameofarm.actors.pools import StagePools
 from cameofarm.cameos import CameoRecord, get_cameo
@@ -36,6 +37,7 @@ class RenderJob:
     script: str
     background_key: str | None = None
     attempt: int = 1
+    language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ Progress = Callable[[str, float], None]
 StillWanted = Callable[[], bool]
 # Marks the job published with its output key, checking consent in the same transaction;
 # raises when the job may no longer be published (the pipeline then removes the object).
-Finalize = Callable[[str], object]  # its return value is ignored
+# Publishes the written output with its quality report; its return value is ignored.
+Finalize = Callable[[str, dict[str, Any]], object]
 
 
 def output_key(job_id: str) -> str:
@@ -58,12 +61,30 @@ def output_key(job_id: str) -> str:
     return f"{OUTPUT_PREFIX}/{job_id}.mp4"
 
 
+def _voice_report(
+    storage: FarmStorage, cameo: CameoRecord, job: RenderJob, speech: SpeechTrack
+) -> dict[str, Any]:
+    """The rendered speech's speaker similarity to the cameo and to the stock voice."""
+    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
+    from cameofarm.pipelines.quality import enrolled_voice, voice_quality
+
+    encoder = Ge2eSpeakerEncoder()
+    try:
+        enrolled = enrolled_voice(storage, cameo, encoder)
+        report = voice_quality(
+            speech.samples, speech.sample_rate, job.script, job.language, enrolled, encoder
+        )
+    except ValueError as exc:  # e.g. under a second of speech: too little to tell
+        return {"encoder": encoder.name, "unmeasured": str(exc)}
+    return report.to_dict()
+
+
 def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:
     """Return how many frames the video needs, or raise if the speech is over the tier limit."""
     if speech_seconds > max_seconds:
         raise RenderError(
             f"the script takes {speech_seconds:.1f} s to speak; this tier allows {max_seconds:g} s"
-            " — shorten the script or use a longer tier (e.g. --tier pro)"
+            " — shorten the script"
         )
     return max(
         1, min(math.ceil((speech_seconds + TAIL_SECONDS) * fps), math.floor(max_seconds * fps))
@@ -82,7 +103,7 @@ def render_job(
     storage: FarmStorage,
     progress: Progress = lambda _s, _p: None,
     still_wanted: StillWanted = lambda: True,
-    finalize: Finalize = lambda _key: None,
+    finalize: Finalize = lambda _key, _quality: None,
 ) -> RenderResult:
     """Run every stage of one job and publish its MP4; return where it was published."""
     recorder = StageRecorder(storage.db, attempt=job.attempt)
@@ -104,9 +125,12 @@ def render_job(
     # 2. Voice: the script in the cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
     with recorder.stage(job.job_id, job.tier, StageName.VOICE) as calls:
-        handles, timings = pools.map(StageName.VOICE, "voice", [(job.script, cameo.assets_key)])
+        handles, timings = pools.map(
+            StageName.VOICE, "voice", [(job.script, cameo.assets_key, job.language)]
+        )
         calls += timings
     speech: SpeechTrack = pools.fetch(handles)[0]
+    quality = {"voice": _voice_report(storage, cameo, job, speech)}
     n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
     chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
 
@@ -161,7 +185,7 @@ def render_job(
     key = output_key(job.job_id)
     storage.objects.put_bytes(key, data, "video/mp4")
     try:
-        finalize(key)
+        finalize(key, quality)
     except BaseException:
         storage.objects.delete(key)
         raise

@@ -1,6 +1,7 @@
 """A sample calibration recording built from material that ships with installed packages:
 scikit-image's astronaut photo, animated (head sway, mouth following the speech), and speech
-from espeak-ng. Used by `cameofarm demo` and the tests on machines without real footage."""
+from flite (Debian's, when installed: a speech recogniser understands it) or espeak-ng. Used
+by `cameofarm demo` and the tests on machines without real footage."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from cameofarm.configs import EnrollmentConfig
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.media import write_video, write_wav
 from cameofarm.models.reference.lip_sync import viseme_track
-from cameofarm.models.reference.voice import EspeakEngine
+from cameofarm.models.reference.voice import EspeakEngine, FliteEngine
 from cameofarm.models.reference.warp import delaunay, warp_triangles
 
 SAMPLE_TEXT = (
@@ -98,6 +100,19 @@ def _place(
             track[first + k] = key
 
 
+def sample_enrollment(cfg: EnrollmentConfig) -> tuple[EnrollmentConfig, str | None]:
+    """The enrollment settings a sample recording can meet, and a note when they differ:
+    without flite the sample speaks with espeak-ng, whose phrase the recogniser cannot make
+    out, so the sample's session then checks only that the phrase is spoken."""
+    if not cfg.recognize_phrase or FliteEngine.available():
+        return cfg, None
+    note = (
+        "flite is not installed (`make setup` or `apt-get install flite`): the sample speaks "
+        "with espeak-ng, so its liveness phrase is checked for speech, not for its words"
+    )
+    return cfg.model_copy(update={"recognize_phrase": False}), note
+
+
 def build_sample_clip(
     out: str | Path,
     analyzer: FaceAnalyzer,
@@ -135,15 +150,17 @@ def build_sample_clip(
     )
     src_pts = np.vstack([marks, border])
     tris = delaunay(src_pts)
-    engine = EspeakEngine()
+    engine: EspeakEngine | FliteEngine = (
+        FliteEngine() if FliteEngine.available() else EspeakEngine()
+    )
     rate = engine.sample_rate
     n_frames = int(seconds * fps)
     samples = np.zeros(int(seconds * rate), np.float32)
     track: list[tuple[str, float]] = [("rest", 0.0)] * n_frames
 
-    def speak_at(start: float, words: str, limit: float) -> None:
+    def speak_at(start: float, words: str, limit: float, repeat: bool = True) -> None:
         speech = engine.speak(words, words_per_minute=150)
-        reps = max(1, int(np.ceil(limit / max(speech.duration, 0.1))))
+        reps = max(1, int(np.ceil(limit / max(speech.duration, 0.1)))) if repeat else 1
         begin = int(start * rate)
         for r in range(reps):
             offset = start + r * speech.duration
@@ -166,7 +183,7 @@ def build_sample_clip(
         elif kind == "smile":
             _place(track, start, [("smile", round(float(v), 1)) for v in ramp], fps)
         elif kind == "read_phrase":
-            speak_at(start + 0.2, phrase or "one two three", length - 0.4)
+            speak_at(start + 0.2, phrase or "one two three", length - 0.4, repeat=False)
         free_from = max(free_from, end + 0.5)
     if free_from < seconds:
         speak_at(free_from, text, seconds - free_from)

@@ -14,6 +14,7 @@ from cameofarm.cameos import CameoRecord, CameoStatus, get_cameo, set_cameo_stat
 from cameofarm.cameos.content import DISPLAY_TEXT_RULE, is_display_text
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models.contracts import FaceAnalyzer
+from cameofarm.models.reference.recognizer import PhraseRecognizer
 from cameofarm.pipelines.checks import check_recording
 from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 from cameofarm.pipelines.extractors import Extractors, as_extractors, identities_of
@@ -21,6 +22,7 @@ from cameofarm.pipelines.liveness import (
     Challenge,
     ChallengeResult,
     measure,
+    phrase_vocabulary,
     plan_challenges,
     recording_hash,
     verify_challenges,
@@ -169,7 +171,9 @@ def finish_session(
     progress("recording not seen before (replay guard)")
     # 3. The challenges, each in its window, in the issued order.
     until = session.challenges[-1].end + 0.5
-    results = verify_challenges(measure(video, analyzer, until), session.challenges, cfg)
+    recognizer = PhraseRecognizer(phrase_vocabulary()) if cfg.recognize_phrase else None
+    track = measure(video, analyzer, until)
+    results = verify_challenges(track, session.challenges, cfg, session.phrase, recognizer)
     for r in results:
         progress(f"{'ok  ' if r.passed else 'FAIL'} {r.kind}: {r.detail}")
     failed = [r for r in results if not r.passed]

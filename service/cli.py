@@ -16,6 +16,7 @@ from cameofarm.service.cli_bench import bench
 from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
 from cameofarm.service.cli_models import models
+from cameofarm.service.cli_quality import quality
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 _fail = fail
@@ -403,6 +404,12 @@ def protected_list(obj: Ctx) -> None:
     default=None,
     help="Background image for the scene (default: a plain colour).",
 )
+@click.option(
+    "--language",
+    default=None,
+    help="The script's language code (en, de, ja...). Default: detected from the script. "
+    "The farm refuses one its voice cannot speak and lists those it can.",
+)
 @click.option("--priority", type=click.IntRange(-10, 10), default=0, show_default=True)
 @click.option(
     "--client-token",
@@ -417,6 +424,7 @@ def submit(
     script: str,
     tier: str | None,
     background: str | None,
+    language: str | None,
     priority: int,
     client_token: str | None,
     as_json: bool,
@@ -425,7 +433,7 @@ def submit(
     try:
         client = obj.client()
         bg = client.store_background(background)["background_id"] if background else None
-        job = client.submit(list(cameo_ids), script, tier, priority, client_token, bg)
+        job = client.submit(list(cameo_ids), script, tier, priority, client_token, bg, language)
     except ApiError as exc:
         _fail(exc.message)
     click.echo(json.dumps(job, indent=2) if as_json else job["id"])
@@ -587,7 +595,7 @@ def demo(obj: Ctx, keep_up: bool, out: str | None) -> None:
         _fail(str(exc))
 
 
-for _command in (*COMMANDS, bench, models):
+for _command in (*COMMANDS, bench, models, quality):
     cli.add_command(_command)
 
 

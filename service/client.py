@@ -175,6 +175,7 @@ class HttpClient:
         priority: int = 0,
         client_token: str | None = None,
         background_id: str | None = None,
+        language: str | None = None,
     ) -> dict[str, Any]:
         body = {
             "cameo_ids": cameo_ids,
@@ -185,6 +186,8 @@ class HttpClient:
         }
         if tier is not None:  # else the farm's first tier
             body["tier"] = tier
+        if language is not None:  # else detected from the script
+            body["language"] = language
         return self._call("POST", "/v1/jobs", json=body)
 
     def get_job(self, job_id: str) -> dict[str, Any]:

@@ -32,11 +32,13 @@ def ensure_sample_cameo(config: FarmConfig, storage: FarmStorage, echo: Echo) ->
             echo(f"using cameo {cameo.id} ({cameo.name})")
             return cameo.id
     from cameofarm.pipelines.extractors import farm_extractors
-    from cameofarm.pipelines.sample_clip import build_sample_clip
+    from cameofarm.pipelines.sample_clip import build_sample_clip, sample_enrollment
     from cameofarm.pipelines.verify import finish_session, start_session
 
     extractors = farm_extractors(config, storage)
-    cfg = config.enrollment
+    cfg, note = sample_enrollment(config.enrollment)
+    if note:
+        echo(f"note: {note}")
     session = start_session(storage, cfg, name="Sample Astronaut", owner="demo")
     echo(session.instructions())
     with tempfile.TemporaryDirectory(prefix="cameofarm-demo-") as tmp:
@@ -44,7 +46,7 @@ def ensure_sample_cameo(config: FarmConfig, storage: FarmStorage, echo: Echo) ->
         seconds = session.challenges[-1].end + cfg.min_speech_seconds + 8
         echo(
             f"building a {seconds:.0f} s sample recording that performs them "
-            "(astronaut photo + espeak-ng)..."
+            "(astronaut photo + flite or espeak-ng)..."
         )
         windows = tuple((c.kind, c.start, c.end) for c in session.challenges)
         build_sample_clip(
@@ -182,16 +184,18 @@ def run_enroll_bench(config: FarmConfig, seconds: float, echo: Echo) -> float:
     import time
 
     from cameofarm.pipelines.extractors import farm_extractors, needs_models
-    from cameofarm.pipelines.sample_clip import build_sample_clip
+    from cameofarm.pipelines.sample_clip import build_sample_clip, sample_enrollment
     from cameofarm.pipelines.verify import finish_session, start_session
     from cameofarm.storage import open_farm_storage
+
+    enrollment, _ = sample_enrollment(config.enrollment)
 
     with tempfile.TemporaryDirectory(prefix="cameofarm-bench-") as tmp:
         scratch = open_farm_storage(config.model_copy(update={"data_dir": tmp}))
         # The extractors' models come from the farm's own model store, not the scratch one.
         models = open_farm_storage(config) if needs_models(config.enrollment) else None
         extractors = farm_extractors(config, models)
-        session = start_session(scratch, config.enrollment, name="Bench", owner="bench")
+        session = start_session(scratch, enrollment, name="Bench", owner="bench")
         clip = Path(tmp) / "recording.mp4"
         t = time.perf_counter()
         windows = tuple((c.kind, c.start, c.end) for c in session.challenges)
@@ -211,9 +215,7 @@ def run_enroll_bench(config: FarmConfig, seconds: float, echo: Echo) -> float:
             steps.append((message, now - last))
             last = now
 
-        record = finish_session(
-            scratch, extractors, config.enrollment, session.id, clip, progress=mark
-        )
+        record = finish_session(scratch, extractors, enrollment, session.id, clip, progress=mark)
         total = time.perf_counter() - start
         scratch.db.dispose()
     echo(f"{'step (ends with)':<72} {'seconds':>8}")

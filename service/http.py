@@ -106,6 +106,12 @@ class NewJob(_Body):
         description="Idempotency token: resubmitting the same request returns the same job.",
     )
     background_id: str | None = Field(default=None, pattern=_ID)
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$",
+        description="The script's language (en, de, ja...); detected from the script if absent. "
+        "A language the farm's voice does not speak is refused, listing those it does.",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -477,6 +483,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             body.priority,
             body.client_token or idempotency_key,
             body.background_id,
+            body.language,
         )
         return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
 

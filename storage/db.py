@@ -27,6 +27,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -249,6 +250,11 @@ class JobRow(Base):
     # Idempotent submit: one job per (customer, client_token); request_hash spots a reuse.
     client_token: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_hash: Mapped[str] = mapped_column(String(64), default="")
+    # The script's language (declared or detected at submit) and its spoken length there.
+    language: Mapped[str] = mapped_column(String(16), default="en", server_default="en")
+    speech_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The published output's quality report (pipelines/quality.py), written as it publishes.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     taken_down_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     taken_down_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Optimistic locking: a status change made from a stale read (say, dispatching a job that
@@ -302,7 +308,16 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 3  # 3: API keys expire and record who revoked them
+SCHEMA_VERSION = 4  # 3: API keys expire and record who revoked them; 4: jobs' language,
+# speech length and quality report
+# Additive steps from an older schema to the next: (version they upgrade, SQL statements).
+_MIGRATIONS = {
+    3: (
+        "ALTER TABLE jobs ADD COLUMN language VARCHAR(16) NOT NULL DEFAULT 'en'",
+        "ALTER TABLE jobs ADD COLUMN speech_seconds FLOAT",
+        "ALTER TABLE jobs ADD COLUMN quality JSON",
+    ),
+}
 
 
 class SchemaMismatchError(RuntimeError):
@@ -345,11 +360,17 @@ class Database:
                     return
             else:
                 found = row.version
+                while found in _MIGRATIONS and found < SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[found]:
+                        s.execute(text(statement))
+                    found += 1
+                    row.version = found
             if found != SCHEMA_VERSION:
                 raise SchemaMismatchError(
                     f"the database {self.url} has schema version {found}; this build needs "
-                    f"{SCHEMA_VERSION}. There are no migrations yet: back it up and start from an "
-                    "empty data_dir (or point database.url at a new database)."
+                    f"{SCHEMA_VERSION} and upgrades version {min(_MIGRATIONS)} and later in "
+                    "place, never a newer one: use the build that made it, or back it up and start "
+                    "from an empty data_dir (or point database.url at a new database)."
                 )
 
     @classmethod

@@ -40,39 +40,62 @@ def clip(tmp_path, name, frame, seconds=3.0, wav=None, fps=25):
     return write_video(frames, (w, h), fps, tmp_path / name, wav)
 
 
+def fixture_recording(out, *video_input: str, seconds: float = 40.0):
+    """A calibration recording from the fixtures: the given ffmpeg video input with the real
+    English speech under it, `seconds` long."""
+    speech = fixture_path("speech_en_60s.wav")
+    command = [ffmpeg_exe(), "-v", "error", "-y", *video_input, "-i", str(speech)]
+    command += ["-map", "0:v", "-map", "1:a", "-t", str(seconds), "-r", "30"]
+    command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    subprocess.run([*command, str(out)], check=True)
+    return out
+
+
 def test_fixture_calibration_recording_is_accepted(analyzer, tmp_path):
     video = fixture_path("talking_720x1280.mp4")
-    speech = fixture_path("speech_en_60s.wav")
-    out = tmp_path / "calibration.mp4"
-    subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-v",
-            "error",
-            "-y",
-            "-stream_loop",
-            "5",
-            "-i",
-            str(video),
-            "-i",
-            str(speech),
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-            str(out),
-        ],
-        check=True,
-    )
+    out = fixture_recording(tmp_path / "calibration.mp4", "-stream_loop", "5", "-i", str(video))
     report = check_recording(out, analyzer, FULL)
     assert report.accepted, report.describe()
+
+
+def test_still_photo_made_into_a_clip_is_refused_for_no_motion(analyzer, tmp_path):
+    video = fixture_path("talking_720x1280.mp4")
+    photo = tmp_path / "photo.png"
+    frame_30 = ["-vf", "select=eq(n\\,30)", "-frames:v", "1"]
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(video), *frame_30, str(photo)], check=True
+    )
+    still = fixture_recording(tmp_path / "still.mp4", "-loop", "1", "-i", str(photo))
+    report = check_recording(still, analyzer, FULL)
+    assert failed(report) == {"motion"}, report.describe()  # a real face and real speech
+    motion = next(c for c in report.checks if c.name == "motion")
+    assert "still photo" in motion.remedy
+
+
+def test_damaged_recording_is_called_damaged(analyzer, tmp_path, monkeypatch):
+    import random
+
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    video = fixture_path("talking_720x1280.mp4")
+    whole = fixture_recording(tmp_path / "whole.mp4", "-stream_loop", "5", "-i", str(video))
+    data = bytearray(whole.read_bytes())
+    rng = random.Random(7)
+    for _ in range(100):  # bytes flipped in transfer, past the header
+        at = rng.randrange(len(data) // 10, len(data) - 100)
+        data[at : at + 40] = bytes(rng.randrange(256) for _ in range(40))
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: len(data) // 2])  # a copy that stopped half way
+    for path in (damaged, cut):
+        report = check_recording(path, analyzer, FULL)
+        assert failed(report) == {"intact"}, report.describe()
+        assert "damaged or truncated" in report.checks[0].measured
+    monkeypatch.setenv("CAMEOFARM__DATA_DIR", str(tmp_path / "farm"))
+    result = CliRunner().invoke(cli, ["enroll", "check", str(damaged)])
+    assert result.exit_code == 1 and "damaged or truncated" in result.output
 
 
 def test_low_resolution_fixture_is_rejected_naming_resolution(analyzer):
@@ -157,7 +180,10 @@ def test_corrupt_zero_length_audio_only_and_absurd_size(analyzer, tmp_path, spee
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\xff" * 5000)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    for path in (corrupt, empty, speech_wav, tmp_path / "missing.mp4"):
+    report = check_recording(corrupt, analyzer, FULL)
+    assert failed(report) == {"intact"} and not report.accepted
+    assert "damaged or truncated" in report.checks[0].measured
+    for path in (empty, speech_wav, tmp_path / "missing.mp4"):
         report = check_recording(path, analyzer, FULL)
         assert failed(report) == {"media"} and not report.accepted
     tiny = clip(tmp_path, "tiny.mp4", np.full((16, 4000, 3), 90, np.uint8), wav=speech_wav)

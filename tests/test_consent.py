@@ -125,7 +125,7 @@ def test_revocation_while_publishing_removes_the_output(api, people, cameo, pool
     sub = api.submit(ada, [cameo.id], "Hello there.")
     assert dispatch_job(storage.db, api.config, sub["id"]) is not None
 
-    def finalize(key):
+    def finalize(key, quality):
         assert storage.objects.exists(key)  # written, not yet published
         api.unapprove(owner, cameo.id, "ada")  # revoked right now
         finish_published(storage.db, api.config, sub["id"], key)
@@ -153,7 +153,7 @@ def test_delete_purges_every_object_and_the_scan_proves_it(api, people, cameo, p
         api.config,
         pools,
         storage,
-        finalize=lambda key: finish_published(storage.db, api.config, sub["id"], key),
+        finalize=lambda key, quality: finish_published(storage.db, api.config, sub["id"], key),
     )
     before = api.scan_cameo(owner, cameo.id)
     assert not before["clean"] and f"outputs/{sub['id']}.mp4" in before["remaining"]

@@ -79,3 +79,56 @@ def test_bad_requests_are_refused_and_store_nothing(storage, farm_config, cameo_
 def test_unknown_job_id(storage):
     with pytest.raises(LookupError, match="no job"):
         get_job(storage.db, "job_missing")
+
+
+EIGHTEEN_WORDS = (
+    "Welcome to the quarterly safety training, today we walk through the three steps of "
+    "reporting any incident quickly."
+)
+
+
+def test_length_is_decided_once_at_submit_with_the_renders_own_synthesis(
+    storage, farm_config, cameo_row
+):
+    from cameofarm.models.reference.voice import plain_speech
+    from cameofarm.pipelines.render import plan_frames
+
+    assert len(EIGHTEEN_WORDS.split()) == 18  # under the 4 words/s early check for plus (20)
+    spoken = plain_speech(EIGHTEEN_WORDS, "en").duration
+    assert spoken > farm_config.tier("plus").max_seconds  # so the render would refuse it
+    with pytest.raises(JobError, match=r"takes \d+\.\d s to speak.*choose a longer tier \(pro\)"):
+        _submit(storage, farm_config, cameo_row, script=EIGHTEEN_WORDS)
+    job = _submit(storage, farm_config, cameo_row, script=EIGHTEEN_WORDS, tier="pro")
+    assert job.speech_seconds == pytest.approx(spoken, abs=1e-3) and job.language == "en"
+    plan_frames(job.speech_seconds, 25, farm_config.tier("pro").max_seconds)  # renders
+    # the longest tier's refusal does not suggest a longer one
+    with pytest.raises(JobError) as err:
+        _submit(storage, farm_config, cameo_row, script=EIGHTEEN_WORDS * 4, tier="pro")
+    assert "shorten it" in str(err.value) and "longer tier" not in str(err.value)
+
+
+def test_languages_are_detected_spoken_or_refused_never_spelled(storage, farm_config, cameo_row):
+    from cameofarm.cluster.jobs import list_jobs
+
+    german = _submit(storage, farm_config, cameo_row, script="Guten Morgen, wie geht es dir?")
+    assert german.language == "de"  # detected: spoken by espeak-ng's German voice
+    kana = _submit(storage, farm_config, cameo_row, script="こんにちは、みなさん。")
+    assert kana.language == "ja"
+    # kanji: espeak-ng's Japanese voice would say "Chinese letter" for each one
+    with pytest.raises(JobError, match=r"cannot read 今日は安全研修です.*spell the characters"):
+        _submit(storage, farm_config, cameo_row, script="今日は安全研修です。")
+    with pytest.raises(JobError, match=r"in Klingon \(tlh, declared\).*speaks: .*de \(German\)"):
+        _submit(storage, farm_config, cameo_row, script="Hello.", language="tlh")
+    assert len(list_jobs(storage.db)) == 2
+
+
+def test_a_voice_that_speaks_english_only_refuses_german_at_submit(storage, farm_config, cameo_row):
+    from cameofarm.configs import StageName
+
+    pools = dict(farm_config.pools)
+    pools[StageName.VOICE] = pools[StageName.VOICE].model_copy(update={"backend": "nemo"})
+    nemo = farm_config.model_copy(update={"pools": pools})
+    with pytest.raises(
+        JobError, match=r"German \(de, detected\); the farm's nemo voice speaks: en"
+    ):
+        _submit(storage, nemo, cameo_row, script="Guten Morgen, wie geht es dir?")

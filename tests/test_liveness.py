@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from cameofarm.cameos import CameoStatus, expire_lapsed, get_cameo
 from cameofarm.cameos.permissions import ConsentError, may_cast
+from cameofarm.models.reference.voice import FliteEngine
 from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 from cameofarm.pipelines.sample_clip import build_sample_clip
 from cameofarm.pipelines.verify import LivenessError, finish_session, start_session
@@ -16,11 +17,21 @@ from tests.conftest import fixture_path
 DAY = 86400.0
 
 
-def performing(tmp_path, analyzer, session, name="perf.mp4", windows=None):
+def performing(tmp_path, analyzer, session, name="perf.mp4", windows=None, phrase=None):
+    """A recording performing the session's challenges (or others' windows or phrase)."""
+    if not FliteEngine.available():
+        pytest.skip(
+            "flite is not installed (make setup installs it): the recogniser cannot "
+            "make out espeak-ng's phrase"
+        )
     windows = windows or tuple((c.kind, c.start, c.end) for c in session.challenges)
     seconds = session.challenges[-1].end + 3
     return build_sample_clip(
-        tmp_path / name, analyzer, seconds=seconds, challenges=windows, phrase=session.phrase
+        tmp_path / name,
+        analyzer,
+        seconds=seconds,
+        challenges=windows,
+        phrase=phrase or session.phrase,
     )
 
 
@@ -46,6 +57,24 @@ def test_performing_recording_gives_verified_cameo_and_replay_is_refused(
         finish_session(storage, analyzer, cfg, session.id, clip)  # a session is used once
 
 
+def test_reading_the_wrong_phrase_fails_with_the_words_heard(
+    farm_config, storage, analyzer, tmp_path
+):
+    cfg = farm_config.enrollment
+    session = start_session(storage, cfg, name="Cy", owner="cy")
+    other = start_session(storage, cfg, name="Cy", owner="cy")  # another session's phrase
+    clip = performing(tmp_path, analyzer, session, phrase=other.phrase)
+    with pytest.raises(LivenessError) as err:
+        finish_session(storage, analyzer, cfg, session.id, clip)
+    results = {r.kind: r for r in err.value.results}
+    assert [k for k, r in results.items() if not r.passed] == ["read_phrase"]  # moves were right
+    detail = results["read_phrase"].detail
+    assert f'for "{session.phrase}"' in detail
+    heard = detail.split('heard "')[1].split('"')[0].split()
+    assert sum(w in heard for w in other.phrase.split()) >= 5  # the words actually read
+    assert list(storage.objects.list()) == []
+
+
 def test_static_recording_fails_the_motions(farm_config, storage, analyzer, sample_clip):
     cfg = farm_config.enrollment
     session = start_session(storage, cfg, name="Still", owner="s")
@@ -67,12 +96,12 @@ def test_recording_for_another_order_fails_naming_the_challenge(
     clip = performing(tmp_path, analyzer, first)  # performed in the first session's order
     with pytest.raises(LivenessError) as err:
         finish_session(storage, analyzer, cfg, second.id, clip)
-    # Only challenges whose window moved between the two orders can fail, at least one
-    # does, and the message names each one that failed.
+    # Only challenges whose window moved between the two orders can fail, and the phrase (the
+    # first session's words); at least one does, and the message names each one that failed.
     pairs = zip(first.challenges, second.challenges, strict=True)
     moved = {expected.kind for done, expected in pairs if done.kind != expected.kind}
     failed = [r.kind for r in err.value.results if not r.passed]
-    assert failed and set(failed) <= moved
+    assert failed and set(failed) <= moved | {"read_phrase"}
     assert all(f"{kind} (" in str(err.value) for kind in failed)
     assert str(err.value).startswith("liveness failed: ")
 

@@ -109,3 +109,51 @@ def test_hostile_script_is_spoken_not_interpreted(farm_config, storage, cameo, p
     assert report.audio_codec == "aac" and report.audio_seconds > 1.0
     with storage.db.session() as s:  # the tables it names are all still there
         assert s.query(StageTimingRow).filter_by(job_id=job.job_id).count() > 0
+
+
+def test_every_output_gets_a_voice_report_that_cameofarm_quality_reproduces(
+    farm_config, storage, cameo, pools, monkeypatch
+):
+    import json
+
+    from cameofarm.cluster.jobs import dispatch_job, finish_published, get_job
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    job = _job(storage, farm_config, cameo, "Welcome to the farm; this is my voice, rendered.")
+    assert dispatch_job(storage.db, farm_config, job.job_id) is not None
+    result = render_job(
+        job,
+        farm_config,
+        pools,
+        storage,
+        finalize=lambda key, q: finish_published(storage.db, farm_config, job.job_id, key, q),
+    )
+    stored = get_job(storage.db, job.job_id).quality["voice"]
+    assert stored["encoder"] == "resemblyzer:ge2e@1"
+    for figure in ("to_cameo", "base_to_cameo", "to_base"):
+        assert -1.0 <= stored[figure] <= 1.0
+    # The CLI measures the published file itself (after AAC) against the same cameo.
+    monkeypatch.setenv("CAMEOFARM__DATA_DIR", farm_config.data_dir)
+    video = storage.objects.locate(result.output_key)
+    out = CliRunner().invoke(cli, ["quality", video, "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["cameo"] == cameo.id and report["job"] == job.job_id
+    assert report["stored"]["voice"] == stored
+    assert report["voice"]["to_cameo"] == pytest.approx(stored["to_cameo"], abs=0.03)
+    assert report["voice"]["base_to_cameo"] == pytest.approx(stored["base_to_cameo"], abs=0.01)
+    text = CliRunner().invoke(cli, ["quality", video])
+    assert "similar to the cameo's enrolled speech" in text.output
+
+
+def test_quality_outside_a_farm_says_where_to_run_it(tmp_path, monkeypatch):
+    from cameofarm.service.cli import cli
+    from click.testing import CliRunner
+
+    monkeypatch.setenv("CAMEOFARM__DATA_DIR", str(tmp_path / "nofarm"))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not a video")
+    out = CliRunner().invoke(cli, ["quality", str(video)])
+    assert out.exit_code == 1 and "no farm at" in out.output
+    assert not (tmp_path / "nofarm").exists()

@@ -82,3 +82,25 @@ def test_minio_without_credentials_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.delenv("CAMEOFARM_S3_ACCESS_KEY", raising=False)
     with pytest.raises(RuntimeError, match="CAMEOFARM_S3_ACCESS_KEY"):
         open_object_store(StorageConfig(kind="minio"), tmp_path)
+
+
+def test_a_version_3_database_is_upgraded_in_place_and_a_newer_one_refused(tmp_path):
+    from cameofarm.storage.db import SCHEMA_VERSION, Database, SchemaMismatchError
+    from sqlalchemy import inspect, text
+
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    db = Database(url)
+    with db.engine.begin() as conn:  # what a farm made before jobs had a language
+        for column in ("quality", "speech_seconds", "language"):
+            conn.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
+        conn.execute(text("UPDATE schema_version SET version = 3"))
+    db.engine.dispose()
+    upgraded = Database(url)
+    columns = {c["name"] for c in inspect(upgraded.engine).get_columns("jobs")}
+    assert {"language", "speech_seconds", "quality"} <= columns
+    with upgraded.engine.begin() as conn:
+        assert conn.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
+        conn.execute(text("UPDATE schema_version SET version = 99"))
+    upgraded.engine.dispose()
+    with pytest.raises(SchemaMismatchError, match="schema version 99"):
+        Database(url)

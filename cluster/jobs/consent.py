@@ -4,6 +4,7 @@ withdraws it. The rule itself is `cameos.permissions.may_cast`; this module appl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from cameofarm.cameos import UnknownCameoError
 from cameofarm.cameos.content import ContentError, check_script
@@ -38,10 +39,16 @@ def dispatch_job(db: Database, config: FarmConfig, job_id: str) -> JobView | Non
     return db.transact(decide)
 
 
-def finish_published(db: Database, config: FarmConfig, job_id: str, output_key: str) -> JobView:
-    """Mark a rendered job SUCCEEDED with its output, if it is still running and its consent
-    still holds, in one transaction. Raise JobChanged if not (the caller unpublishes); a job
-    whose consent lapsed is CANCELLED in that same transaction."""
+def finish_published(
+    db: Database,
+    config: FarmConfig,
+    job_id: str,
+    output_key: str,
+    quality: dict[str, Any] | None = None,
+) -> JobView:
+    """Mark a rendered job SUCCEEDED with its output (and quality report), if it is still
+    running and its consent still holds, in one transaction. Raise JobChanged if not (the
+    caller unpublishes); a job whose consent lapsed is CANCELLED in that same transaction."""
 
     def decide(s: Session) -> JobView | str:
         row = s.get(JobRow, job_id, with_for_update=True)
@@ -53,6 +60,7 @@ def finish_published(db: Database, config: FarmConfig, job_id: str, output_key: 
             transition_job(s, row, JobStatus.CANCELLED, f"consent check at publish: {exc}")
             return f"job {job_id} not published: {exc}"
         row.output_key, row.progress, row.stage = output_key, 1.0, "published"
+        row.quality = quality
         transition_job(s, row, JobStatus.SUCCEEDED, "published")
         return JobView.from_row(row)
 

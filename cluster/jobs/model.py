@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from cameofarm.storage.db import JobRow
 
@@ -68,6 +69,9 @@ class JobView:
     error: str | None
     client_token: str | None = None
     taken_down_at: float | None = None
+    language: str = "en"
+    speech_seconds: float | None = None
+    quality: dict[str, Any] | None = None
     replayed: bool = False  # an idempotent resubmission returned this existing job
 
     @classmethod
@@ -91,6 +95,9 @@ class JobView:
             r.error,
             r.client_token,
             r.taken_down_at,
+            r.language,
+            r.speech_seconds,
+            r.quality,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -103,6 +110,9 @@ class JobView:
             "priority": self.priority,
             "cameo_ids": list(self.cameo_ids),
             "script": self.script,
+            "language": self.language,
+            "speech_seconds": self.speech_seconds,
+            "quality": self.quality,
             "submitted_at": self.submitted_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,

@@ -13,23 +13,80 @@ from cameofarm.cameos.content import ContentError, check_script
 from cameofarm.cameos.permissions import ConsentError, may_cast
 from cameofarm.cluster.jobs.model import IdempotencyConflict, JobError, JobStatus, JobView
 from cameofarm.cluster.jobs.transition import transition_job
-from cameofarm.configs import FarmConfig
+from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.storage.db import Database, JobRow
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-# Words per second of a brisk speaker: a cheap early refusal of scripts far over a tier's limit.
+# Words per second of a brisk speaker: a cheap early refusal of scripts far over a tier's limit
+# (before anything is synthesised).
 _MAX_WORDS_PER_SECOND = 4.0
 
 
 def request_hash(
-    cameo_ids: Sequence[str], script: str, tier: str, priority: int, bg: str | None
+    cameo_ids: Sequence[str],
+    script: str,
+    tier: str,
+    priority: int,
+    bg: str | None,
+    language: str | None = None,
 ) -> str:
     """A digest of what a submit asked for: a reused client token must ask the same."""
-    body = json.dumps([list(cameo_ids), script, tier, priority, bg], separators=(",", ":"))
+    asked: list[object] = [list(cameo_ids), script, tier, priority, bg]
+    if language is not None:  # digests of jobs from before languages stay the same
+        asked.append(language)
+    body = json.dumps(asked, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _too_long(words_or_seconds: str, tier: str, config: FarmConfig) -> JobError:
+    """Refuse a script over a tier's length; suggest a longer tier only if there is one."""
+    limit = config.tier(tier).max_seconds
+    longer = [name for name, t in config.tiers.items() if t.max_seconds > limit]
+    advice = f"shorten it or choose a longer tier ({', '.join(longer)})" if longer else "shorten it"
+    return JobError(
+        f"the script {words_or_seconds}; {tier} videos are at most {limit:g} s — {advice}"
+    )
+
+
+def speech_plan(
+    script: str, language: str | None, tier: str, config: FarmConfig
+) -> tuple[str, float]:
+    """The script's language (declared, or detected) and how long the farm's voice takes to
+    speak it, synthesised once here the way the render will; raise JobError if that voice
+    cannot speak the language, would spell words out letter by letter, or runs over the
+    tier's length."""
+    from cameofarm.models.reference.languages import detect_language, name
+    from cameofarm.models.reference.voice import plain_speech, spelled_out
+    from cameofarm.models.registry import voice_languages
+
+    code = (language or detect_language(script)).strip().lower()
+    backend = config.pools[StageName.VOICE].backend
+    supported = voice_languages(backend)
+    how = "declared" if language else "detected"
+    if code not in supported:
+        listing = ", ".join(f"{c} ({name(c)})" if name(c) != c else c for c in supported)
+        raise JobError(
+            f"the script is in {name(code)} ({code}, {how}); the farm's {backend} voice "
+            f"speaks: {listing} — translate the script or declare its language with --language"
+        )
+    try:
+        speech = plain_speech(script, code)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    unreadable = spelled_out(speech)
+    if unreadable:
+        raise JobError(
+            f"the {backend} voice cannot read {', '.join(unreadable)[:120]} in {name(code)} "
+            f"({code}, {how}): it would spell the characters out one by one. Write those words "
+            f"in a script {name(code)} voices read (e.g. Japanese in kana), or declare another "
+            "language with --language"
+        )
+    if speech.duration > config.tier(tier).max_seconds:
+        raise _too_long(f"takes {speech.duration:.1f} s to speak", tier, config)
+    return code, speech.duration
 
 
 def _by_token(session: Session, customer: str, token: str) -> JobRow | None:
@@ -56,6 +113,7 @@ def submit_job(
     background_key: str | None = None,
     client_token: str | None = None,
     background_digest: str | None = None,
+    language: str | None = None,
 ) -> JobView:
     """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
 
@@ -73,13 +131,13 @@ def submit_job(
         raise JobError(str(exc)) from None
     words = len(script.split())
     if words > tier_cfg.max_seconds * _MAX_WORDS_PER_SECOND:
-        raise JobError(
-            f"the script has {words} words; {tier} videos are at most "
-            f"{tier_cfg.max_seconds:g} s — shorten it or choose a longer tier"
-        )
+        raise _too_long(f"has {words} words", tier, config)
     if not cameo_ids:
         raise JobError("name at least one cameo (--cameo ID)")
-    digest = request_hash(cameo_ids, script, tier, priority, background_digest)
+    if language is not None and not (0 < len(language) <= 16 and language.isascii()):
+        raise JobError("language must be a language code such as en, de or ja")
+    digest = request_hash(cameo_ids, script, tier, priority, background_digest, language)
+    code, seconds = speech_plan(script, language, tier, config)  # outside the transaction
     if client_token is not None and not (0 < len(client_token) <= 128):
         raise JobError("client_token must be 1-128 characters")
     try:
@@ -115,6 +173,8 @@ def submit_job(
                 stage="",
                 client_token=client_token,
                 request_hash=digest,
+                language=code,
+                speech_seconds=round(seconds, 3),
             )
             s.add(row)
             s.flush()

@@ -20,6 +20,10 @@ from cameofarm.models.data import (
 from cameofarm.models.registry import BackendContext, ModelFiles
 
 log = logging.getLogger(__name__)
+# The English FastPitch recipe the farm loads: its text front end (G2P) is English.
+NEMO_LANGUAGES = ("en",)
+
+
 REFERENCE_SECONDS = 12.0  # speech kept for the reference mel: what style encoders are fed
 
 
@@ -150,11 +154,18 @@ class NemoVoice:
         table = list(vocab.tokens) if vocab is not None else list(self.fastpitch.cfg.labels)
         return [table[t] if 0 <= t < len(table) else "" for t in tokens]
 
-    def synthesize(self, script: str, profile: AnyVoiceProfile) -> SpeechTrack:
+    def languages(self) -> tuple[str, ...]:
+        return NEMO_LANGUAGES
+
+    def synthesize(
+        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+    ) -> SpeechTrack:
         """Speak the script in the profile's voice; timings from the predicted durations."""
         import torch
         from cameofarm.models.reference.voice import clean_script
 
+        if language not in NEMO_LANGUAGES:
+            raise ValueError(f"the NeMo FastPitch voice speaks {NEMO_LANGUAGES}, not {language!r}")
         if not isinstance(profile, SpeakerReference) or profile.profiler != self.profiler.name:
             raise ValueError(f"the NeMo voice needs a {self.profiler.name} profile")
         device = self.fastpitch.device

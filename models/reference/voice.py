@@ -4,6 +4,7 @@ pitch and spectral envelope toward the cameo's voice profile."""
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 import unicodedata
 
@@ -130,6 +131,64 @@ class EspeakEngine:
         )
 
 
+class FliteEngine:
+    """Debian's flite (`apt-get install flite`; `make setup` installs it), driven as a
+    program. Its voices are far more intelligible to a speech recogniser than espeak-ng's
+    (README: liveness phrase). It reports no timings: the phonemes and words are espeak-ng's
+    for the same text, stretched to flite's length, so mouth animation is approximate."""
+
+    def __init__(self, voice: str = "slt") -> None:
+        import shutil
+
+        binary = shutil.which("flite")
+        if binary is None:
+            raise RuntimeError("flite is not installed: `apt-get install flite` (make setup does)")
+        self.binary, self.voice = binary, voice
+        self.sample_rate = SAMPLE_RATE
+
+    @staticmethod
+    def available() -> bool:
+        import shutil
+
+        return shutil.which("flite") is not None
+
+    def speak(self, text: str, words_per_minute: int = 165, pitch: int = 50) -> SpeechTrack:
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        import soundfile
+        from scipy.signal import resample_poly
+
+        text = clean_script(text)
+        stretch = 165.0 / max(words_per_minute, 60)
+        with tempfile.TemporaryDirectory(prefix="cameofarm-flite-") as tmp:
+            out = Path(tmp) / "speech.wav"
+            subprocess.run(
+                [
+                    self.binary,
+                    "-voice",
+                    self.voice,
+                    "--setf",
+                    f"duration_stretch={stretch:.3f}",
+                    "-t",
+                    text,
+                    "-o",
+                    str(out),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            audio, rate = soundfile.read(out, dtype="float32")
+        g = int(np.gcd(rate, SAMPLE_RATE))
+        samples = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+        timed = EspeakEngine().speak(text, words_per_minute, pitch)
+        k = (len(samples) / SAMPLE_RATE) / max(timed.duration, 1e-6)
+        phonemes = tuple(PhonemeTiming(p.symbol, p.start * k, p.end * k) for p in timed.phonemes)
+        words = tuple(WordTiming(w.text, w.start * k, w.end * k) for w in timed.words)
+        return SpeechTrack(samples, SAMPLE_RATE, phonemes, words)
+
+
 def _word_timings(
     text: str, events: list[tuple[int, int, int]], phonemes: list[PhonemeTiming]
 ) -> tuple[WordTiming, ...]:
@@ -226,16 +285,41 @@ def analyze_voice(samples: np.ndarray, sr: int) -> VoiceProfile:
     )
 
 
+_LANGUAGE_SWITCH = re.compile(r"^\([a-z-]+\)$")
+
+
+def spelled_out(track: SpeechTrack) -> list[str]:
+    """Words espeak-ng could not read in the voice's language and spelled out character by
+    character in another one ("Japanese letter..."): it marks each switch as "(en)"."""
+    marks = [p.start for p in track.phonemes if _LANGUAGE_SWITCH.match(p.symbol)]
+    hit = [w.text for w in track.words if any(w.start - 1e-3 <= t <= w.end + 1e-3 for t in marks)]
+    return list(dict.fromkeys(hit)) or (["(the script)"] if marks else [])
+
+
+def plain_speech(script: str, language: str) -> SpeechTrack:
+    """The script as espeak-ng speaks it in the language, before any voice conversion: what
+    the reference voice converts (same words, same timing), so its length is the render's."""
+    from cameofarm.models.reference.languages import espeak_voice
+
+    return EspeakEngine(espeak_voice(language)).speak(script)
+
+
 class WorldVoiceBackend:
     """espeak-ng + WORLD voice conversion toward a cameo's voice profile."""
 
-    def __init__(self, voice: str = "en-us", envelope_limit_db: float = 12.0) -> None:
+    def __init__(self, envelope_limit_db: float = 12.0) -> None:
         self.profiler: VoiceProfiler = WorldVoiceProfiler()
-        self.engine = EspeakEngine(voice)
         self.envelope_limit = envelope_limit_db / 10.0 * np.log(10.0)  # dB → natural log power
 
-    def synthesize(self, script: str, profile: AnyVoiceProfile) -> SpeechTrack:
-        """Speak script, then convert pitch and envelope toward the profile."""
+    def languages(self) -> tuple[str, ...]:
+        from cameofarm.models.reference.languages import espeak_languages
+
+        return espeak_languages()
+
+    def synthesize(
+        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+    ) -> SpeechTrack:
+        """Speak script in the language, then convert pitch and envelope toward the profile."""
         if not isinstance(profile, VoiceProfile):
             raise ValueError(
                 f"the WORLD voice needs a {self.profiler.name} profile, not {profile.profiler}"
@@ -243,7 +327,14 @@ class WorldVoiceBackend:
         import pyworld
         from scipy.ndimage import uniform_filter1d
 
-        raw = self.engine.speak(script)
+        if language not in self.languages():
+            raise ValueError(f"the reference voice does not speak {language!r}")
+        raw = plain_speech(script, language)
+        unreadable = spelled_out(raw)
+        if unreadable:
+            raise ValueError(
+                f"the reference voice cannot read {', '.join(unreadable)[:80]} in {language!r}"
+            )
         sr = raw.sample_rate
         if profile.sample_rate != sr or profile.fft_size != FFT_SIZE:
             raise ValueError("voice profile was made for another sample rate / FFT size")

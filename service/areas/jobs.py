@@ -72,6 +72,7 @@ class JobsArea(Area):
         priority: int = 0,
         client_token: str | None = None,
         background_id: str | None = None,
+        language: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(cameo_ids, list) or not all(isinstance(c, str) for c in cameo_ids):
             raise BadRequest("cameo_ids must be a list of cameo ids")
@@ -101,6 +102,7 @@ class JobsArea(Area):
                 background_key=key,
                 client_token=client_token,
                 background_digest=background_id,
+                language=language,
             )
         except JobError as exc:
             raise job_error(exc) from None

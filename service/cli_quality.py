@@ -1,0 +1,94 @@
+"""`cameofarm quality VIDEO`: measure a published video against its cameo (read-only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from cameofarm.service.cli_common import Ctx, fail, json_option
+
+
+@click.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--cameo",
+    "cameo_id",
+    default=None,
+    help="Cameo to measure against. Default: the first cameo the video's C2PA manifest names.",
+)
+@click.option(
+    "--script",
+    default=None,
+    help="What the video says (for the stock-voice comparison). Default: its job's script.",
+)
+@click.option("--language", default=None, help="The script's language. Default: its job's.")
+@json_option
+@click.pass_obj
+def quality(
+    obj: Ctx,
+    video: str,
+    cameo_id: str | None,
+    script: str | None,
+    language: str | None,
+    as_json: bool,
+) -> None:
+    """Measure a video's quality against its cameo and print the figures.
+
+    Voice: GE2E speaker similarity of the video's speech to the cameo's enrolled speech, and
+    of the stock voice (espeak-ng saying the same script) to the cameo. Run it in the farm's
+    folder: the cameo and the job come from the farm's records. Also shows the report the
+    farm stored when it published the job. Read-only.
+    """
+    from cameofarm.cameos import UnknownCameoError, get_cameo
+    from cameofarm.cluster.jobs import get_job
+    from cameofarm.models.media import MediaError, read_audio
+    from cameofarm.models.reference.provenance import verify_mp4
+    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
+    from cameofarm.models.reference.voice import SAMPLE_RATE
+    from cameofarm.pipelines.quality import enrolled_voice, voice_quality
+
+    config = obj.config
+    if not (Path(config.data_dir) / "cameofarm.db").exists() and not config.database.url:
+        fail(
+            f"no farm at {config.data_dir}: run `cameofarm quality` in the farm's folder or "
+            "point CAMEOFARM__DATA_DIR (or --config) at it"
+        )
+    storage = obj.storage()
+    root = Path(config.data_dir) / "keys" / "root.pem"
+    manifest = verify_mp4(Path(video).read_bytes(), root.read_bytes() if root.is_file() else None)
+    job = None
+    if manifest.job_id:
+        try:
+            job = get_job(storage.db, manifest.job_id)
+        except LookupError:
+            job = None
+    cameo_id = cameo_id or (manifest.cameo_ids[0] if manifest.cameo_ids else None)
+    if cameo_id is None:
+        fail(f"{video} names no cameo in a C2PA manifest: say which with --cameo ID")
+    script = script or (job.script if job else None)
+    if script is None:
+        fail(f"{video} is not a job of this farm: give what it says with --script TEXT")
+    language = language or (job.language if job else "en")
+    try:
+        cameo = get_cameo(storage.db, cameo_id)
+        samples = read_audio(video, SAMPLE_RATE)
+        encoder = Ge2eSpeakerEncoder()
+        enrolled = enrolled_voice(storage, cameo, encoder)
+        voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)
+    except (UnknownCameoError, MediaError, ValueError) as exc:
+        fail(str(exc))
+    report = {
+        "video": video,
+        "cameo": cameo_id,
+        "job": manifest.job_id,
+        "voice": voice.to_dict(),
+        "stored": job.quality if job else None,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{video}: cameo {cameo_id}" + (f", job {manifest.job_id}" if job else ""))
+    click.echo(f"  {voice.describe()}")
+    if job and job.quality:
+        click.echo(f"  stored at publish: {json.dumps(job.quality)}")
