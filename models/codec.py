@@ -13,6 +13,7 @@ from cameofarm.models.data import (
     MouthAtlas,
     MouthShape,
     SpeakerReference,
+    VoiceFrames,
     VoiceProfile,
 )
 
@@ -75,6 +76,23 @@ def identity_from_bytes(data: bytes) -> FaceIdentity:
 
 
 def voice_to_bytes(profile: AnyVoiceProfile) -> bytes:
+    if isinstance(profile, VoiceFrames):
+        meta_frames = {
+            "kind": "world-frames",
+            "profiler": profile.profiler,
+            "sr": profile.sample_rate,
+            "fft_size": profile.fft_size,
+            "f0_log_mean": profile.f0_log_mean,
+            "f0_log_std": profile.f0_log_std,
+            "speech_seconds": profile.speech_seconds,
+        }
+        return _pack(
+            mcep=profile.mcep.astype(np.float32),
+            coded_ap=profile.coded_ap.astype(np.float32),
+            voiced=profile.voiced.astype(bool),
+            phones=profile.phones.astype(np.int8),
+            meta=np.array(json.dumps(meta_frames)),
+        )
     if isinstance(profile, SpeakerReference):
         meta_ref = {
             "kind": "reference-mel",
@@ -103,6 +121,19 @@ def voice_to_bytes(profile: AnyVoiceProfile) -> bytes:
 def voice_from_bytes(data: bytes) -> AnyVoiceProfile:
     d = _unpack(data)
     meta = json.loads(str(d["meta"]))
+    if meta.get("kind") == "world-frames":
+        return VoiceFrames(
+            meta["profiler"],
+            int(meta["sr"]),
+            int(meta["fft_size"]),
+            d["mcep"],
+            d["coded_ap"],
+            d["voiced"].astype(bool),
+            float(meta["f0_log_mean"]),
+            float(meta["f0_log_std"]),
+            float(meta["speech_seconds"]),
+            d["phones"].astype(np.int8),
+        )
     if meta.get("kind") == "reference-mel":
         return SpeakerReference(meta["profiler"], int(meta["sr"]), d["mel"])
     speaker = d.get("speaker", np.zeros(38, np.float32))

@@ -103,7 +103,25 @@ class SpeakerReference:
     mel: np.ndarray  # (n_mels, T) float32
 
 
-AnyVoiceProfile = VoiceProfile | SpeakerReference
+@dataclass(frozen=True)
+class VoiceFrames:
+    """The reference voice's profile: the cameo's own enrolled speech as WORLD frames (5 ms:
+    mel-cepstrum and coded aperiodicity, speech only), which synthesis draws its timbre from,
+    and the pitch statistics it moves the base voice's pitch to."""
+
+    profiler: str  # the VoiceProfiler (name@version) that made it
+    sample_rate: int
+    fft_size: int
+    mcep: np.ndarray  # (N, D) float32 mel-cepstra of speech frames, in recording order
+    coded_ap: np.ndarray  # (N, B) float32 band aperiodicity (pyworld's coding)
+    voiced: np.ndarray  # (N,) bool
+    f0_log_mean: float
+    f0_log_std: float
+    speech_seconds: float
+    phones: np.ndarray  # (N,) int8: a recogniser's phone per frame (index into a phone set), -1
+
+
+AnyVoiceProfile = VoiceProfile | SpeakerReference | VoiceFrames
 
 
 @dataclass(frozen=True)

@@ -88,11 +88,21 @@ def decode_errors(path: str | Path, limit: int = 3) -> tuple[int, list[str]]:
     return len(lines), distinct[:limit]
 
 
+def _looks_like_video(path: str | Path) -> bool:
+    """Whether the file starts like a video container (MP4/MOV, Matroska/WebM, AVI)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    return head[4:8] == b"ftyp" or head[:4] in (b"\x1aE\xdf\xa3", b"RIFF")
+
+
 def looks_damaged(path: str | Path) -> str | None:
     """If ffmpeg finds the file damaged or cut short, say how; None if it sees no damage."""
     count, errors = decode_errors(path)
     if count == 0:
         return None
+    opened = not any("Error opening input" in e for e in errors)
+    if not opened and not _looks_like_video(path):
+        return None  # not a damaged video: not a video at all
     damaged = any(sign.lower() in e.lower() for e in errors for sign in _DAMAGE_SIGNS)
     what = "damaged or truncated" if damaged else "not decodable"
     return f"{what} ({count} decode errors, e.g. {'; '.join(errors)})"

@@ -83,6 +83,12 @@ def _insightface_analyzer(ctx: BackendContext) -> FaceAnalyzer:
 
 
 def _reference_voice(_: BackendContext) -> VoiceBackend:
+    from cameofarm.models.reference.unit_voice import UnitVoiceBackend
+
+    return UnitVoiceBackend()
+
+
+def _world_voice(_: BackendContext) -> VoiceBackend:
     from cameofarm.models.reference.voice import WorldVoiceBackend
 
     return WorldVoiceBackend()
@@ -101,6 +107,12 @@ def _nemo_profiler(ctx: BackendContext) -> VoiceProfiler:
 
 
 def _reference_profiler(_: BackendContext) -> VoiceProfiler:
+    from cameofarm.models.reference.unit_voice import WorldFramesProfiler
+
+    return WorldFramesProfiler()
+
+
+def _world_profiler(_: BackendContext) -> VoiceProfiler:
     from cameofarm.models.reference.voice import WorldVoiceProfiler
 
     return WorldVoiceProfiler()
@@ -168,7 +180,9 @@ def _reference_composite(ctx: BackendContext) -> CompositorBackend:
 
 
 STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
-    StageName.VOICE: {"reference": _reference_voice, "nemo": _nemo_voice},
+    # reference: the cameo's own speech frames rebuild a stock voice's timbre; world: only its
+    # average envelope and pitch (the earlier reference, kept for comparison).
+    StageName.VOICE: {"reference": _reference_voice, "world": _world_voice, "nemo": _nemo_voice},
     StageName.BASE_VIDEO: {"reference": _reference_base_video},
     StageName.FACE_SWAP: {"reference": _reference_face_swap, "insightface": _insightface_face_swap},
     StageName.LIP_SYNC: {"reference": _reference_lip_sync, "wav2lip": _wav2lip_lip_sync},
@@ -180,6 +194,7 @@ ANALYZERS: dict[str, Factory[FaceAnalyzer]] = {
 }
 PROFILERS: dict[str, Factory[VoiceProfiler]] = {
     "reference": _reference_profiler,
+    "world": _world_profiler,
     "nemo": _nemo_profiler,
 }
 MOUTH_MODELS: dict[str, Factory[MouthModel]] = {"reference": _reference_mouth_model}
@@ -193,6 +208,7 @@ SPEAKER_ENCODERS: dict[str, Factory[SpeakerEncoder]] = {
 # The languages each voice backend speaks, known without loading its model (submit checks).
 VOICE_LANGUAGES: dict[str, Callable[[], tuple[str, ...]]] = {
     "reference": lambda: _espeak_languages(),
+    "world": lambda: _espeak_languages(),
     "nemo": lambda: _nemo_languages(),
 }
 

@@ -16,7 +16,13 @@ from cameofarm.cameos.registry import new_cameo_id
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models import codec
 from cameofarm.models.contracts import FaceAnalyzer, SpeakerEncoder
-from cameofarm.models.data import FaceIdentity, FaceObservation, IdentityEmbedding, VoiceProfile
+from cameofarm.models.data import (
+    FaceIdentity,
+    FaceObservation,
+    IdentityEmbedding,
+    VoiceFrames,
+    VoiceProfile,
+)
 from cameofarm.models.media import MediaError, probe_video, read_audio, read_frames
 from cameofarm.models.reference.base_video import presenter_box
 from cameofarm.models.reference.speech import speech_frames
@@ -108,9 +114,11 @@ def match_id_photo(analyzer: FaceAnalyzer, photo: str | Path, identity: Identity
 def refuse_voice_change(samples: np.ndarray, encoder: SpeakerEncoder) -> None:
     """Refuse a recording whose 5 s stretches of speech sound like different speakers."""
     max_distance = encoder.same_speaker
-    hop = int(VOICE_STRETCH_SECONDS * SAMPLE_RATE)
+    # 5 s stretches (what the thresholds are measured on); a short clip is cut in two at least.
+    stretch = float(np.clip(len(samples) / SAMPLE_RATE / 2, 3.0, VOICE_STRETCH_SECONDS))
+    hop = int(stretch * SAMPLE_RATE)
     frames = speech_frames(samples, SAMPLE_RATE, 0.03)
-    per_stretch = round(VOICE_STRETCH_SECONDS / 0.03)
+    per_stretch = round(stretch / 0.03)
     parts = []
     for k in range(len(samples) // hop):
         share = float(frames[k * per_stretch : (k + 1) * per_stretch].mean()) if len(frames) else 0
@@ -123,7 +131,7 @@ def refuse_voice_change(samples: np.ndarray, encoder: SpeakerEncoder) -> None:
         except ValueError:  # too little speech once pauses are cut out
             continue
         if pitch is not None:
-            parts.append((k * VOICE_STRETCH_SECONDS, vector, pitch))
+            parts.append((k * stretch, vector, pitch))
     for (t_a, a, f_a), (t_b, b, f_b) in itertools.combinations(parts, 2):
         d = speaker_distance(a, b)
         jump = abs(f_a - f_b)
@@ -282,7 +290,9 @@ def enroll_recording(
     speaker = ex.speaker.embed(samples, SAMPLE_RATE)
     speech_seconds = count_speech(samples, SAMPLE_RATE)
     pitch = (
-        f", median F0 {np.exp(voice.f0_log_mean):.0f} Hz" if isinstance(voice, VoiceProfile) else ""
+        f", median F0 {np.exp(voice.f0_log_mean):.0f} Hz"
+        if isinstance(voice, VoiceProfile | VoiceFrames)
+        else ""
     )
     progress(f"voice ({ex.profiler.name}): {speech_seconds:.1f} s speech{pitch}")
 

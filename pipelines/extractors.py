@@ -96,9 +96,9 @@ def as_extractors(value: Extractors | FaceAnalyzer) -> Extractors:
         return value
     from cameofarm.models.reference.lip_sync import AtlasMouthModel
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
-    from cameofarm.models.reference.voice import WorldVoiceProfiler
+    from cameofarm.models.reference.unit_voice import WorldFramesProfiler
 
-    return Extractors((value,), WorldVoiceProfiler(), AtlasMouthModel(), Ge2eSpeakerEncoder())
+    return Extractors((value,), WorldFramesProfiler(), AtlasMouthModel(), Ge2eSpeakerEncoder())
 
 
 # --- identities in a cameo's summary -------------------------------------------------------

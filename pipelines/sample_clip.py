@@ -14,8 +14,9 @@ import numpy as np
 from cameofarm.configs import EnrollmentConfig
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.media import write_video, write_wav
+from cameofarm.models.reference.flite import FliteEngine
 from cameofarm.models.reference.lip_sync import viseme_track
-from cameofarm.models.reference.voice import EspeakEngine, FliteEngine
+from cameofarm.models.reference.voice import EspeakEngine
 from cameofarm.models.reference.warp import delaunay, warp_triangles
 
 SAMPLE_TEXT = (
@@ -151,7 +152,7 @@ def build_sample_clip(
     src_pts = np.vstack([marks, border])
     tris = delaunay(src_pts)
     engine: EspeakEngine | FliteEngine = (
-        FliteEngine() if FliteEngine.available() else EspeakEngine()
+        FliteEngine("slt") if FliteEngine.available() else EspeakEngine()
     )
     rate = engine.sample_rate
     n_frames = int(seconds * fps)

@@ -36,9 +36,9 @@ def quality(
     """Measure a video's quality against its cameo and print the figures.
 
     Voice: GE2E speaker similarity of the video's speech to the cameo's enrolled speech, and
-    of the stock voice (espeak-ng saying the same script) to the cameo. Run it in the farm's
-    folder: the cameo and the job come from the farm's records. Also shows the report the
-    farm stored when it published the job. Read-only.
+    of the stock voice (flite or espeak-ng saying the same script) to the cameo. Run it in the
+    farm's folder: the cameo and the job come from the farm's records. Also shows the report
+    the farm stored when it published the job. Read-only.
     """
     from cameofarm.cameos import UnknownCameoError, get_cameo
     from cameofarm.cluster.jobs import get_job

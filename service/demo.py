@@ -122,6 +122,16 @@ def run_demo(
                 f"  C2PA {c2pa.state}: signer {c2pa.signer}; job {c2pa.job_id}, tier "
                 f"{c2pa.tier}, cameos {', '.join(c2pa.cameo_ids)}"
             )
+            voice = (done.quality or {}).get("voice") or {}
+            if "to_cameo" in voice:
+                words = voice.get("words_recovered")
+                echo(
+                    f"  quality: voice {voice['to_cameo']:.3f} like the cameo (stock voice "
+                    f"{voice['base_to_cameo']:.3f})"
+                    + (f", {words:.0%} of the words recovered" if words is not None else "")
+                )
+            else:
+                echo(f"  quality: voice not measured ({voice.get('unmeasured', 'no report')})")
             if out_dir:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
                 path = str(shutil.copy(path, Path(out_dir) / f"{done.tier}-{done.id}.mp4"))

@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal
 
 from cameofarm.cameos.accounts import HANDLE
 from cameofarm.cameos.content import DISPLAY_TEXT_PATTERN
-from cameofarm.configs import FarmConfig
+from cameofarm.configs import FarmConfig, StageName
+from cameofarm.models.registry import voice_languages
 from cameofarm.service.farm_api import (
     ApiError,
     FarmAPI,
@@ -197,8 +198,19 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     )
     # Tiers and restrictions are the farm's configured ones: the schema lists exactly those.
     tier_name = _choice("TierName", list(config.tiers))
+    spoken = _choice("Language", list(voice_languages(config.pools[StageName.VOICE].backend)))
     job_body: Any = create_model(
-        "NewJob", __base__=NewJob, tier=(tier_name, Field(default=next(iter(config.tiers))))
+        "NewJob",
+        __base__=NewJob,
+        tier=(tier_name, Field(default=next(iter(config.tiers)))),
+        language=(
+            spoken | None,
+            Field(
+                default=None,
+                description="The script's language, one the farm's voice speaks (listed); "
+                "detected from the script if absent.",
+            ),
+        ),
     )
     restriction = _choice("Restriction", config.content.restrictable)
     restrictions_body: Any = create_model(
@@ -483,7 +495,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             body.priority,
             body.client_token or idempotency_key,
             body.background_id,
-            body.language,
+            str(body.language) if body.language is not None else None,
         )
         return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
 

@@ -387,6 +387,21 @@ def test_hostile_input(farm, cameo, published):
         "olive", "POST", "/v1/jobs", json={"cameo_ids": ["cam_nope"], "script": "Hi."}
     )
     assert unknown.status_code == 404
+    # A language the voice does not speak is refused by the schema, which lists those it does.
+    klingon = farm.call(
+        "olive",
+        "POST",
+        "/v1/jobs",
+        json={"cameo_ids": ["cam_x"], "script": "Hi.", "language": "tlh"},
+    )
+    assert klingon.status_code == 422 and "'de'" in klingon.json()["error"]
+    kanji = farm.call(
+        "olive",
+        "POST",
+        "/v1/jobs",
+        json={"cameo_ids": ["cam_x"], "script": "今日は安全研修です。", "language": "ja"},
+    )
+    assert kanji.status_code == 422 and "spell the characters out" in kanji.json()["error"]
     assert farm.call(None, "GET", "/v1/me").status_code == 401
     assert (
         farm.call(None, "GET", "/v1/me", headers={"Authorization": "Bearer cf_forged"}).status_code

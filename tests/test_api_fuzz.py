@@ -22,8 +22,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 EXAMPLES = 25  # per operation
 # Operations whose rules no schema can state, so a schema-valid request may still be refused
 # (422, with the reason): a webhook URL whose host resolves to an internal address (SSRF
-# guard), and uploads whose bytes must decode as a real image or video of usable size.
+# guard), uploads whose bytes must decode as a real image or video of usable size, and a job
+# whose script, spoken, runs over its tier or holds words its language's voice cannot read.
 BEYOND_THE_SCHEMA = {
+    "POST /v1/jobs",
     "PUT /v1/me/webhook",
     "POST /v1/backgrounds",
     "PUT /v1/enrollment/sessions/{session_id}/id-photo",

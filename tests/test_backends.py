@@ -106,18 +106,18 @@ def test_enrollment_refuses_corrupt_and_silent_input(
 
 def test_voice_speaks_the_script_in_the_profile_pitch(storage, cameo):
     import pyworld
-    from cameofarm.models.reference.voice import WorldVoiceBackend
+    from cameofarm.models.reference.unit_voice import UnitVoiceBackend
 
     _, voice, _ = _assets(storage, cameo)
-    track = WorldVoiceBackend().synthesize("Testing one two three, this is the farm.", voice)
+    track = UnitVoiceBackend().synthesize("Testing one two three, this is the farm.", voice)
     assert 1.0 < track.duration < 5.0
     assert len(track.phonemes) > 10
     assert all(p.end > p.start for p in track.phonemes)
     # Timings in the one neutral alphabet (IPA, "_" for pauses) and by word.
     symbols = {p.symbol.lstrip("ˈˌ") for p in track.phonemes}
     assert {"θ", "ð", "_"} <= symbols, symbols  # "three", "this", the comma's pause
-    words = ["Testing", "one", "two", "three", "this", "is", "the", "farm"]
-    assert [w.text for w in track.words] == words
+    words = ["testing", "one", "two", "three", "this", "is", "the", "farm"]
+    assert [w.text.lower() for w in track.words] == words
     assert all(a.start <= b.start for a, b in itertools.pairwise(track.words))
     assert track.words[-1].end <= track.duration + 1e-6
     f0, _ = pyworld.dio(track.samples.astype(np.float64), track.sample_rate)
@@ -134,8 +134,8 @@ def test_a_voice_profile_of_another_profiler_is_re_derived_not_misread(farm_conf
 
     key = f"{cameo.assets_key}/voice.npz"
     stored = codec.voice_from_bytes(storage.objects.get_bytes(key))
-    assert stored.profiler == "world@1"
-    foreign = replace(stored, profiler="other-tts@3", f0_log_mean=0.0, envelope=stored.envelope * 0)
+    assert stored.profiler == "world-frames@1"
+    foreign = replace(stored, profiler="other-tts@3", f0_log_mean=0.0, mcep=stored.mcep * 0)
     storage.objects.put_bytes(key, codec.voice_to_bytes(foreign))
     actor = StageActor(
         StageName.VOICE,
@@ -145,7 +145,7 @@ def test_a_voice_profile_of_another_profiler_is_re_derived_not_misread(farm_conf
         ObjectFetcher(farm_config.storage, storage.data_dir),
     )
     profile = actor.voice_profile(cameo.assets_key)
-    assert profile.profiler == "world@1"
+    assert profile.profiler == "world-frames@1"
     assert abs(profile.f0_log_mean - stored.f0_log_mean) < 0.05  # from the enrolled speech
     speech, _ = actor.voice("Hello again.", cameo.assets_key)
     assert speech.duration > 0.3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from cameofarm.cameos import CameoStatus, expire_lapsed, get_cameo
 from cameofarm.cameos.permissions import ConsentError, may_cast
-from cameofarm.models.reference.voice import FliteEngine
+from cameofarm.models.reference.flite import FliteEngine
 from cameofarm.pipelines.enroll import EnrollmentError, enroll_recording
 from cameofarm.pipelines.sample_clip import build_sample_clip
 from cameofarm.pipelines.verify import LivenessError, finish_session, start_session

@@ -59,6 +59,7 @@ def speech_plan(
     cannot speak the language, would spell words out letter by letter, or runs over the
     tier's length."""
     from cameofarm.models.reference.languages import detect_language, name
+    from cameofarm.models.reference.unit_voice import base_speech
     from cameofarm.models.reference.voice import plain_speech, spelled_out
     from cameofarm.models.registry import voice_languages
 
@@ -84,6 +85,8 @@ def speech_plan(
             f"in a script {name(code)} voices read (e.g. Japanese in kana), or declare another "
             "language with --language"
         )
+    if backend == "reference":  # its base voice may be flite's, whose length differs
+        speech = base_speech(script, code)
     if speech.duration > config.tier(tier).max_seconds:
         raise _too_long(f"takes {speech.duration:.1f} s to speak", tier, config)
     return code, speech.duration

@@ -47,11 +47,64 @@ class PhraseRecognizer:
             return []
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         with self._lock:
-            self._decoder.start_utt()
-            self._decoder.process_raw(pcm, full_utt=True)
-            self._decoder.end_utt()
+            try:
+                self._decoder.start_utt()
+                self._decoder.process_raw(pcm, full_utt=True)
+                self._decoder.end_utt()
+            except RuntimeError:  # nothing in the grammar fits the audio
+                return []
             hyp = self._decoder.hyp()
         return hyp.hypstr.split() if hyp is not None and hyp.hypstr else []
+
+
+_transcriber_lock = threading.Lock()
+_transcriber: list[object] = []
+
+
+def transcribe(samples: np.ndarray, sample_rate: int) -> list[str]:
+    """The English words pocketsphinx's general language model hears (for intelligibility
+    figures: how much of a script a recogniser recovers)."""
+    from cameofarm.models.reference.speech import _resample
+    from pocketsphinx import Decoder
+
+    audio = _resample(samples, sample_rate)
+    if audio.size < RATE // 10:
+        return []
+    audio = audio * (0.7 / (float(np.abs(audio).max()) + 1e-9))
+    pcm = (audio * 32767).astype("<i2").tobytes()
+    with _transcriber_lock:
+        if not _transcriber:
+            _transcriber.append(Decoder(samprate=RATE, loglevel="FATAL"))
+        decoder = _transcriber[0]
+        try:
+            decoder.start_utt()  # type: ignore[attr-defined]
+            decoder.process_raw(pcm, full_utt=True)  # type: ignore[attr-defined]
+            decoder.end_utt()  # type: ignore[attr-defined]
+        except RuntimeError:  # nothing recognisable
+            return []
+        hyp = decoder.hyp()  # type: ignore[attr-defined]
+    return hyp.hypstr.split() if hyp is not None and hyp.hypstr else []
+
+
+def recovered(script: str, heard: Sequence[str]) -> float:
+    """Share of the script's words a transcript recovers, in order (1 - word error rate,
+    at least 0)."""
+    import re
+
+    expected = re.findall(r"[a-z']+", script.lower())
+    if not expected:
+        return 1.0
+    n, m = len(expected), len(heard)
+    table = np.zeros((n + 1, m + 1), int)
+    table[:, 0], table[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            table[i, j] = min(
+                table[i - 1, j - 1] + (expected[i - 1] != heard[j - 1]),
+                table[i - 1, j] + 1,
+                table[i, j - 1] + 1,
+            )
+    return max(0.0, 1.0 - table[n, m] / n)
 
 
 def word_errors(expected: Sequence[str], heard: Sequence[str]) -> int:

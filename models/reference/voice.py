@@ -131,64 +131,6 @@ class EspeakEngine:
         )
 
 
-class FliteEngine:
-    """Debian's flite (`apt-get install flite`; `make setup` installs it), driven as a
-    program. Its voices are far more intelligible to a speech recogniser than espeak-ng's
-    (README: liveness phrase). It reports no timings: the phonemes and words are espeak-ng's
-    for the same text, stretched to flite's length, so mouth animation is approximate."""
-
-    def __init__(self, voice: str = "slt") -> None:
-        import shutil
-
-        binary = shutil.which("flite")
-        if binary is None:
-            raise RuntimeError("flite is not installed: `apt-get install flite` (make setup does)")
-        self.binary, self.voice = binary, voice
-        self.sample_rate = SAMPLE_RATE
-
-    @staticmethod
-    def available() -> bool:
-        import shutil
-
-        return shutil.which("flite") is not None
-
-    def speak(self, text: str, words_per_minute: int = 165, pitch: int = 50) -> SpeechTrack:
-        import subprocess
-        import tempfile
-        from pathlib import Path
-
-        import soundfile
-        from scipy.signal import resample_poly
-
-        text = clean_script(text)
-        stretch = 165.0 / max(words_per_minute, 60)
-        with tempfile.TemporaryDirectory(prefix="cameofarm-flite-") as tmp:
-            out = Path(tmp) / "speech.wav"
-            subprocess.run(
-                [
-                    self.binary,
-                    "-voice",
-                    self.voice,
-                    "--setf",
-                    f"duration_stretch={stretch:.3f}",
-                    "-t",
-                    text,
-                    "-o",
-                    str(out),
-                ],
-                check=True,
-                capture_output=True,
-            )
-            audio, rate = soundfile.read(out, dtype="float32")
-        g = int(np.gcd(rate, SAMPLE_RATE))
-        samples = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
-        timed = EspeakEngine().speak(text, words_per_minute, pitch)
-        k = (len(samples) / SAMPLE_RATE) / max(timed.duration, 1e-6)
-        phonemes = tuple(PhonemeTiming(p.symbol, p.start * k, p.end * k) for p in timed.phonemes)
-        words = tuple(WordTiming(w.text, w.start * k, w.end * k) for w in timed.words)
-        return SpeechTrack(samples, SAMPLE_RATE, phonemes, words)
-
-
 def _word_timings(
     text: str, events: list[tuple[int, int, int]], phonemes: list[PhonemeTiming]
 ) -> tuple[WordTiming, ...]:

@@ -1,0 +1,206 @@
+"""The reference voice: a stock voice speaks the script, then its timbre is rebuilt from the
+cameo's own enrolled speech.
+
+The stock (base) voice is flite for English when it is installed (far more intelligible)
+and espeak-ng otherwise and for every other language. WORLD splits the base speech into
+pitch, spectral envelope and aperiodicity. Each 50 ms stretch of the envelope is matched
+(mel-cepstra, each speaker's own mean and spread taken out, plus voicing) to the closest
+50 ms stretch of the cameo's enrolled speech, and the cameo's stretches, overlapped and
+blended, replace most of the base envelope; the pitch contour keeps the base's shape at the
+cameo's pitch level and range. Words and timings stay the base voice's, so lip sync and
+length are unchanged.
+
+Measured (README, "Voice"): on the fixtures' real speech, GE2E similarity to the speaker
+rises from the base voice's ~0.69 to ~0.82 while a recogniser still recovers most words.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cameofarm.models.contracts import VoiceProfiler
+from cameofarm.models.data import AnyVoiceProfile, PhonemeTiming, SpeechTrack, VoiceFrames
+from cameofarm.models.reference.voice import (
+    FFT_SIZE,
+    FRAME_PERIOD_MS,
+    SAMPLE_RATE,
+    plain_speech,
+    spelled_out,
+    world_analyze,
+)
+
+MCEP_DIM = 40
+MAX_SECONDS = 45.0  # of enrolled speech kept: ~1.4 MB of frames
+BLOCK = 10  # frames matched together (50 ms): the cameo's timbre moves naturally within one
+VOICED_WEIGHT = 3.0  # a voiced stretch matches a voiced one
+PHONE_WEIGHT = 3.0  # and a stretch of the same phones (as the recogniser labelled them)
+
+
+def _features(
+    mcep: np.ndarray, voiced: np.ndarray, loud: np.ndarray, phones: np.ndarray
+) -> np.ndarray:
+    """Per-speaker normalised mel-cepstra (energy left out), voicing and phone, per frame."""
+    from cameofarm.models.reference.flite import PHONES
+
+    body = mcep[:, 1:]
+    ref = body[loud] if loud.sum() >= 10 else body
+    z = (body - ref.mean(axis=0)) / (ref.std(axis=0) + 1e-6)
+    onehot = np.zeros((len(mcep), len(PHONES)), np.float32)
+    labelled = phones >= 0
+    onehot[np.flatnonzero(labelled), phones[labelled]] = PHONE_WEIGHT
+    return np.hstack([z, VOICED_WEIGHT * voiced[:, None], onehot]).astype(np.float32)
+
+
+class WorldFramesProfiler:
+    """Profiles a cameo's enrolled speech as the frames the reference voice draws from."""
+
+    name = "world-frames@1"
+
+    def profile(self, samples: np.ndarray, sample_rate: int) -> VoiceFrames:
+        import pyworld
+        from cameofarm.models.reference.flite import frame_phones, recognise_phones
+        from cameofarm.models.reference.speech import speech_frames
+
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(f"profile speech at {SAMPLE_RATE} Hz, not {sample_rate}")
+        f0, sp, ap = world_analyze(samples, sample_rate)
+        step = FRAME_PERIOD_MS / 1000.0
+        speech = speech_frames(samples, sample_rate, step)
+        n = min(len(f0), len(speech))
+        keep = np.flatnonzero(speech[:n])[: int(MAX_SECONDS / step)]
+        if len(keep) < 4 * BLOCK:
+            raise ValueError("too little speech to build a voice from; record more speech")
+        voiced = f0 > 0
+        log_f0 = np.log(f0[:n][speech[:n] & voiced[:n]])
+        if len(log_f0) < 20:
+            raise ValueError("no voiced speech found to take the pitch from")
+        mcep = pyworld.code_spectral_envelope(sp[keep], sample_rate, MCEP_DIM)
+        coded = pyworld.code_aperiodicity(ap[keep], sample_rate)
+        # Which phone each frame is: recognise the (English) speech, then align its words.
+        heard = samples[: int((keep[-1] + 1) * step * sample_rate)]
+        phones = frame_phones(recognise_phones(heard, sample_rate), n, step)[keep]
+        return VoiceFrames(
+            self.name,
+            sample_rate,
+            FFT_SIZE,
+            mcep.astype(np.float32),
+            coded.astype(np.float32),
+            voiced[keep],
+            float(log_f0.mean()),
+            float(log_f0.std()),
+            float(speech[:n].sum() * step),
+            phones,
+        )
+
+
+def base_speech(script: str, language: str) -> SpeechTrack:
+    """The stock voice the reference voice converts: flite for English where installed, else
+    espeak-ng in the language. Submit measures the length with this same function."""
+    from cameofarm.models.reference import flite
+
+    if language == "en" and flite.available():
+        return flite.FliteEngine().speak(script)
+    return plain_speech(script, language)
+
+
+class UnitVoiceBackend:
+    """The reference voice backend (see the module's description)."""
+
+    def __init__(self, timbre: float = 0.75) -> None:
+        if not 0.0 <= timbre <= 1.0:
+            raise ValueError("timbre is a share from 0 to 1")
+        self.profiler: VoiceProfiler = WorldFramesProfiler()
+        self.timbre = timbre  # share of the envelope taken from the cameo's own frames
+
+    def languages(self) -> tuple[str, ...]:
+        from cameofarm.models.reference.languages import espeak_languages
+
+        return espeak_languages()
+
+    def synthesize(
+        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+    ) -> SpeechTrack:
+        if not isinstance(profile, VoiceFrames) or profile.profiler != self.profiler.name:
+            raise ValueError(f"the reference voice needs a {self.profiler.name} profile")
+        if profile.sample_rate != SAMPLE_RATE or profile.fft_size != FFT_SIZE:
+            raise ValueError("voice profile was made for another sample rate / FFT size")
+        if language not in self.languages():
+            raise ValueError(f"the reference voice does not speak {language!r}")
+        base = base_speech(script, language)
+        unreadable = spelled_out(base)
+        if unreadable:
+            raise ValueError(f"the reference voice cannot read {', '.join(unreadable)[:80]}")
+        samples = self.convert(base.samples, profile, base.phonemes)
+        return SpeechTrack(samples, base.sample_rate, base.phonemes, base.words)
+
+    def convert(
+        self, samples: np.ndarray, profile: VoiceFrames, phonemes: tuple[PhonemeTiming, ...]
+    ) -> np.ndarray:
+        """The base speech with the cameo's timbre and pitch level; same length."""
+        import pyworld
+        from cameofarm.models.reference.flite import frame_phones
+        from numpy.lib.stride_tricks import sliding_window_view
+        from scipy.ndimage import uniform_filter1d
+
+        sr = SAMPLE_RATE
+        f0, sp, ap = world_analyze(samples, sr)
+        if len(f0) < 2 * BLOCK:
+            return samples.astype(np.float32)
+        mcep = pyworld.code_spectral_envelope(sp, sr, MCEP_DIM)
+        loud_src = mcep[:, 0] > np.percentile(mcep[:, 0], 25)
+        loud_tgt = profile.mcep[:, 0] > np.percentile(profile.mcep[:, 0], 25)
+        labels = frame_phones(phonemes, len(f0), FRAME_PERIOD_MS / 1000.0)
+        source = _features(mcep, f0 > 0, loud_src, labels)
+        target = _features(profile.mcep, profile.voiced, loud_tgt, profile.phones)
+        # Every BLOCK-frame stretch of the cameo, flattened, and whether it is mostly loud.
+        windows = sliding_window_view(target, (BLOCK, target.shape[1]))[:, 0]
+        windows = windows.reshape(len(windows), -1)
+        usable = np.convolve(loud_tgt.astype(float), np.ones(BLOCK), "valid") >= BLOCK / 2
+        norms = (windows**2).sum(axis=1)
+        hop = BLOCK // 2
+        starts = list(range(0, len(source) - BLOCK + 1, hop))
+        if starts[-1] != len(source) - BLOCK:
+            starts.append(len(source) - BLOCK)
+        queries = np.stack([source[s : s + BLOCK].reshape(-1) for s in starts])
+        distance = norms[None, :] - 2.0 * queries @ windows.T
+        distance[:, ~usable] = np.inf
+        best = np.argmin(distance, axis=1)
+        # Overlap-add the chosen stretches (log envelope, aperiodicity) with a Hann window.
+        taper = np.hanning(BLOCK + 2)[1:-1]
+        target_sp = np.log(
+            pyworld.decode_spectral_envelope(
+                np.ascontiguousarray(profile.mcep, np.float64), sr, FFT_SIZE
+            )
+            + 1e-12
+        )
+        target_ap = pyworld.decode_aperiodicity(
+            np.ascontiguousarray(profile.coded_ap, np.float64), sr, FFT_SIZE
+        )
+        log_sp = np.zeros_like(sp)
+        new_ap = np.zeros_like(ap)
+        weight = np.zeros(len(sp))
+        for s, t in zip(starts, best, strict=True):
+            log_sp[s : s + BLOCK] += target_sp[t : t + BLOCK] * taper[:, None]
+            new_ap[s : s + BLOCK] += target_ap[t : t + BLOCK] * taper[:, None]
+            weight[s : s + BLOCK] += taper
+        weight = np.maximum(weight, 1e-6)[:, None]
+        # The rest of the envelope stays the base's, moved to the cameo's average colour.
+        source_sp = np.log(sp + 1e-12)
+        shift = uniform_filter1d(target_sp[loud_tgt].mean(0) - source_sp[loud_src].mean(0), 9)
+        mix = self.timbre
+        envelope = np.exp(mix * log_sp / weight + (1 - mix) * (source_sp + shift))
+        aperiodic = np.clip(mix * new_ap / weight + (1 - mix) * ap, 0.0, 1.0)
+        voiced = f0 > 0
+        if voiced.sum() >= 2:
+            log_f0 = np.log(f0[voiced])
+            z = (log_f0 - log_f0.mean()) / (log_f0.std() + 1e-6)
+            f0[voiced] = np.exp(profile.f0_log_mean + z * max(profile.f0_log_std, 0.05))
+        y = pyworld.synthesize(
+            f0, np.ascontiguousarray(envelope), np.ascontiguousarray(aperiodic), sr, FRAME_PERIOD_MS
+        )[: len(samples)].astype(np.float32)
+        rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
+        if rms > 0:
+            y *= 0.1 / rms  # about -20 dBFS
+        peak = float(np.max(np.abs(y), initial=0.0))
+        if peak > 0.98:
+            y *= 0.98 / peak
+        return y
