@@ -125,6 +125,20 @@ def test_voice_speaks_the_script_in_the_profile_pitch(storage, cameo):
     assert abs(np.log(np.median(voiced)) - voice.f0_log_mean) < 0.25
 
 
+def test_a_german_script_is_spoken_in_german_and_kanji_never_spelled(storage, cameo):
+    from cameofarm.models.reference.unit_voice import UnitVoiceBackend
+
+    _, voice, _ = _assets(storage, cameo)
+    backend = UnitVoiceBackend()
+    german = backend.synthesize("Guten Morgen, wie geht es dir?", voice, "de")
+    spoken = "".join(p.symbol for p in german.phonemes)
+    assert "mˈɔɾɡən" in spoken and "(" not in spoken, spoken  # German "Morgen", no switching
+    assert [w.text for w in german.words][:2] == ["Guten", "Morgen"]
+    assert german.duration > 1.0
+    with pytest.raises(ValueError, match="cannot read"):
+        backend.synthesize("今日は安全研修です。", voice, "ja")  # not "Chinese letter" x8
+
+
 def test_a_voice_profile_of_another_profiler_is_re_derived_not_misread(farm_config, storage, cameo):
     from dataclasses import replace
 
