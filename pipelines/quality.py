@@ -89,7 +89,7 @@ def voice_quality(
 
     encoder = encoder or Ge2eSpeakerEncoder()
     output = encoder.embed(samples, sample_rate)
-    base = base_speech(script, language)
+    base = base_speech(script, language, timed=False)
     stock = encoder.embed(base.samples, base.sample_rate)
     words = base_words = None
     if language == "en":

@@ -86,7 +86,7 @@ def speech_plan(
             "language with --language"
         )
     if backend == "reference":  # its base voice may be flite's, whose length differs
-        speech = base_speech(script, code)
+        speech = base_speech(script, code, timed=False)
     if speech.duration > config.tier(tier).max_seconds:
         raise _too_long(f"takes {speech.duration:.1f} s to speak", tier, config)
     return code, speech.duration

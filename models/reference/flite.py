@@ -53,14 +53,12 @@ def align(
 ) -> tuple[tuple[PhonemeTiming, ...], tuple[WordTiming, ...]] | None:
     """Phoneme (IPA) and word timings of `text` in the audio, or None when a word is not in
     the recogniser's dictionary (numbers, names) or the audio does not fit the words."""
-    from cameofarm.models.reference.speech import VAD_RATE, _resample
+    from cameofarm.models.reference.speech import pcm16
 
     words = _words_for_alignment(text)
     if not words or any(ch.isdigit() for ch in text):  # flite says numbers its own way
         return None
-    audio = _resample(samples, sample_rate)
-    assert VAD_RATE == 16000
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    pcm = pcm16(samples, sample_rate)
     decoder = _decoder()
     with _aligner_lock:
         try:
@@ -114,10 +112,9 @@ def frame_phones(phonemes: tuple[PhonemeTiming, ...], frames: int, step: float) 
 def recognise_phones(samples: np.ndarray, sample_rate: int) -> tuple[PhonemeTiming, ...]:
     """Phone timings of untranscribed English speech: recognise the words (pocketsphinx's
     language model), then align them. Empty if nothing is recognised."""
-    from cameofarm.models.reference.speech import _resample
+    from cameofarm.models.reference.speech import pcm16
 
-    audio = _resample(samples, sample_rate)
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    pcm = pcm16(samples, sample_rate)
     decoder = _decoder()
     with _aligner_lock:
         decoder.activate_search()  # the language model, after any alignment
@@ -148,7 +145,10 @@ class FliteEngine:
     def available() -> bool:
         return available()
 
-    def speak(self, text: str, words_per_minute: int = 165, pitch: int = 50) -> SpeechTrack:
+    def speak(
+        self, text: str, words_per_minute: int = 165, pitch: int = 50, timed: bool = True
+    ) -> SpeechTrack:
+        """The text spoken; timed=False skips the alignment (no phonemes or words)."""
         import soundfile
         from scipy.signal import resample_poly
 
@@ -162,9 +162,11 @@ class FliteEngine:
             audio, rate = soundfile.read(out, dtype="float32")
         g = int(np.gcd(rate, SAMPLE_RATE))
         samples = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
-        timed = align(samples, SAMPLE_RATE, text)
-        if timed is not None:
-            return SpeechTrack(samples, SAMPLE_RATE, *timed)
+        if not timed:
+            return SpeechTrack(samples, SAMPLE_RATE, (), ())
+        timings = align(samples, SAMPLE_RATE, text)
+        if timings is not None:
+            return SpeechTrack(samples, SAMPLE_RATE, *timings)
         guide = EspeakEngine().speak(text, words_per_minute, pitch)
         k = (len(samples) / SAMPLE_RATE) / max(guide.duration, 1e-6)
         phonemes = tuple(PhonemeTiming(p.symbol, p.start * k, p.end * k) for p in guide.phonemes)

@@ -39,13 +39,11 @@ class PhraseRecognizer:
 
     def hear(self, samples: np.ndarray, sample_rate: int) -> list[str]:
         """The vocabulary words heard in the audio, in order (empty if none)."""
-        from cameofarm.models.reference.speech import VAD_RATE, _resample
+        from cameofarm.models.reference.speech import pcm16
 
-        assert VAD_RATE == RATE
-        audio = _resample(samples, sample_rate)
-        if audio.size < RATE // 10:  # under 0.1 s: nothing to hear
+        pcm = pcm16(samples, sample_rate)
+        if len(pcm) < 2 * RATE // 10:  # under 0.1 s: nothing to hear
             return []
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         with self._lock:
             try:
                 self._decoder.start_utt()
@@ -64,14 +62,13 @@ _transcriber: list[object] = []
 def transcribe(samples: np.ndarray, sample_rate: int) -> list[str]:
     """The English words pocketsphinx's general language model hears (for intelligibility
     figures: how much of a script a recogniser recovers)."""
-    from cameofarm.models.reference.speech import _resample
+    from cameofarm.models.reference.speech import pcm16
     from pocketsphinx import Decoder
 
-    audio = _resample(samples, sample_rate)
-    if audio.size < RATE // 10:
+    peak = float(np.max(np.abs(samples), initial=0.0))
+    pcm = pcm16(samples * (0.7 / (peak + 1e-9)), sample_rate)
+    if len(pcm) < 2 * RATE // 10:
         return []
-    audio = audio * (0.7 / (float(np.abs(audio).max()) + 1e-9))
-    pcm = (audio * 32767).astype("<i2").tobytes()
     with _transcriber_lock:
         if not _transcriber:
             _transcriber.append(Decoder(samprate=RATE, loglevel="FATAL"))

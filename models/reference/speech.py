@@ -19,7 +19,8 @@ _lock = threading.Lock()
 _models: dict[str, Any] = {}
 
 
-def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+def to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float audio resampled to the 16 kHz these models (and pocketsphinx) take."""
     samples = np.asarray(samples, np.float32).reshape(-1)
     if sample_rate == VAD_RATE or samples.size == 0:
         return samples
@@ -38,12 +39,18 @@ def _vad() -> Any:
         return _models["vad"]
 
 
+def pcm16(samples: np.ndarray, sample_rate: int) -> bytes:
+    """16 kHz, 16-bit little-endian PCM bytes, as pocketsphinx reads them."""
+    audio = to_16k(samples, sample_rate)
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
 def speech_segments(samples: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:
     """(start, end) seconds of each stretch of speech silero-vad finds."""
     import torch
     from silero_vad import get_speech_timestamps
 
-    audio = _resample(samples, sample_rate)
+    audio = to_16k(samples, sample_rate)
     if audio.size < VAD_RATE // 10:
         return []
     model = _vad()
@@ -69,7 +76,7 @@ def speech_frames(samples: np.ndarray, sample_rate: int, frame_seconds: float) -
 
 def only_speech(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """The 16 kHz audio with everything that is not speech cut out."""
-    audio = _resample(samples, sample_rate)
+    audio = to_16k(samples, sample_rate)
     parts = [
         audio[int(a * VAD_RATE) : int(b * VAD_RATE)] for a, b in speech_segments(audio, VAD_RATE)
     ]

@@ -23,6 +23,7 @@ from cameofarm.models.reference.voice import (
     FFT_SIZE,
     FRAME_PERIOD_MS,
     SAMPLE_RATE,
+    normalise_loudness,
     plain_speech,
     spelled_out,
     world_analyze,
@@ -92,13 +93,14 @@ class WorldFramesProfiler:
         )
 
 
-def base_speech(script: str, language: str) -> SpeechTrack:
+def base_speech(script: str, language: str, timed: bool = True) -> SpeechTrack:
     """The stock voice the reference voice converts: flite for English where installed, else
-    espeak-ng in the language. Submit measures the length with this same function."""
+    espeak-ng in the language. Submit measures the length with this same function; callers
+    that need only the audio pass timed=False (flite's timings cost an alignment)."""
     from cameofarm.models.reference import flite
 
     if language == "en" and flite.available():
-        return flite.FliteEngine().speak(script)
+        return flite.FliteEngine().speak(script, timed=timed)
     return plain_speech(script, language)
 
 
@@ -197,10 +199,4 @@ class UnitVoiceBackend:
         y = pyworld.synthesize(
             f0, np.ascontiguousarray(envelope), np.ascontiguousarray(aperiodic), sr, FRAME_PERIOD_MS
         )[: len(samples)].astype(np.float32)
-        rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
-        if rms > 0:
-            y *= 0.1 / rms  # about -20 dBFS
-        peak = float(np.max(np.abs(y), initial=0.0))
-        if peak > 0.98:
-            y *= 0.98 / peak
-        return y
+        return normalise_loudness(y)

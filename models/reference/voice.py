@@ -292,13 +292,18 @@ class WorldVoiceBackend:
             sp = sp * np.exp(delta)[None, :]
         y = pyworld.synthesize(f0, sp, ap, sr, frame_period=FRAME_PERIOD_MS)
         y = y[: len(raw.samples)].astype(np.float32)
-        rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
-        if rms > 0:
-            y *= 0.1 / rms  # about -20 dBFS
-        peak = float(np.max(np.abs(y), initial=0.0))
-        if peak > 0.98:
-            y *= 0.98 / peak
-        return SpeechTrack(y, sr, raw.phonemes, raw.words)
+        return SpeechTrack(normalise_loudness(y), sr, raw.phonemes, raw.words)
+
+
+def normalise_loudness(y: np.ndarray) -> np.ndarray:
+    """Synthesised speech at about -20 dBFS, never clipping."""
+    rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
+    if rms > 0:
+        y = y * (0.1 / rms)
+    peak = float(np.max(np.abs(y), initial=0.0))
+    if peak > 0.98:
+        y = y * (0.98 / peak)
+    return y.astype(np.float32)
 
 
 def _mel_filterbank(sr: int, n_fft: int, bands: int, fmin: float, fmax: float) -> np.ndarray:
