@@ -22,6 +22,7 @@ from cameofarm.models.data import (
     PresenterSource,
     ProvenanceClaim,
     SpeechTrack,
+    TemplateSource,
     VideoChunk,
 )
 from cameofarm.models.placement import backend_context
@@ -216,6 +217,19 @@ class StageActor:
         return self._timed(
             lambda: self.backend.render(source, background, spec, index, start, count)
         )
+
+    def scene_video(
+        self, scene: dict[str, Any], spec: FrameSpec, index: int, start: int, count: int
+    ) -> tuple[VideoChunk, CallTiming]:
+        """A template scene's frames, with its actor's track (fetched and cached once)."""
+        track = self._asset(scene["track_key"], codec.scene_track_from_bytes)
+        source = TemplateSource(
+            self.fetcher.get_path(scene["clip_key"]),
+            float(scene["fps"]),
+            int(scene["frame_count"]),
+            track,
+        )
+        return self._timed(lambda: self.backend.template(source, spec, index, start, count))
 
     def face_swap(self, chunk: VideoChunk, assets_key: str) -> tuple[VideoChunk, CallTiming]:
         identity = self.identity(assets_key)

@@ -223,6 +223,7 @@ class Scheduler:
                 view.background_key,
                 attempt=view.attempts,
                 language=view.language,
+                scene_id=view.scene_id,
             )
             render_job(
                 job,

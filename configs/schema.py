@@ -295,6 +295,15 @@ class ConsentConfig(_Strict):
     purge_days: float = Field(
         default=30, gt=0, le=365, description="Deadline for purging a deleted cameo's objects."
     )
+    min_recognised_share: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Share of an output's measured frames in which the face must be the cameo's "
+        "(within the analyzer's same-person distance of it, and closer to it than to a "
+        "template's actor) for the farm to publish it: a face that is not the cameo's is not "
+        "what its owner consented to. 0 turns the check off.",
+    )
 
 
 class ContentRule(_Strict):

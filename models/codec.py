@@ -12,6 +12,7 @@ from cameofarm.models.data import (
     IdentityEmbedding,
     MouthAtlas,
     MouthShape,
+    SceneTrack,
     SpeakerReference,
     VoiceFrames,
     VoiceProfile,
@@ -153,3 +154,25 @@ def atlas_from_bytes(data: bytes) -> MouthAtlas:
     names = [k[len("patch_") :] for k in d if k.startswith("patch_")]
     shapes = {n: MouthShape(n, d[f"patch_{n}"], d[f"mouth_{n}"]) for n in names}
     return MouthAtlas(int(d["size"]), shapes)
+
+
+def scene_track_to_bytes(track: SceneTrack) -> bytes:
+    meta = {
+        "landmarks_by": track.landmarks_by,
+        "analyzer": track.actor.analyzer,
+        "metric": track.actor.metric,
+        "same_person": track.actor.same_person,
+    }
+    return _pack(
+        landmarks=track.landmarks,
+        found=track.found,
+        actor=track.actor.vector,
+        meta=np.array(json.dumps(meta)),
+    )
+
+
+def scene_track_from_bytes(data: bytes) -> SceneTrack:
+    d = _unpack(data)
+    meta = json.loads(str(d["meta"]))
+    actor = IdentityEmbedding(meta["analyzer"], d["actor"], meta["metric"], meta["same_person"])
+    return SceneTrack(d["landmarks"], meta["landmarks_by"], d["found"].astype(bool), actor)

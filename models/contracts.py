@@ -16,6 +16,7 @@ from cameofarm.models.data import (
     PresenterSource,
     ProvenanceClaim,
     SpeechTrack,
+    TemplateSource,
     VideoChunk,
 )
 
@@ -81,7 +82,12 @@ class VoiceBackend(Protocol):
 
 
 class BaseVideoBackend(Protocol):
-    """Produces the scene's frames [start, start+count) at the output format."""
+    """Produces the scene's frames [start, start+count) at the output format: a template
+    scene's (with its tracked actor's landmarks on the chunk) or a presenter's."""
+
+    def template(
+        self, source: TemplateSource, spec: FrameSpec, index: int, start: int, count: int
+    ) -> VideoChunk: ...
 
     def render(
         self,

@@ -169,6 +169,27 @@ class PresenterSource:
 
 
 @dataclass(frozen=True)
+class SceneTrack:
+    """A template scene's stand-in actor, tracked through the whole clip once, at upload."""
+
+    landmarks: np.ndarray  # (N, K, 2) float32 per clip frame, smoothed over time; gaps filled
+    landmarks_by: str  # the analyzer (name@version) whose landmark scheme these follow
+    found: np.ndarray  # (N,) bool: the face was detected in that frame (not filled in)
+    actor: IdentityEmbedding  # the actor's identity, for the quality report's comparison
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """A template scene's clip and its tracked actor, which a base-video backend loops or
+    trims to the speech and fits to the output frame."""
+
+    path: str
+    fps: float
+    frame_count: int
+    track: SceneTrack
+
+
+@dataclass(frozen=True)
 class FrameSpec:
     """The output format of a render: what every stage must produce."""
 

@@ -143,9 +143,9 @@ def _reference_mouth_model(_: BackendContext) -> MouthModel:
 
 
 def _reference_base_video(_: BackendContext) -> BaseVideoBackend:
-    from cameofarm.models.reference.base_video import PresenterBaseVideo
+    from cameofarm.models.reference.base_video import ReferenceBaseVideo
 
-    return PresenterBaseVideo()
+    return ReferenceBaseVideo()
 
 
 def _reference_face_swap(ctx: BackendContext) -> FaceSwapBackend:

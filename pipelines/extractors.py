@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cameofarm.configs import EnrollmentConfig, FarmConfig
+from cameofarm.configs import AnalyzerConfig, EnrollmentConfig, FarmConfig
 from cameofarm.models.contracts import FaceAnalyzer, MouthModel, SpeakerEncoder, VoiceProfiler
 from cameofarm.models.data import IdentityEmbedding
 from cameofarm.models.placement import backend_context
@@ -43,16 +43,36 @@ def needs_models(cfg: EnrollmentConfig) -> bool:
     return any(o.models for o in extractors)
 
 
+def _analyzer(
+    spec: AnalyzerConfig, cfg: EnrollmentConfig, store: ModelStore | None, keys_dir: Path
+) -> FaceAnalyzer:
+    same = spec.same_person or (cfg.max_identity_distance if spec.backend == "reference" else None)
+    return build_analyzer(
+        spec.backend, backend_context(spec, keys_dir, [], store, same_person=same)
+    )
+
+
+_PRIMARY: dict[str, FaceAnalyzer] = {}
+
+
+def primary_analyzer(config: FarmConfig, storage: FarmStorage | None) -> FaceAnalyzer:
+    """The farm's primary face analyzer (the first in enrollment.analyzers: the one scenes
+    are tracked and outputs measured by), built once per process."""
+    spec = config.enrollment.analyzers[0]
+    key = f"{config.data_dir}|{config.enrollment.max_identity_distance}|{spec.model_dump_json()}"
+    if key not in _PRIMARY:
+        store = ModelStore(storage.objects) if storage is not None else None
+        keys_dir = Path(config.data_dir) / "keys"
+        _PRIMARY[key] = _analyzer(spec, config.enrollment, store, keys_dir)
+    return _PRIMARY[key]
+
+
 def load_extractors(
     cfg: EnrollmentConfig, storage: FarmStorage | None, keys_dir: Path
 ) -> Extractors:
     """Build the configured extractors on this process's device, models from the store."""
     store = ModelStore(storage.objects) if storage is not None else None
-    analyzers = []
-    for a in cfg.analyzers:
-        same = a.same_person or (cfg.max_identity_distance if a.backend == "reference" else None)
-        ctx = backend_context(a, keys_dir, [], store, same_person=same)
-        analyzers.append(build_analyzer(a.backend, ctx))
+    analyzers = [_analyzer(a, cfg, store, keys_dir) for a in cfg.analyzers]
     names = [a.name for a in analyzers]
     if len(set(names)) != len(names):
         raise ValueError(f"enrollment.analyzers: each analyzer may appear once, got {names}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cameofarm.actors.pools import StagePools
@@ -38,6 +40,7 @@ class RenderJob:
     background_key: str | None = None
     attempt: int = 1
     language: str = "en"
+    scene_id: str | None = None  # a template scene to cast the cameo into
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,59 @@ def _voice_report(
     except ValueError as exc:  # e.g. under a second of speech: too little to tell
         return {"encoder": encoder.name, "unmeasured": str(exc)}
     return report.to_dict()
+
+
+def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dict[str, Any]:
+    """The template scene's fields the base-video stage needs (checked at submit; checked
+    again here, since a job may wait in the queue while its config changes)."""
+    from cameofarm.storage.db import SceneRow
+
+    with storage.db.session() as s:
+        row = s.get(SceneRow, job.scene_id)
+        if row is None:
+            raise RenderError(f"scene {job.scene_id} is no longer in the library")
+        if row.width < width or row.height < height:
+            raise RenderError(
+                f"scene {row.id} is {row.width}x{row.height}; the {job.tier} tier renders "
+                f"{width}x{height} and never enlarges a scene"
+            )
+        return {
+            "id": row.id,
+            "name": row.name,
+            "rights": row.rights,
+            "clip_key": row.clip_key,
+            "track_key": row.track_key,
+            "fps": row.fps,
+            "frame_count": row.frame_count,
+        }
+
+
+def _face_report(
+    config: FarmConfig, storage: FarmStorage, cameo: CameoRecord, job: RenderJob, video: bytes
+) -> dict[str, Any]:
+    """The published video's face figures against the cameo (and the scene's actor)."""
+    from cameofarm.pipelines.face_quality import measure_face
+
+    with tempfile.TemporaryDirectory(prefix="cameofarm-measure-") as tmp:
+        path = Path(tmp) / "out.mp4"
+        path.write_bytes(video)
+        face = measure_face(config, storage, cameo, job.scene_id, path)
+    if face is None:
+        return {"unmeasured": "the cameo has no identity by the farm's primary face analyzer"}
+    return face.to_dict()
+
+
+def refuse_unrecognisable(face: dict[str, Any], floor: float) -> None:
+    """Raise RenderError when too few frames show the cameo (its owner consented to their
+    face, not to whatever the swap made)."""
+    share = face.get("recognised")
+    if floor > 0 and share is not None and share < floor:
+        raise RenderError(
+            f"the cameo is recognisable in only {share:.0%} of the output's frames "
+            f"(consent.min_recognised_share is {floor:.0%}; median distance to the cameo "
+            f"{face.get('to_cameo')}, to the scene's actor {face.get('to_actor')}); not "
+            "published — try a scene whose actor faces the camera, closer up"
+        )
 
 
 def plan_frames(speech_seconds: float, fps: int, max_seconds: float) -> int:
@@ -121,6 +177,7 @@ def render_job(
     if len(job.cameo_ids) != 1:  # what this pipeline can do; consent.max_cameos_per_video is 1
         raise RenderError("the reference pipeline casts exactly one cameo per video")
     cameo: CameoRecord = get_cameo(storage.db, job.cameo_ids[0])
+    scene = _scene(storage, job, spec.width, spec.height) if job.scene_id else None
 
     # 2. Voice: the script in the cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
@@ -134,17 +191,23 @@ def render_job(
     n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
     chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
 
-    # 3. Base video: the scene at the tier's size and length, chunk by chunk.
+    # 3. Base video: the scene at the tier's size and length, chunk by chunk — a template's
+    # clip with its tracked actor, or the cameo presenting over a background.
     checkpoint(StageName.BASE_VIDEO, 0.15)
     with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
-        frames, timings = pools.map(
-            StageName.BASE_VIDEO,
-            "base_video",
-            [
-                (cameo.recording_key, cameo.summary, job.background_key, spec, i, s, c)
-                for i, s, c in chunks
-            ],
-        )
+        if scene is not None:
+            frames, timings = pools.map(
+                StageName.BASE_VIDEO, "scene_video", [(scene, spec, i, s, c) for i, s, c in chunks]
+            )
+        else:
+            frames, timings = pools.map(
+                StageName.BASE_VIDEO,
+                "base_video",
+                [
+                    (cameo.recording_key, cameo.summary, job.background_key, spec, i, s, c)
+                    for i, s, c in chunks
+                ],
+            )
         calls += timings
 
     # 4. Face swap across the pool.
@@ -167,7 +230,12 @@ def render_job(
 
     # 6. Composite: watermark + encode chunks, then mux audio and sign C2PA.
     checkpoint(StageName.COMPOSITE, 0.75)
-    claim = ProvenanceClaim(job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}")
+    extra = {}
+    if scene is not None:  # the stand-in actor's rights, as their uploader attested them
+        extra = {"scene": scene["id"], "scene_name": scene["name"], "scene_rights": scene["rights"]}
+    claim = ProvenanceClaim(
+        job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}", extra=extra
+    )
     with recorder.stage(job.job_id, job.tier, StageName.COMPOSITE) as calls:
         segments, timings = pools.map(StageName.COMPOSITE, "encode", [(f, spec) for f in frames])
         calls += timings
@@ -177,7 +245,13 @@ def render_job(
         calls += timings
     data: bytes = pools.fetch(mp4)[0]
 
-    # 7. Publish. The object is written first and the job marked published after, in one
+    # 7. Measure the face the viewer will see; a video in which it is not the cameo's is not
+    # published.
+    checkpoint("measure", 0.85)
+    quality["face"] = _face_report(config, storage, cameo, job, data)
+    refuse_unrecognisable(quality["face"], config.consent.min_recognised_share)
+
+    # 8. Publish. The object is written first and the job marked published after, in one
     # transaction that checks consent (may_cast) a last time: if that refuses (say, the
     # verification lapsed a moment ago) the object is removed and nothing is published. A
     # revocation cancels the job at once, which the checkpoint here sees.

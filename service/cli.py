@@ -17,6 +17,7 @@ from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
 from cameofarm.service.cli_models import models
 from cameofarm.service.cli_quality import quality
+from cameofarm.service.cli_scenes import scenes
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 _fail = fail
@@ -399,10 +400,18 @@ def protected_list(obj: Ctx) -> None:
     "farm's first tier.",
 )
 @click.option(
+    "--scene",
+    "scene_id",
+    default=None,
+    help="A template scene (`cameofarm scenes list`): the cameo is cast onto its actor. "
+    "Default: the cameo presents over --background.",
+)
+@click.option(
     "--background",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Background image for the scene (default: a plain colour).",
+    help="Background image behind the presenting cameo (default: a plain colour). It must "
+    "show no faces: real people enter a video only as cast cameos.",
 )
 @click.option(
     "--language",
@@ -423,6 +432,7 @@ def submit(
     cameo_ids: tuple[str, ...],
     script: str,
     tier: str | None,
+    scene_id: str | None,
     background: str | None,
     language: str | None,
     priority: int,
@@ -433,7 +443,9 @@ def submit(
     try:
         client = obj.client()
         bg = client.store_background(background)["background_id"] if background else None
-        job = client.submit(list(cameo_ids), script, tier, priority, client_token, bg, language)
+        job = client.submit(
+            list(cameo_ids), script, tier, priority, client_token, bg, language, scene_id
+        )
     except ApiError as exc:
         _fail(exc.message)
     click.echo(json.dumps(job, indent=2) if as_json else job["id"])
@@ -584,18 +596,42 @@ def verify(obj: Ctx, video: str, root_pem: str | None) -> None:
     default=None,
     help="Also copy the videos into this folder.",
 )
+@click.option(
+    "--scene",
+    "scene_clip",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A clip of a stand-in actor (one face, facing the camera): also render a Plus job "
+    "that casts the cameo onto them. A clip smaller than 1280x720 is first set on a "
+    "1280x720 stage. No built-in material has a detectable second person, so a fresh "
+    "machine's demo renders no template job without it.",
+)
+@click.option(
+    "--scene-rights",
+    default=None,
+    help="Who licensed the --scene clip and that its actor agreed to stand in (required with "
+    "--scene; recorded in the audit log and the output's C2PA manifest).",
+)
 @click.pass_obj
-def demo(obj: Ctx, keep_up: bool, out: str | None) -> None:
-    """Build a sample recording, enroll it, render one Plus and one Pro video, check both."""
+def demo(
+    obj: Ctx, keep_up: bool, out: str | None, scene_clip: str | None, scene_rights: str | None
+) -> None:
+    """Build a sample recording, enroll it, render one Plus and one Pro video (and, with
+    --scene, a Plus video cast onto a stand-in), check each and print its quality report."""
     from cameofarm.service.demo import DemoError, run_demo
 
+    if scene_clip and not scene_rights:
+        _fail("--scene needs --scene-rights: who licensed the clip, and that its actor agreed")
+    scene = (scene_clip, scene_rights or "") if scene_clip else None
     try:
-        run_demo(obj.config, obj.storage(), keep_up=keep_up, out_dir=out, echo=click.echo)
+        run_demo(
+            obj.config, obj.storage(), keep_up=keep_up, out_dir=out, echo=click.echo, scene=scene
+        )
     except DemoError as exc:
         _fail(str(exc))
 
 
-for _command in (*COMMANDS, bench, models, quality):
+for _command in (*COMMANDS, bench, models, quality, scenes):
     cli.add_command(_command)
 
 

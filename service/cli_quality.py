@@ -35,7 +35,10 @@ def quality(
 ) -> None:
     """Measure a video's quality against its cameo and print the figures.
 
-    Voice: GE2E speaker similarity of the video's speech to the cameo's enrolled speech, and
+    Face: on each measured frame, whether a face is found and its identity distance to the
+    cameo and to the template scene's original actor (the farm's primary face analyzer), and
+    how the mouth's opening follows the speech's loudness (correlation, best lag). Voice: GE2E
+    speaker similarity of the video's speech to the cameo's enrolled speech, and
     of the stock voice (flite or espeak-ng saying the same script) to the cameo. Run it in the
     farm's folder: the cameo and the job come from the farm's records. Also shows the report
     the farm stored when it published the job. Read-only.
@@ -46,6 +49,7 @@ def quality(
     from cameofarm.models.reference.provenance import verify_mp4
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
     from cameofarm.models.reference.voice import SAMPLE_RATE
+    from cameofarm.pipelines.face_quality import measure_face
     from cameofarm.pipelines.quality import enrolled_voice, voice_quality
 
     config = obj.config
@@ -76,12 +80,14 @@ def quality(
         encoder = Ge2eSpeakerEncoder()
         enrolled = enrolled_voice(storage, cameo, encoder)
         voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)
+        face = measure_face(config, storage, cameo, job.scene_id if job else None, video)
     except (UnknownCameoError, MediaError, ValueError) as exc:
         fail(str(exc))
     report = {
         "video": video,
         "cameo": cameo_id,
         "job": manifest.job_id,
+        "face": face.to_dict() if face else None,
         "voice": voice.to_dict(),
         "stored": job.quality if job else None,
     }
@@ -89,6 +95,11 @@ def quality(
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"{video}: cameo {cameo_id}" + (f", job {manifest.job_id}" if job else ""))
+    click.echo(
+        f"  {face.describe()}"
+        if face
+        else "  face: the cameo has no identity by the farm's analyzer"
+    )
     click.echo(f"  {voice.describe()}")
     if job and job.quality:
         click.echo(f"  stored at publish: {json.dumps(job.quality)}")

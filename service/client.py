@@ -176,6 +176,7 @@ class HttpClient:
         client_token: str | None = None,
         background_id: str | None = None,
         language: str | None = None,
+        scene_id: str | None = None,
     ) -> dict[str, Any]:
         body = {
             "cameo_ids": cameo_ids,
@@ -184,11 +185,37 @@ class HttpClient:
             "client_token": client_token,
             "background_id": background_id,
         }
+        if scene_id is not None:
+            body["scene_id"] = scene_id
         if tier is not None:  # else the farm's first tier
             body["tier"] = tier
         if language is not None:  # else detected from the script
             body["language"] = language
         return self._call("POST", "/v1/jobs", json=body)
+
+    def add_scene(self, path: str | Path, name: str, rights: str) -> dict[str, Any]:
+        octet = {"Content-Type": "application/octet-stream"}
+        with open(path, "rb") as fh:
+            return self._call(
+                "POST",
+                "/v1/scenes",
+                params={"name": name, "rights": rights},
+                content=fh.read(),
+                headers=octet,
+            )
+
+    def list_scenes(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/scenes")
+
+    def get_scene(self, scene_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/scenes/{scene_id}")
+
+    def scene_preview(self, scene_id: str) -> bytes:
+        self.get_scene(scene_id)  # the refusal (unknown, not yours) as JSON, like every call
+        return bytes(self.http.get(f"/v1/scenes/{scene_id}/preview").content)
+
+    def remove_scene(self, scene_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/scenes/{scene_id}")
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")

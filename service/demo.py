@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cameofarm.cameos import CameoStatus, list_cameos
 from cameofarm.configs import FarmConfig
@@ -79,10 +80,95 @@ def check_output(path: str, config: FarmConfig, tier: str, root_pem: bytes) -> l
     return problems
 
 
+def ensure_demo_scene(
+    config: FarmConfig, storage: FarmStorage, clip: str, rights: str, echo: Echo
+) -> str:
+    """Add a stand-in clip to the demo's scene library (set on a Plus-sized stage when it is
+    smaller) and return its id."""
+    import subprocess
+
+    from cameofarm.cameos.accounts import Principal
+    from cameofarm.models.media import MediaError, ffmpeg_exe, probe_video
+    from cameofarm.pipelines.extractors import primary_analyzer
+    from cameofarm.pipelines.scene_library import add_scene
+    from cameofarm.pipelines.scenes import SceneError
+
+    plus = config.tier("plus")
+    try:
+        info = probe_video(clip)
+    except MediaError as exc:
+        raise DemoError(f"--scene: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="cameofarm-demo-") as tmp:
+        staged = clip
+        if info.width < plus.width or info.height < plus.height:
+            staged = str(Path(tmp) / "stage.mp4")
+            fit = (
+                f"scale=-2:{plus.height},pad={plus.width}:{plus.height}:(ow-iw)/2:0:color=0x3c4650"
+            )
+            stage = f"{plus.width}x{plus.height}"
+            echo(f"setting the {info.width}x{info.height} stand-in clip on a {stage} stage...")
+            command = [ffmpeg_exe(), "-v", "error", "-y", "-i", clip, "-vf", fit, "-an"]
+            command += ["-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p", staged]
+            subprocess.run(command, check=True)
+        echo("checking the scene and tracking its actor...")
+        try:
+            scene = add_scene(
+                storage,
+                primary_analyzer(config, storage),
+                Principal("demo", "demo", False),
+                staged,
+                f"demo stand-in ({Path(clip).name})",
+                rights,
+            )
+        except SceneError as exc:
+            raise DemoError(f"--scene {clip}: {exc}") from None
+    echo(f"scene {scene.id}: {scene.width}x{scene.height}, {scene.duration:.1f} s")
+    return scene.id
+
+
+def describe_quality(quality: dict[str, Any] | None) -> list[str]:
+    """One line per measured part of a job's stored quality report."""
+    lines = []
+    face = (quality or {}).get("face") or {}
+    if "recognised" in face:
+        actor = face.get("to_actor")
+        lip = face.get("lip_sync")
+        lines.append(
+            f"face: the cameo's in {face['recognised']:.0%} of {face['frames']} frames (median "
+            f"distance {face['to_cameo']:.2f}"
+            + (f", to the scene's actor {actor:.2f}" if actor is not None else "")
+            + f"; same person <= {face['same_person']:g})"
+            + (
+                f"; lip sync r = {lip:.2f} at {face['lip_lag_ms']:+.0f} ms"
+                if lip is not None
+                else ""
+            )
+        )
+    else:
+        lines.append(f"face: not measured ({face.get('unmeasured', 'no report')})")
+    voice = (quality or {}).get("voice") or {}
+    if "to_cameo" in voice:
+        words = voice.get("words_recovered")
+        lines.append(
+            f"voice: {voice['to_cameo']:.3f} like the cameo (stock voice "
+            f"{voice['base_to_cameo']:.3f})"
+            + (f", {words:.0%} of the words recovered" if words is not None else "")
+        )
+    else:
+        lines.append(f"voice: not measured ({voice.get('unmeasured', 'no report')})")
+    return lines
+
+
 def run_demo(
-    config: FarmConfig, storage: FarmStorage, keep_up: bool, out_dir: str | None, echo: Echo
+    config: FarmConfig,
+    storage: FarmStorage,
+    keep_up: bool,
+    out_dir: str | None,
+    echo: Echo,
+    scene: tuple[str, str] | None = None,
 ) -> list[str]:
-    """Enroll the sample, render Plus and Pro on a local farm, check and print both outputs."""
+    """Enroll the sample, render Plus and Pro on a local farm (and a Plus job on a stand-in's
+    template scene, given one), check each output and print its quality report."""
     from cameofarm.cameos.audit import verify_audit
     from cameofarm.cluster.bootstrap import farm_down, farm_up
     from cameofarm.models.media import probe_mp4
@@ -90,6 +176,7 @@ def run_demo(
     from cameofarm.service.jobs_api import submit_render, wait_for_job
 
     cameo_id = ensure_sample_cameo(config, storage, echo)
+    scene_id = ensure_demo_scene(config, storage, *scene, echo) if scene else None
     farm_up(config, progress=echo)
     paths = []
     try:
@@ -97,6 +184,12 @@ def run_demo(
             submit_render(config, storage, [cameo_id], script, tier, "demo")
             for tier, script in (("plus", PLUS_SCRIPT), ("pro", PRO_SCRIPT))
         ]
+        if scene_id is not None:
+            jobs.append(
+                submit_render(
+                    config, storage, [cameo_id], PLUS_SCRIPT, "plus", "demo", scene_id=scene_id
+                )
+            )
         root = ensure_signing_chain(storage.keys_dir).root_cert.read_bytes()
         for job in jobs:
             echo(f"rendering {job.tier} job {job.id}...")
@@ -122,16 +215,8 @@ def run_demo(
                 f"  C2PA {c2pa.state}: signer {c2pa.signer}; job {c2pa.job_id}, tier "
                 f"{c2pa.tier}, cameos {', '.join(c2pa.cameo_ids)}"
             )
-            voice = (done.quality or {}).get("voice") or {}
-            if "to_cameo" in voice:
-                words = voice.get("words_recovered")
-                echo(
-                    f"  quality: voice {voice['to_cameo']:.3f} like the cameo (stock voice "
-                    f"{voice['base_to_cameo']:.3f})"
-                    + (f", {words:.0%} of the words recovered" if words is not None else "")
-                )
-            else:
-                echo(f"  quality: voice not measured ({voice.get('unmeasured', 'no report')})")
+            for line in describe_quality(done.quality):
+                echo(f"  quality: {line}")
             if out_dir:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
                 path = str(shutil.copy(path, Path(out_dir) / f"{done.tier}-{done.id}.mp4"))

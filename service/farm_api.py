@@ -35,6 +35,7 @@ from cameofarm.service.areas.base import (
 from cameofarm.service.areas.cameos import CameosArea
 from cameofarm.service.areas.enrollment import EnrollmentArea
 from cameofarm.service.areas.jobs import JobsArea
+from cameofarm.service.areas.scenes import ScenesArea
 
 __all__ = [
     "ApiError",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class FarmAPI(AccountsArea, CameosArea, EnrollmentArea, JobsArea, AuditArea):
+class FarmAPI(AccountsArea, CameosArea, EnrollmentArea, JobsArea, ScenesArea, AuditArea):
     """Operations on one farm's storage, each checked against the caller."""
 
 

@@ -34,6 +34,7 @@ from cameofarm.service.farm_api import (
     TooLarge,
     Unauthorized,
 )
+from cameofarm.service.http_scenes import add_scene_routes
 from cameofarm.service.ingress import BodyRefused, IngressGuard
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -107,6 +108,12 @@ class NewJob(_Body):
         description="Idempotency token: resubmitting the same request returns the same job.",
     )
     background_id: str | None = Field(default=None, pattern=_ID)
+    scene_id: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="A template scene from your organisation's library: the cameo is cast onto "
+        "its stand-in actor. Not together with background_id.",
+    )
     language: str | None = Field(
         default=None,
         pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$",
@@ -476,6 +483,8 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         finally:
             path.unlink(missing_ok=True)
 
+    add_scene_routes(app, farm, Caller, _spool)
+
     @app.post(
         "/v1/jobs",
         tags=["jobs"],
@@ -496,6 +505,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             body.client_token or idempotency_key,
             body.background_id,
             str(body.language) if body.language is not None else None,
+            body.scene_id,
         )
         return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
 

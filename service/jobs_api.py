@@ -25,8 +25,9 @@ class WaitError(RuntimeError):
     """A job did not end in time."""
 
 
-def store_background(storage: FarmStorage, data: bytes, owner: str) -> str:
-    """Check an uploaded background image, store it as PNG under its owner; return the key."""
+def store_background(storage: FarmStorage, data: bytes, owner: str, config: FarmConfig) -> str:
+    """Check an uploaded background image (it must show no face), store it as PNG under its
+    owner; return the key."""
     if len(data) > MAX_BACKGROUND_BYTES:
         raise SubmitError(f"the background is {len(data) >> 20} MiB; the limit is 25 MiB")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
@@ -35,6 +36,15 @@ def store_background(storage: FarmStorage, data: bytes, owner: str) -> str:
     h, w = image.shape[:2]
     if max(h, w) > MAX_BACKGROUND_SIDE or min(h, w) < 16:
         raise SubmitError(f"the background is {w}x{h}; use 16..{MAX_BACKGROUND_SIDE} px sides")
+    from cameofarm.pipelines.extractors import primary_analyzer
+
+    faces = primary_analyzer(config, storage).detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if faces:
+        raise SubmitError(
+            f"the background shows {len(faces)} face(s); real people enter a video only as cast "
+            "cameos, with their consent — use a background without people, or a template scene "
+            "whose actor the cameo replaces (`cameofarm scenes add`)"
+        )
     ok, png = cv2.imencode(".png", image)
     if not ok:
         raise SubmitError("the background could not be re-encoded")
@@ -43,9 +53,9 @@ def store_background(storage: FarmStorage, data: bytes, owner: str) -> str:
     return key
 
 
-def _store_background(storage: FarmStorage, path: str, owner: str) -> str:
+def _store_background(storage: FarmStorage, path: str, owner: str, config: FarmConfig) -> str:
     try:
-        return store_background(storage, Path(path).read_bytes(), owner)
+        return store_background(storage, Path(path).read_bytes(), owner, config)
     except SubmitError as exc:
         raise SubmitError(f"{path}: {exc}") from None
 
@@ -59,9 +69,11 @@ def submit_render(
     customer: str,
     priority: int = 0,
     background: str | None = None,
+    scene_id: str | None = None,
 ) -> JobView:
-    """Validate and queue one render job; nothing is stored if it is refused."""
-    key = _store_background(storage, background, customer) if background else None
+    """Validate and queue one render job; nothing is stored if it is refused. A scene is
+    looked up in the library of the organisation named like the customer (the demo's)."""
+    key = _store_background(storage, background, customer, config) if background else None
     try:
         return submit_job(
             storage.db,
@@ -72,6 +84,8 @@ def submit_render(
             customer=customer,
             priority=priority,
             background_key=key,
+            scene_id=scene_id,
+            org=customer,
         )
     except JobError as exc:
         if key is not None:

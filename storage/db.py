@@ -239,6 +239,8 @@ class JobRow(Base):
     cameo_ids: Mapped[list[str]] = mapped_column(JSON)
     script: Mapped[str] = mapped_column(Text)
     background_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # The template scene the cameo is cast into (None: the cameo presents over a background).
+    scene_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -276,6 +278,27 @@ class JobRow(Base):
     )
 
 
+class SceneRow(Base):
+    """A template scene: a clip of a stand-in actor whose uploader attests the rights to it;
+    visible to its organisation."""
+
+    __tablename__ = "scenes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    rights: Mapped[str] = mapped_column(Text)  # the uploader's attestation, as they wrote it
+    clip_key: Mapped[str] = mapped_column(String(512))
+    track_key: Mapped[str] = mapped_column(String(512))
+    preview_key: Mapped[str] = mapped_column(String(512))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    fps: Mapped[float] = mapped_column(Float)
+    frame_count: Mapped[int] = mapped_column(Integer)
+    actors: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class JobEventRow(Base):
     __tablename__ = "job_events"
 
@@ -308,8 +331,8 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 4  # 3: API keys expire and record who revoked them; 4: jobs' language,
-# speech length and quality report
+SCHEMA_VERSION = 5  # 3: API keys expire and record who revoked them; 4: jobs' language,
+# speech length and quality report; 5: template scenes (their table is created on start)
 # Additive steps from an older schema to the next: (version they upgrade, SQL statements).
 _MIGRATIONS = {
     3: (
@@ -317,6 +340,7 @@ _MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN speech_seconds FLOAT",
         "ALTER TABLE jobs ADD COLUMN quality JSON",
     ),
+    4: ("ALTER TABLE jobs ADD COLUMN scene_id VARCHAR(32)",),
 }
 
 

@@ -529,3 +529,46 @@ def test_audit_log_verifies_and_names_an_edited_row(farm, cameo, published):
         with farm.storage.db.engine.begin() as conn:
             conn.execute(text("UPDATE audit_log SET actor = :a WHERE seq = 7"), {"a": actor})
     assert farm.ok("ops", "GET", "/v1/audit/verify")["ok"]
+
+
+def test_scenes_over_the_api_are_per_organisation(farm, cameo, sample_clip, tmp_path):
+    from cameofarm.models.media import read_frames, write_video
+
+    frames = [read_frames(sample_clip, [k])[k] for k in range(60, 90)]
+    clip = write_video(frames, (1280, 720), 25, tmp_path / "stand-in.mp4")
+    octet = {"Content-Type": "application/octet-stream"}
+    rights = {
+        "name": "Desk, medium shot",
+        "rights": "Licensed stock; the actor agreed to stand in.",
+    }
+    scene = farm.ok(
+        "olive", "POST", "/v1/scenes", params=rights, content=clip.read_bytes(), headers=octet
+    )
+    assert scene["kind"] == "template" and scene["actors"] == 1 and scene["width"] == 1280
+    assert "clip_key" not in scene  # storage keys stay inside the farm
+    # Everyone in Olive's organisation sees it; another organisation does not.
+    assert scene["id"] in [s["id"] for s in farm.ok("amy", "GET", "/v1/scenes")["scenes"]]
+    user = {"user": "gus", "org": "globex"}
+    farm.keys["gus"] = farm.ok("ops", "POST", "/v1/users", json=user)["api_key"]
+    assert farm.ok("gus", "GET", "/v1/scenes")["scenes"] == []
+    assert farm.call("gus", "GET", f"/v1/scenes/{scene['id']}").status_code == 404
+    assert farm.call("gus", "DELETE", f"/v1/scenes/{scene['id']}").status_code == 404
+    preview = farm.call("olive", "GET", f"/v1/scenes/{scene['id']}/preview")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+    assert preview.content[:2] == b"\xff\xd8"
+    # A job names it; a scene and a background together are refused.
+    job = {"cameo_ids": [cameo], "script": "Hello from the desk.", "scene_id": scene["id"]}
+    both = farm.call("olive", "POST", "/v1/jobs", json={**job, "background_id": "bg_0123456789ab"})
+    assert both.status_code in (404, 422)
+    assert farm.call("gus", "POST", "/v1/jobs", json=job).status_code in (403, 404)
+    # A photo of a person is no background: real people enter only as cast cameos.
+    import cv2
+
+    person = cv2.imencode(".png", cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))[1].tobytes()
+    refused = farm.call("olive", "POST", "/v1/backgrounds", content=person, headers=octet)
+    assert refused.status_code == 422 and "face" in refused.json()["error"]
+    removed = farm.ok("olive", "DELETE", f"/v1/scenes/{scene['id']}")
+    assert (
+        removed["removed"]
+        and farm.call("olive", "GET", f"/v1/scenes/{scene['id']}").status_code == 404
+    )

@@ -190,21 +190,21 @@ def test_voice_profile_from_real_speech():
 
 def test_base_video_loops_only_the_usable_footage(tmp_path):
     from cameofarm.models.media import write_video
-    from cameofarm.models.reference.base_video import PresenterBaseVideo, pingpong
+    from cameofarm.models.reference.base_video import ReferenceBaseVideo, pingpong
 
     assert [pingpong(i, 4) for i in range(8)] == [0, 1, 2, 3, 2, 1, 0, 1]
     # frame i of the source is a flat grey of level 5*i: the level tells which frame was used
     levels = [np.full((64, 64, 3), 5 * i, np.uint8) for i in range(40)]
     clip = write_video(iter(levels), (64, 64), 25, tmp_path / "ramp.mp4", bitrate_kbps=2000)
     source = PresenterSource(str(clip), 25.0, 40, (0, 0, 64, 64), first_frame=30)
-    chunk = PresenterBaseVideo().render(source, None, FrameSpec(128, 128, 25), 0, 0, 25)
+    chunk = ReferenceBaseVideo().render(source, None, FrameSpec(128, 128, 25), 0, 0, 25)
     centre = chunk.frames[:, 100, 64, 0].astype(int)  # inside the presenter cut-out
     assert centre.min() >= 5 * 30 - 6  # never shows the challenge part before frame 30
     assert centre.max() <= 5 * 39 + 6 and len(set(centre // 5)) > 5  # and it does move
 
 
 def _base_chunk(storage, cameo, spec, count=6):
-    from cameofarm.models.reference.base_video import PresenterBaseVideo
+    from cameofarm.models.reference.base_video import ReferenceBaseVideo
 
     s = cameo.summary
     source = PresenterSource(
@@ -213,7 +213,7 @@ def _base_chunk(storage, cameo, spec, count=6):
         s["frame_count"],
         tuple(s["presenter_box"]),
     )
-    return PresenterBaseVideo().render(source, None, spec, 0, 0, count)
+    return ReferenceBaseVideo().render(source, None, spec, 0, 0, count)
 
 
 def test_base_video_swap_and_lip_sync_on_generated_material(storage, cameo, analyzer):

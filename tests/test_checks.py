@@ -51,6 +51,24 @@ def fixture_recording(out, *video_input: str, seconds: float = 40.0):
     return out
 
 
+def enroll_real_man(storage, analyzer, farm_config, workdir):
+    """The fixtures' man, enrolled (marked verified) from his footage looped under the real
+    English speech: a cameo made from real material."""
+    from cameofarm.pipelines.enroll import enroll_recording
+
+    video = fixture_path("talking_720x1280.mp4")
+    recording = fixture_recording(workdir / "man.mp4", "-stream_loop", "5", "-i", str(video))
+    return enroll_recording(
+        storage,
+        analyzer,
+        recording,
+        name="Real man",
+        owner="tester",
+        checks=farm_config.enrollment,
+        verified_by="test fixture",
+    )
+
+
 def test_fixture_calibration_recording_is_accepted(analyzer, tmp_path):
     video = fixture_path("talking_720x1280.mp4")
     out = fixture_recording(tmp_path / "calibration.mp4", "-stream_loop", "5", "-i", str(video))

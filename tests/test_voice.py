@@ -60,24 +60,13 @@ def test_a_real_cameo_renders_in_its_own_voice_by_cameofarm_quality(
     if not flite.available():
         pytest.skip("flite is not installed (make setup installs it): the English base voice")
     from cameofarm.cluster.jobs import dispatch_job, finish_published, submit_job
-    from cameofarm.pipelines.enroll import enroll_recording
     from cameofarm.pipelines.render import RenderJob, render_job
     from cameofarm.service.cli import cli
     from click.testing import CliRunner
 
-    from tests.test_checks import fixture_recording
+    from tests.test_checks import enroll_real_man
 
-    video = fixture_path("talking_720x1280.mp4")
-    recording = fixture_recording(tmp_path / "man.mp4", "-stream_loop", "5", "-i", str(video))
-    cameo = enroll_recording(
-        storage,
-        analyzer,
-        recording,
-        name="Real man",
-        owner="tester",
-        checks=farm_config.enrollment,
-        verified_by="test fixture",
-    )
+    cameo = enroll_real_man(storage, analyzer, farm_config, tmp_path)
     script = SCRIPTS[0]  # 4.8 s: a Plus job
     view = submit_job(
         storage.db, farm_config, cameo_ids=[cameo.id], script=script, tier="plus", customer="tester"

@@ -72,6 +72,7 @@ class JobView:
     language: str = "en"
     speech_seconds: float | None = None
     quality: dict[str, Any] | None = None
+    scene_id: str | None = None
     replayed: bool = False  # an idempotent resubmission returned this existing job
 
     @classmethod
@@ -98,6 +99,7 @@ class JobView:
             r.language,
             r.speech_seconds,
             r.quality,
+            r.scene_id,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -111,6 +113,7 @@ class JobView:
             "cameo_ids": list(self.cameo_ids),
             "script": self.script,
             "language": self.language,
+            "scene_id": self.scene_id,
             "speech_seconds": self.speech_seconds,
             "quality": self.quality,
             "submitted_at": self.submitted_at,

@@ -15,6 +15,8 @@ from cameofarm.cluster.jobs.model import IdempotencyConflict, JobError, JobStatu
 from cameofarm.cluster.jobs.transition import transition_job
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.reference.voice import clean_script
+from cameofarm.pipelines.scene_library import UnknownSceneError, scene_for_job
+from cameofarm.pipelines.scenes import SceneError
 from cameofarm.storage.db import Database, JobRow
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,11 +34,14 @@ def request_hash(
     priority: int,
     bg: str | None,
     language: str | None = None,
+    scene: str | None = None,
 ) -> str:
     """A digest of what a submit asked for: a reused client token must ask the same."""
     asked: list[object] = [list(cameo_ids), script, tier, priority, bg]
-    if language is not None:  # digests of jobs from before languages stay the same
+    if language is not None or scene is not None:  # older jobs' digests stay the same
         asked.append(language)
+    if scene is not None:
+        asked.append(scene)
     body = json.dumps(asked, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -117,6 +122,8 @@ def submit_job(
     client_token: str | None = None,
     background_digest: str | None = None,
     language: str | None = None,
+    scene_id: str | None = None,
+    org: str | None = None,
 ) -> JobView:
     """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
 
@@ -139,7 +146,12 @@ def submit_job(
         raise JobError("name at least one cameo (--cameo ID)")
     if language is not None and not (0 < len(language) <= 16 and language.isascii()):
         raise JobError("language must be a language code such as en, de or ja")
-    digest = request_hash(cameo_ids, script, tier, priority, background_digest, language)
+    if scene_id is not None and background_key is not None:
+        raise JobError(
+            "name a scene (the cameo is cast into its actor) or a background (the cameo "
+            "presents over it), not both"
+        )
+    digest = request_hash(cameo_ids, script, tier, priority, background_digest, language, scene_id)
     code, seconds = speech_plan(script, language, tier, config)  # outside the transaction
     if client_token is not None and not (0 < len(client_token) <= 128):
         raise JobError("client_token must be 1-128 characters")
@@ -151,6 +163,8 @@ def submit_job(
                     return _replay(existing, digest, client_token)
             check_script(script, config.content)
             may_cast(s, customer, cameo_ids, script, config)
+            if scene_id is not None:
+                scene_for_job(s, org or customer, scene_id, tier_cfg.width, tier_cfg.height)
             depth = (
                 s.scalar(
                     select(func.count())
@@ -178,6 +192,7 @@ def submit_job(
                 request_hash=digest,
                 language=code,
                 speech_seconds=round(seconds, 3),
+                scene_id=scene_id,
             )
             s.add(row)
             s.flush()
@@ -195,6 +210,10 @@ def submit_job(
     except UnknownCameoError as exc:
         raise JobError(str(exc), "not_found") from exc
     except ContentError as exc:
+        raise JobError(str(exc)) from exc
+    except UnknownSceneError as exc:
+        raise JobError(str(exc), "not_found") from exc
+    except SceneError as exc:
         raise JobError(str(exc)) from exc
 
 

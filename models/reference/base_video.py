@@ -1,14 +1,42 @@
-"""Reference base video: the cameo's calibration footage re-framed as a presenter over a
-background image or colour (a feathered head-and-shoulders cut-out, not a segmentation)."""
+"""Reference base video: a template scene's clip looped to the speech and fitted to the output
+frame (its tracked actor's landmarks travel with it), or the cameo's calibration footage
+re-framed as a presenter over a background image or colour (a feathered head-and-shoulders
+cut-out, not a segmentation)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-from cameofarm.models.data import FrameSpec, PresenterSource, VideoChunk
+from cameofarm.models.data import FrameSpec, PresenterSource, TemplateSource, VideoChunk
 from cameofarm.models.media import read_frames
 
 DEFAULT_BACKGROUND = (38, 52, 74)  # dark slate blue, RGB
+
+
+def cover_window(
+    size: tuple[int, int], width: int, height: int, centre: tuple[float, float] | None = None
+) -> tuple[float, int, int]:
+    """How to cover width×height with an image of `size` (w, h): (scale, x0, y0) of the crop
+    in the scaled image, centred on `centre` (source pixels; the middle when None)."""
+    w, h = size
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    cx, cy = (w / 2, h / 2) if centre is None else centre
+    x0 = int(min(max(0.0, cx * scale - width / 2), sw - width))
+    y0 = int(min(max(0.0, cy * scale - height / 2), sh - height))
+    return scale, x0, y0
+
+
+def cover(image: np.ndarray, width: int, height: int, window: tuple[float, int, int]) -> np.ndarray:
+    """Scale and crop an image to width×height by a `cover_window`."""
+    scale, x0, y0 = window
+    h, w = image.shape[:2]
+    resized = cv2.resize(
+        image,
+        (max(width, round(w * scale)), max(height, round(h * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
+    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
 
 
 def fit_background(background: np.ndarray | None, width: int, height: int) -> np.ndarray:
@@ -18,15 +46,7 @@ def fit_background(background: np.ndarray | None, width: int, height: int) -> np
         frame[:] = DEFAULT_BACKGROUND
         return frame
     bh, bw = background.shape[:2]
-    scale = max(width / bw, height / bh)
-    resized = cv2.resize(
-        background,
-        (max(width, round(bw * scale)), max(height, round(bh * scale))),
-        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-    )
-    y0 = (resized.shape[0] - height) // 2
-    x0 = (resized.shape[1] - width) // 2
-    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
+    return cover(background, width, height, cover_window((bw, bh), width, height))
 
 
 def presenter_box(
@@ -54,8 +74,9 @@ def pingpong(i: int, n: int) -> int:
     return k if k < n else period - k
 
 
-class PresenterBaseVideo:
-    """Composites the presenter crop, scaled to 92 % of frame height, over the background."""
+class ReferenceBaseVideo:
+    """Template scenes fitted to the frame; presenters scaled to 92 % of the frame height
+    over the background."""
 
     def __init__(self, presenter_height: float = 0.92) -> None:
         self.presenter_height = presenter_height
@@ -72,6 +93,28 @@ class PresenterBaseVideo:
             sigma = max(2.0, 0.04 * w)
             self._mask_cache[key] = cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
         return self._mask_cache[key]
+
+    def template(
+        self, source: TemplateSource, spec: FrameSpec, index: int, start: int, count: int
+    ) -> VideoChunk:
+        """Return output frames [start, start+count) of the scene: its clip at the output
+        rate, going back and forth past its end (no jump), cropped around the actor."""
+        if count <= 0:
+            raise ValueError("count must be positive")
+        step = source.fps / spec.fps
+        wanted = [pingpong(round((start + i) * step), source.frame_count) for i in range(count)]
+        decoded = read_frames(source.path, sorted(set(wanted)))
+        h, w = decoded[wanted[0]].shape[:2]
+        track = source.track
+        centre = np.nanmedian(track.landmarks.reshape(-1, 2), axis=0)
+        window = cover_window((w, h), spec.width, spec.height, (float(centre[0]), float(centre[1])))
+        scale, x0, y0 = window
+        frames = np.empty((count, spec.height, spec.width, 3), np.uint8)
+        marks = np.empty((count, *track.landmarks.shape[1:]), np.float32)
+        for i, k in enumerate(wanted):
+            frames[i] = cover(decoded[k], spec.width, spec.height, window)
+            marks[i] = track.landmarks[min(k, len(track.landmarks) - 1)] * scale - (x0, y0)
+        return VideoChunk(index, start, frames, marks, track.landmarks_by)
 
     def render(
         self,

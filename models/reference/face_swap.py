@@ -1,5 +1,6 @@
-"""Reference face swap: dlib landmarks, Delaunay triangle warp of the cameo's reference face,
-LAB colour correction and Poisson blending, limited to the face's bounding box."""
+"""Reference face swap: dlib landmarks, Delaunay triangle warp of the cameo's reference face
+onto the target's pose with the cameo's face shape, LAB colour correction and Poisson blending,
+limited to the face's bounding box."""
 
 from __future__ import annotations
 
@@ -7,11 +8,41 @@ import cv2
 import numpy as np
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import FaceIdentity, VideoChunk
-from cameofarm.models.reference.warp import blend_roi, delaunay, match_colour, warp_triangles
+from cameofarm.models.reference.warp import (
+    blend_roi,
+    delaunay,
+    match_colour,
+    transform_points,
+    warp_triangles,
+)
 
 # Warp the inner face only (brows, eyes, nose, mouth and the lower jaw line); the outer jaw
 # and forehead stay the target's so head shape and hairline are kept.
 SWAP_POINTS = list(range(2, 15)) + list(range(17, 68))
+# Brows, nose and eyes: where the target's head is (a similarity fit of the cameo's onto them).
+_POSE_POINTS = list(range(17, 48))
+_SHAPE_POINTS = list(range(0, 48))  # jaw line, brows, nose, eyes: the face's shape
+_MOUTH_POINTS = list(range(48, 68))
+# How far the target's landmarks move toward the cameo's face shape (0: the target's shape,
+# 1: the cameo's). Measured on the fixtures (the man cast onto the women): the median identity
+# distance to him falls from 0.42 to 0.38 at 0.6, with no visible tearing.
+SHAPE_TRANSFER = 0.6
+
+
+def reshape_toward(reference: np.ndarray, target: np.ndarray, amount: float) -> np.ndarray:
+    """The target's landmarks (its pose and expression) with the face shape moved `amount`
+    of the way toward the reference's; the mouth keeps the target's opening and only moves."""
+    fit, _ = cv2.estimateAffinePartial2D(
+        reference[_POSE_POINTS].astype(np.float32), target[_POSE_POINTS].astype(np.float32)
+    )
+    if fit is None or amount <= 0:
+        return target
+    placed = transform_points(fit, reference)
+    out = target.astype(np.float32).copy()
+    out[_SHAPE_POINTS] += amount * (placed[_SHAPE_POINTS] - out[_SHAPE_POINTS])
+    shift = placed[_MOUTH_POINTS].mean(0) - out[_MOUTH_POINTS].mean(0)
+    out[_MOUTH_POINTS] += amount * shift
+    return out
 
 
 class TriangleFaceSwap:
@@ -19,8 +50,9 @@ class TriangleFaceSwap:
 
     identity_analyzer: str | None = None  # it warps the reference crop; no embedding needed
 
-    def __init__(self, analyzer: FaceAnalyzer) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, shape_transfer: float = SHAPE_TRANSFER) -> None:
         self.analyzer = analyzer
+        self.shape_transfer = shape_transfer
         self._triangles: dict[bytes, np.ndarray] = {}
 
     def prepare(self, identity: FaceIdentity) -> FaceIdentity:
@@ -61,12 +93,24 @@ class TriangleFaceSwap:
         blend_roi(frame, match_colour(warped, roi, mask), mask, (x0, y0))
 
     def swap(self, chunk: VideoChunk, identity: FaceIdentity) -> VideoChunk:
-        """Swap every frame of the chunk; frames without a face pass through unchanged."""
+        """Swap every frame of the chunk onto the landmarks it carries (a template scene's
+        actor, tracked and smoothed across the whole clip, so chunk edges do not jump) or,
+        without them, onto the face found in it; frames without a face pass through."""
         out = chunk.frames.copy()  # frames from Ray's object store are read-only
-        marks = np.full((len(chunk), 68, 2), np.nan, np.float32)
+        if chunk.landmarks is not None and chunk.landmarks_by == self.analyzer.name:
+            marks = chunk.landmarks
+        else:
+            marks = np.full((len(chunk), 68, 2), np.nan, np.float32)
+            for i, frame in enumerate(out):
+                faces = self.analyzer.detect(frame)
+                if faces:
+                    marks[i] = faces[0].landmarks
+        placed = np.array(marks, np.float32, copy=True)
         for i, frame in enumerate(out):
-            faces = self.analyzer.detect(frame)
-            if faces:
-                marks[i] = faces[0].landmarks
-                self.swap_frame(frame, faces[0].landmarks, identity)
-        return VideoChunk(chunk.index, chunk.start, out, marks, self.analyzer.name)
+            if not np.isnan(marks[i]).any():
+                placed[i] = reshape_toward(
+                    identity.reference_landmarks, marks[i], self.shape_transfer
+                )
+                self.swap_frame(frame, placed[i], identity)
+        # The landmarks of the face now in the frame: lip sync places the mouth on them.
+        return VideoChunk(chunk.index, chunk.start, out, placed, self.analyzer.name)

@@ -47,7 +47,7 @@ class JobsArea(Area):
         from cameofarm.service.jobs_api import SubmitError, store_background
 
         try:
-            key = store_background(self.storage, data, principal.user)
+            key = store_background(self.storage, data, principal.user, self.config)
         except SubmitError as exc:
             raise BadRequest(str(exc)) from None
         return {"background_id": key.rsplit("/", 1)[-1].removesuffix(".png")}
@@ -73,6 +73,7 @@ class JobsArea(Area):
         client_token: str | None = None,
         background_id: str | None = None,
         language: str | None = None,
+        scene_id: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(cameo_ids, list) or not all(isinstance(c, str) for c in cameo_ids):
             raise BadRequest("cameo_ids must be a list of cameo ids")
@@ -103,6 +104,8 @@ class JobsArea(Area):
                 client_token=client_token,
                 background_digest=background_id,
                 language=language,
+                scene_id=scene_id,
+                org=principal.org,
             )
         except JobError as exc:
             raise job_error(exc) from None

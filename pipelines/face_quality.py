@@ -1,0 +1,201 @@
+"""How well a video carries its cameo's face: per measured frame, whether the face is found,
+its identity distance to the cameo and to the scene's original actor (by one analyzer, never
+across analyzers), and how the mouth's opening follows the speech's loudness.
+
+Stored with each job next to the voice figures, recomputed by `cameofarm quality VIDEO`, and
+the farm refuses to publish a video in which the cameo is not recognisable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cameofarm.cameos import CameoRecord
+from cameofarm.configs import FarmConfig
+from cameofarm.models.contracts import FaceAnalyzer
+from cameofarm.models.data import IdentityEmbedding
+from cameofarm.models.media import probe_video, read_audio, read_frames
+from cameofarm.storage import FarmStorage
+
+MAX_FRAMES = 150  # frames measured per video: every frame of a Plus job, every 4th of a Pro one
+MAX_LAG_SECONDS = 0.4  # how far apart mouth and sound may be looked for
+_AUDIO_RATE = 16000
+_BATCH = 32
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    """Identity and lip-sync figures of one video against one cameo."""
+
+    analyzer: str
+    frames: int  # frames measured
+    stride: int  # every stride-th frame of the video was measured
+    face_found: float  # share of measured frames with a face
+    recognised: float  # share in which the face is the cameo's (see `recognisable`)
+    to_cameo: float | None  # median identity distance to the cameo, over frames with a face
+    to_actor: float | None  # median distance to the scene's original actor (None: no actor)
+    same_person: float  # the analyzer's same-person distance
+    lip_sync: float | None  # correlation of mouth opening with speech loudness, at best lag
+    lip_lag_ms: float | None  # the lag (mouth after sound, ms) at which it is best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    def describe(self) -> str:
+        text = (
+            f"face ({self.analyzer}, {self.frames} frames): found in {self.face_found:.0%}; the "
+            f"cameo's in {self.recognised:.0%}"
+        )
+        if self.to_cameo is not None:
+            text += f" (median distance to the cameo {self.to_cameo:.2f}"
+            if self.to_actor is not None:
+                text += f", to the scene's actor {self.to_actor:.2f}"
+            text += f"; same person <= {self.same_person:g})"
+        if self.lip_sync is not None and self.lip_lag_ms is not None:
+            text += (
+                f"; lip sync: mouth opening follows the speech's loudness at r = "
+                f"{self.lip_sync:.2f}, lag {self.lip_lag_ms:+.0f} ms"
+            )
+        return text
+
+
+def recognisable(to_cameo: float, to_actor: float | None, same_person: float) -> bool:
+    """A face is the cameo's when it is within the same-person distance of the cameo and
+    closer to the cameo than to the scene's original actor."""
+    return to_cameo <= same_person and (to_actor is None or to_cameo < to_actor)
+
+
+def _mouth_opening(landmarks: np.ndarray) -> float:
+    if landmarks.shape != (68, 2):
+        return math.nan
+    from cameofarm.models.reference.lip_sync import mouth_features
+
+    return float(mouth_features(landmarks)[0])
+
+
+def _loudness(path: str | Path, times: np.ndarray, window: float) -> np.ndarray:
+    """RMS of the video's audio in a window around each time (zeros without audio)."""
+    samples = read_audio(path, _AUDIO_RATE)
+    out = np.zeros(len(times), np.float64)
+    if samples.size == 0:
+        return out
+    half = max(1, int(window * _AUDIO_RATE / 2))
+    for i, t in enumerate(times):
+        c = int(t * _AUDIO_RATE)
+        piece = samples[max(0, c - half) : c + half]
+        out[i] = float(np.sqrt(np.mean(piece.astype(np.float64) ** 2))) if piece.size else 0.0
+    return out
+
+
+def best_lag(mouth: np.ndarray, loud: np.ndarray, max_lag: int) -> tuple[float, int] | None:
+    """The highest Pearson correlation of mouth[i + lag] with loud[i] over lags in
+    [-max_lag, max_lag], and that lag (frames); None where too little overlaps or varies."""
+    best: tuple[float, int] | None = None
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            a, b = mouth[lag:], loud[: len(loud) - lag]
+        else:
+            a, b = mouth[:lag], loud[-lag:]
+        ok = ~(np.isnan(a) | np.isnan(b))
+        if ok.sum() < 8 or np.std(a[ok]) < 1e-9 or np.std(b[ok]) < 1e-9:
+            continue
+        r = float(np.corrcoef(a[ok], b[ok])[0, 1])
+        if best is None or r > best[0]:
+            best = (r, lag)
+    return best
+
+
+def face_quality(
+    path: str | Path,
+    analyzer: FaceAnalyzer,
+    cameo: IdentityEmbedding,
+    actor: IdentityEmbedding | None = None,
+    max_frames: int = MAX_FRAMES,
+) -> FaceQuality:
+    """Measure a video's face against the cameo (and the scene's actor) by one analyzer."""
+    if cameo.analyzer != analyzer.name or (actor is not None and actor.analyzer != analyzer.name):
+        raise ValueError(
+            f"identities by {cameo.analyzer}"
+            + (f" and {actor.analyzer}" if actor is not None else "")
+            + f" cannot be compared with faces found by {analyzer.name}"
+        )
+    # 1. Which frames: all of them up to max_frames, else an even stride.
+    info = probe_video(path)
+    stride = max(1, math.ceil(info.frame_count / max_frames))
+    indices = list(range(0, info.frame_count, stride))
+
+    # 2. Per frame: the largest face, its distances and its mouth opening.
+    to_cameo = np.full(len(indices), np.nan)
+    to_actor = np.full(len(indices), np.nan)
+    mouth = np.full(len(indices), np.nan)
+    for first in range(0, len(indices), _BATCH):
+        part = indices[first : first + _BATCH]
+        frames = read_frames(path, part)
+        for j, k in enumerate(part, start=first):
+            faces = analyzer.detect(frames[k])
+            if not faces:
+                continue
+            embedding = analyzer.embed(frames[k], faces[0])
+            to_cameo[j] = embedding.distance(cameo)
+            if actor is not None:
+                to_actor[j] = embedding.distance(actor)
+            mouth[j] = _mouth_opening(faces[0].landmarks)
+    found = ~np.isnan(to_cameo)
+    recognised = sum(
+        recognisable(
+            float(to_cameo[j]), None if actor is None else float(to_actor[j]), cameo.same_person
+        )
+        for j in np.flatnonzero(found)
+    )
+
+    # 3. Lip sync: mouth opening against loudness, at the lag that fits best.
+    times = np.asarray(indices, np.float64) / info.fps
+    loud = _loudness(path, times, stride / info.fps)
+    max_lag = max(1, round(MAX_LAG_SECONDS * info.fps / stride))
+    fit = best_lag(mouth, loud, max_lag)
+    n = len(indices)
+    return FaceQuality(
+        analyzer=analyzer.name,
+        frames=n,
+        stride=stride,
+        face_found=float(found.mean()) if n else 0.0,
+        recognised=recognised / n if n else 0.0,
+        to_cameo=float(np.median(to_cameo[found])) if found.any() else None,
+        to_actor=float(np.median(to_actor[found])) if actor is not None and found.any() else None,
+        same_person=cameo.same_person,
+        lip_sync=None if fit is None else fit[0],
+        lip_lag_ms=None if fit is None else fit[1] * stride / info.fps * 1000.0,
+    )
+
+
+def measure_face(
+    config: FarmConfig,
+    storage: FarmStorage,
+    cameo: CameoRecord,
+    scene_id: str | None,
+    video: str | Path,
+) -> FaceQuality | None:
+    """A video's face figures by the farm's primary analyzer, against the cameo and (when the
+    job named a scene still in the library) the scene's actor; None when the cameo has no
+    identity by that analyzer."""
+    from cameofarm.models import codec
+    from cameofarm.pipelines.extractors import identities_of, primary_analyzer
+    from cameofarm.storage.db import SceneRow
+
+    analyzer = primary_analyzer(config, storage)
+    identity = identities_of(cameo.summary).get(analyzer.name)
+    if identity is None:
+        return None
+    actor = None
+    if scene_id is not None:
+        with storage.db.session() as s:
+            row = s.get(SceneRow, scene_id)
+            track_key = row.track_key if row is not None else None
+        if track_key is not None:
+            track = codec.scene_track_from_bytes(storage.objects.get_bytes(track_key))
+            actor = track.actor if track.actor.analyzer == analyzer.name else None
+    return face_quality(video, analyzer, identity, actor)
