@@ -9,12 +9,14 @@ NETNS := $(shell unshare --net true 2>/dev/null && echo "unshare --net sh -c 'ip
 
 # resemblyzer (the GE2E speaker encoder) installs without its metadata's dependencies: they
 # ask for webrtcvad (compiled from C) and the obsolete `typing` backport; webrtcvad-wheels
-# (ours) provides the same module prebuilt. flite comes from Debian (.ci/debian).
+# (ours) provides the same module prebuilt. flite comes from Debian (.ci/debian). The person
+# segmentation weights come out of the mediapipe wheel (see models/reference/segmentation.py).
 $(BIN)/cameofarm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip "setuptools<81" wheel
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,neural]"
 	$(BIN)/pip install -q --no-deps "resemblyzer==0.1.4"
+	$(BIN)/python -m cameofarm.models.reference.segmentation fetch
 	bash .ci/debian flite
 	touch $@
 

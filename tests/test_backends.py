@@ -197,7 +197,13 @@ def test_base_video_loops_only_the_usable_footage(tmp_path):
     levels = [np.full((64, 64, 3), 5 * i, np.uint8) for i in range(40)]
     clip = write_video(iter(levels), (64, 64), 25, tmp_path / "ramp.mp4", bitrate_kbps=2000)
     source = PresenterSource(str(clip), 25.0, 40, (0, 0, 64, 64), first_frame=30)
-    chunk = ReferenceBaseVideo().render(source, None, FrameSpec(128, 128, 25), 0, 0, 25)
+
+    class Everything:  # flat grey holds no person to segment: keep the whole crop
+        def mask(self, frame):
+            return np.ones(frame.shape[:2], np.float32)
+
+    base = ReferenceBaseVideo(segmenter=Everything())  # type: ignore[arg-type]
+    chunk = base.render(source, None, FrameSpec(128, 128, 25), 0, 0, 25)
     centre = chunk.frames[:, 100, 64, 0].astype(int)  # inside the presenter cut-out
     assert centre.min() >= 5 * 30 - 6  # never shows the challenge part before frame 30
     assert centre.max() <= 5 * 39 + 6 and len(set(centre // 5)) > 5  # and it does move

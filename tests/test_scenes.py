@@ -268,3 +268,42 @@ def test_the_swap_keeps_the_actors_pose_and_mouth_but_takes_the_cameos_face_shap
     assert np.abs(full[0:48] - placed[0:48]).max() < 6.0  # the cameo's jaw, in the actor's pose
     opening = full[62:67, 1].mean() - full[50:53, 1].mean()
     assert opening == pytest.approx(actor[62:67, 1].mean() - actor[50:53, 1].mean(), abs=1e-3)
+
+
+# --- presenters: a person cut out by segmentation, not an oval ---------------------------------
+
+
+@pytest.mark.parametrize("material", ["sample", "fixture"])
+def test_a_presenter_is_cut_out_along_the_person_not_an_oval(analyzer, sample_clip, material):
+    from cameofarm.models.data import FrameSpec, PresenterSource
+    from cameofarm.models.media import probe_video
+    from cameofarm.models.reference.base_video import ReferenceBaseVideo, presenter_box
+
+    path = sample_clip if material == "sample" else fixture_path("talking_720x1280.mp4")
+    info = probe_video(path)
+    first = read_frames(path, [0])[0]
+    face = analyzer.detect(first)[0]
+    box = presenter_box(face.box, info.width, info.height)
+    source = PresenterSource(str(path), info.fps, info.frame_count, box)
+    green = np.zeros((720, 1280, 3), np.uint8)
+    green[:] = (0, 255, 0)
+    spec = FrameSpec(1280, 720, 25)
+    frame = ReferenceBaseVideo().render(source, green, spec, 0, 0, 1).frames[0]
+    # Where the presenter's crop lands, and the oval the old cut-out filled with the crop.
+    ph = int(720 * 0.92) // 2 * 2
+    pw = min(1280, round((box[2] - box[0]) * ph / (box[3] - box[1])))
+    ox, oy = (1280 - pw) // 2, 720 - ph
+    oval = np.zeros((ph, pw), np.uint8)
+    cv2.ellipse(oval, (pw // 2, int(ph * 0.62)), (int(pw * 0.46), int(ph * 0.62)), 0, 0, 360, 1, -1)
+    region = frame[oy:, ox : ox + pw].astype(int)
+    is_green = (np.abs(region - (0, 255, 0)).sum(axis=2) < 60) & (oval > 0)
+    # The background shows inside the oval, around the head and shoulders (an oval cut-out
+    # would show the recording's room there)...
+    assert is_green.sum() > 0.08 * oval.sum(), is_green.sum() / oval.sum()
+    # ...and not on the person: the face is all there.
+    found = analyzer.detect(frame)
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    mx, my = (x1 - x0) // 4, (y1 - y0) // 4  # the inner face: eyes, nose, mouth
+    inner = frame[y0 + my : y1 - my, x0 + mx : x1 - mx].astype(int)
+    assert (np.abs(inner - (0, 255, 0)).sum(axis=2) < 60).mean() < 0.01

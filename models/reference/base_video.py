@@ -1,7 +1,7 @@
 """Reference base video: a template scene's clip looped to the speech and fitted to the output
 frame (its tracked actor's landmarks travel with it), or the cameo's calibration footage
-re-framed as a presenter over a background image or colour (a feathered head-and-shoulders
-cut-out, not a segmentation)."""
+re-framed as a presenter over a background image or colour, cut out by person segmentation
+(MediaPipe's selfie-segmentation network)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 from cameofarm.models.data import FrameSpec, PresenterSource, TemplateSource, VideoChunk
 from cameofarm.models.media import read_frames
+from cameofarm.models.reference.segmentation import SelfieSegmenter
 
 DEFAULT_BACKGROUND = (38, 52, 74)  # dark slate blue, RGB
 
@@ -75,24 +76,31 @@ def pingpong(i: int, n: int) -> int:
 
 
 class ReferenceBaseVideo:
-    """Template scenes fitted to the frame; presenters scaled to 92 % of the frame height
-    over the background."""
+    """Template scenes fitted to the frame; presenters, cut out by person segmentation, scaled
+    to 92 % of the frame height over the background."""
 
-    def __init__(self, presenter_height: float = 0.92) -> None:
+    def __init__(
+        self, presenter_height: float = 0.92, segmenter: SelfieSegmenter | None = None
+    ) -> None:
         self.presenter_height = presenter_height
-        self._mask_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._segmenter = segmenter  # loaded on the first presenter frame when not given
+        self._edges: dict[int, np.ndarray] = {}
 
-    def _alpha(self, w: int, h: int) -> np.ndarray:
-        key = (w, h)
-        if key not in self._mask_cache:
-            mask = np.zeros((h, w), np.float32)
-            cv2.ellipse(
-                mask, (w // 2, int(h * 0.62)), (int(w * 0.46), int(h * 0.62)), 0, 0, 360, 1.0, -1
-            )
-            mask[int(h * 0.6) :, int(w * 0.04) : int(w * 0.96)] = 1.0
-            sigma = max(2.0, 0.04 * w)
-            self._mask_cache[key] = cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
-        return self._mask_cache[key]
+    def _person(self, crop: np.ndarray) -> np.ndarray:
+        """The person's alpha in a presenter crop: the segmentation, softened by a pixel or
+        two, and faded out over the crop's left and right edges (a shoulder cut by the crop
+        then ends softly instead of in a hard vertical seam)."""
+        if self._segmenter is None:
+            self._segmenter = SelfieSegmenter()
+        alpha = cv2.GaussianBlur(self._segmenter.mask(crop), (0, 0), 1.2)
+        w = crop.shape[1]
+        if w not in self._edges:
+            ramp = max(2, int(0.04 * w))
+            fade = np.ones(w, np.float32)
+            fade[:ramp] = np.linspace(0.0, 1.0, ramp)
+            fade[-ramp:] = np.linspace(1.0, 0.0, ramp)
+            self._edges = {w: fade}
+        return (alpha * self._edges[w])[..., None]
 
     def template(
         self, source: TemplateSource, spec: FrameSpec, index: int, start: int, count: int
@@ -137,12 +145,12 @@ class ReferenceBaseVideo:
         x0, y0, x1, y1 = source.box
         ph = int(spec.height * self.presenter_height) // 2 * 2
         pw = min(spec.width, round((x1 - x0) * ph / max(1, (y1 - y0))))
-        alpha = self._alpha(pw, ph)
         ox, oy = (spec.width - pw) // 2, spec.height - ph
         frames = np.empty((count, spec.height, spec.width, 3), np.uint8)
         for i, src_idx in enumerate(wanted):
             crop = decoded[src_idx][y0:y1, x0:x1]
             person = cv2.resize(crop, (pw, ph), interpolation=cv2.INTER_LINEAR)
+            alpha = self._person(person)
             frame = bg.copy()
             region = frame[oy : oy + ph, ox : ox + pw].astype(np.float32)
             frame[oy : oy + ph, ox : ox + pw] = (person * alpha + region * (1 - alpha)).astype(
