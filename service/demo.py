@@ -131,19 +131,15 @@ def describe_quality(quality: dict[str, Any] | None) -> list[str]:
     lines = []
     face = (quality or {}).get("face") or {}
     if "recognised" in face:
-        actor = face.get("to_actor")
-        lip = face.get("lip_sync")
-        lines.append(
-            f"face: the cameo's in {face['recognised']:.0%} of {face['frames']} frames (median "
-            f"distance {face['to_cameo']:.2f}"
-            + (f", to the scene's actor {actor:.2f}" if actor is not None else "")
-            + f"; same person <= {face['same_person']:g})"
-            + (
-                f"; lip sync r = {lip:.2f} at {face['lip_lag_ms']:+.0f} ms"
-                if lip is not None
-                else ""
-            )
-        )
+        line = f"face: the cameo's in {face['recognised']:.0%} of {face['frames']} frames"
+        if face.get("to_cameo") is not None:
+            line += f" (median distance {face['to_cameo']:.2f}"
+            if face.get("to_actor") is not None:
+                line += f", to the scene's actor {face['to_actor']:.2f}"
+            line += f"; same person <= {face['same_person']:g})"
+        if face.get("lip_sync") is not None:
+            line += f"; lip sync r = {face['lip_sync']:.2f} at {face['lip_lag_ms']:+.0f} ms"
+        lines.append(line)
     else:
         lines.append(f"face: not measured ({face.get('unmeasured', 'no report')})")
     voice = (quality or {}).get("voice") or {}

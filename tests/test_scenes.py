@@ -307,3 +307,33 @@ def test_a_presenter_is_cut_out_along_the_person_not_an_oval(analyzer, sample_cl
     mx, my = (x1 - x0) // 4, (y1 - y0) // 4  # the inner face: eyes, nose, mouth
     inner = frame[y0 + my : y1 - my, x0 + mx : x1 - mx].astype(int)
     assert (np.abs(inner - (0, 255, 0)).sum(axis=2) < 60).mean() < 0.01
+
+
+def test_lip_sync_lag_is_found_where_the_mouth_follows_the_sound():
+    from cameofarm.pipelines.face_quality import best_lag
+
+    rng = np.random.default_rng(5)
+    loud = np.abs(rng.normal(size=120))
+    mouth = np.roll(loud, 3) + rng.normal(0, 0.05, 120)  # the mouth opens 3 frames late
+    mouth[:3] = np.nan
+    r, lag = best_lag(mouth, loud, 8)
+    assert lag == 3 and r > 0.95
+    assert best_lag(np.full(120, np.nan), loud, 8) is None  # no face: nothing to correlate
+
+
+def test_the_demo_prints_one_line_per_measured_part():
+    from cameofarm.service.demo import describe_quality
+
+    face = {"frames": 118, "recognised": 1.0, "to_cameo": 0.38, "to_actor": 0.73}
+    face |= {"same_person": 0.62, "lip_sync": 0.47, "lip_lag_ms": -40.0}
+    voice = {"to_cameo": 0.762, "base_to_cameo": 0.636, "words_recovered": None}
+    assert describe_quality({"face": face, "voice": voice}) == [
+        "face: the cameo's in 100% of 118 frames (median distance 0.38, to the scene's actor "
+        "0.73; same person <= 0.62); lip sync r = 0.47 at -40 ms",
+        "voice: 0.762 like the cameo (stock voice 0.636)",
+    ]
+    unseen = {**face, "recognised": 0.0, "to_cameo": None, "lip_sync": None}
+    assert describe_quality({"face": unseen}) == [
+        "face: the cameo's in 0% of 118 frames",
+        "voice: not measured (no report)",
+    ]
