@@ -16,6 +16,7 @@ from cameofarm.configs import PoolConfig, StageName
 from cameofarm.models import codec
 from cameofarm.models.data import (
     AnyVoiceProfile,
+    BackgroundVideo,
     FaceIdentity,
     FrameSpec,
     MouthAtlas,
@@ -175,9 +176,19 @@ class StageActor:
     def atlas(self, assets_key: str) -> MouthAtlas:
         return self._asset(f"{assets_key}/atlas.npz", codec.atlas_from_bytes)
 
-    def _background(self, key: str | None) -> np.ndarray | None:
+    def _background(self, key: str | None) -> np.ndarray | BackgroundVideo | None:
         if key is None:
             return None
+        if key.endswith(".mp4"):  # a video background: decoded frame by frame as chunks need
+
+            def video() -> BackgroundVideo:
+                from cameofarm.models.media import probe_video
+
+                path = self.fetcher.get_path(key)
+                info = probe_video(path)
+                return BackgroundVideo(str(path), info.fps, info.frame_count)
+
+            return self.cache.get(key, video)
 
         def load() -> np.ndarray:
             raw = np.frombuffer(self.fetcher.get_bytes(key), np.uint8)

@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 from cameofarm.models.data import (
     AnyVoiceProfile,
+    BackgroundVideo,
     FaceIdentity,
     FaceObservation,
     FrameSpec,
@@ -92,7 +93,7 @@ class BaseVideoBackend(Protocol):
     def render(
         self,
         source: PresenterSource,
-        background: np.ndarray | None,
+        background: np.ndarray | BackgroundVideo | None,
         spec: FrameSpec,
         index: int,
         start: int,

@@ -169,6 +169,15 @@ class PresenterSource:
 
 
 @dataclass(frozen=True)
+class BackgroundVideo:
+    """A video behind a presenter, looped back and forth to the output's length."""
+
+    path: str
+    fps: float
+    frame_count: int
+
+
+@dataclass(frozen=True)
 class SceneTrack:
     """A template scene's stand-in actor, tracked through the whole clip once, at upload."""
 

@@ -410,8 +410,9 @@ def protected_list(obj: Ctx) -> None:
     "--background",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Background image behind the presenting cameo (default: a plain colour). It must "
-    "show no faces: real people enter a video only as cast cameos.",
+    help="Background behind the presenting cameo: an image, or a 1-60 s video looped to the "
+    "speech (default: a plain colour). It must show no faces: real people enter a video only "
+    "as cast cameos.",
 )
 @click.option(
     "--language",

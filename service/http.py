@@ -476,10 +476,13 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
 
     @app.post("/v1/backgrounds", tags=["jobs"], status_code=201, openapi_extra=UPLOAD_BODY)
     async def background(who: Caller, request: Request) -> dict[str, Any]:
-        """Upload a background image (raw PNG/JPEG body) for later jobs."""
+        """Upload a background for presenters (raw body: a PNG/JPEG image or an MP4/MOV/WebM
+        video of 1-60 s, looped to the speech) for later jobs. It must show no face."""
+        import asyncio
+
         path = await _spool(request, ".img")
         try:
-            return farm().store_background(who, path.read_bytes())
+            return await asyncio.to_thread(farm().store_background, who, path.read_bytes())
         finally:
             path.unlink(missing_ok=True)
 

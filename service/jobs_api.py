@@ -13,7 +13,8 @@ from cameofarm.cluster.jobs import TERMINAL, JobError, JobView, get_job, submit_
 from cameofarm.configs import FarmConfig
 from cameofarm.storage import FarmStorage
 
-MAX_BACKGROUND_BYTES = 25 * 1024 * 1024
+MAX_BACKGROUND_BYTES = 25 * 1024 * 1024  # an image
+MAX_BACKGROUND_VIDEO_BYTES = 200 * 1024 * 1024
 MAX_BACKGROUND_SIDE = 8192
 
 
@@ -25,26 +26,86 @@ class WaitError(RuntimeError):
     """A job did not end in time."""
 
 
+def _refuse_faces(found: int, where: str) -> None:
+    if found:
+        raise SubmitError(
+            f"the background shows {found} face(s){where}; real people enter a video only as "
+            "cast cameos, with their consent — use a background without people, or a template "
+            "scene whose actor the cameo replaces (`cameofarm scenes add`)"
+        )
+
+
+def _store_background_video(
+    storage: FarmStorage, data: bytes, owner: str, config: FarmConfig
+) -> str:
+    """Check a background video (decodes whole, 1-60 s, no face on any sampled frame) and
+    store it as given; return the key."""
+    import tempfile
+
+    from cameofarm.models.media import MediaError, looks_damaged, probe_video, read_frames
+    from cameofarm.pipelines.extractors import primary_analyzer
+
+    if len(data) > MAX_BACKGROUND_VIDEO_BYTES:
+        raise SubmitError(
+            f"the background video is {len(data) >> 20} MiB; the limit is "
+            f"{MAX_BACKGROUND_VIDEO_BYTES >> 20} MiB"
+        )
+    with tempfile.TemporaryDirectory(prefix="cameofarm-bg-") as tmp:
+        path = Path(tmp) / "background.mp4"
+        path.write_bytes(data)
+        damage = looks_damaged(path)
+        if damage:
+            raise SubmitError(f"the background video is {damage}")
+        try:
+            info = probe_video(path)
+        except MediaError as exc:
+            raise SubmitError(f"the background is neither an image nor a video: {exc}") from None
+        if info.frame_count <= 0 or not 1.0 <= info.duration <= 60.0:
+            raise SubmitError(
+                f"the background video is {max(info.duration, 0.0):.1f} s long; use 1 to 60 s"
+            )
+        if max(info.width, info.height) > MAX_BACKGROUND_SIDE or min(info.width, info.height) < 16:
+            raise SubmitError(
+                f"the background video is {info.width}x{info.height}; use 16..{MAX_BACKGROUND_SIDE}"
+                " px sides"
+            )
+        analyzer = primary_analyzer(config, storage)
+        probes = sorted({round(i * (info.frame_count - 1) / 7) for i in range(8)})
+        try:
+            sampled = read_frames(path, probes)
+        except MediaError as exc:
+            raise SubmitError(f"the background video cannot be decoded: {exc}") from None
+        for k, frame in sorted(sampled.items()):
+            _refuse_faces(len(analyzer.detect(frame)), f" at {k / info.fps:.1f} s")
+        key = f"backgrounds/{owner}/bg_{uuid.uuid4().hex[:12]}.mp4"
+        storage.objects.put_file(key, path, "video/mp4")
+    return key
+
+
 def store_background(storage: FarmStorage, data: bytes, owner: str, config: FarmConfig) -> str:
-    """Check an uploaded background image (it must show no face), store it as PNG under its
-    owner; return the key."""
-    if len(data) > MAX_BACKGROUND_BYTES:
-        raise SubmitError(f"the background is {len(data) >> 20} MiB; the limit is 25 MiB")
+    """Check an uploaded background — an image (PNG/JPEG) or a video (MP4/MOV/WebM) — which
+    must show no face, store it under its owner (images as PNG); return the key."""
+    if len(data) > MAX_BACKGROUND_VIDEO_BYTES:
+        raise SubmitError(
+            f"the background is {len(data) >> 20} MiB; the limit is 25 MiB for an image and "
+            f"{MAX_BACKGROUND_VIDEO_BYTES >> 20} MiB for a video"
+        )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise SubmitError("the background is not an image OpenCV can decode (PNG/JPEG)")
+        if data[4:8] == b"ftyp" or data[:4] in (b"\x1aE\xdf\xa3", b"RIFF"):
+            return _store_background_video(storage, data, owner, config)
+        raise SubmitError(
+            "the background is not an image (PNG/JPEG) or a video (MP4/MOV/WebM) it can decode"
+        )
+    if len(data) > MAX_BACKGROUND_BYTES:
+        raise SubmitError(f"the background is {len(data) >> 20} MiB; the limit is 25 MiB")
     h, w = image.shape[:2]
     if max(h, w) > MAX_BACKGROUND_SIDE or min(h, w) < 16:
         raise SubmitError(f"the background is {w}x{h}; use 16..{MAX_BACKGROUND_SIDE} px sides")
     from cameofarm.pipelines.extractors import primary_analyzer
 
     faces = primary_analyzer(config, storage).detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    if faces:
-        raise SubmitError(
-            f"the background shows {len(faces)} face(s); real people enter a video only as cast "
-            "cameos, with their consent — use a background without people, or a template scene "
-            "whose actor the cameo replaces (`cameofarm scenes add`)"
-        )
+    _refuse_faces(len(faces), "")
     ok, png = cv2.imencode(".png", image)
     if not ok:
         raise SubmitError("the background could not be re-encoded")

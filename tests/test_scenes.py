@@ -337,3 +337,32 @@ def test_the_demo_prints_one_line_per_measured_part():
         "face: the cameo's in 0% of 118 frames",
         "voice: not measured (no report)",
     ]
+
+
+def test_a_presenter_stands_in_front_of_a_moving_background_video_without_people(
+    farm_config, storage, sample_clip, tmp_path
+):
+    from cameofarm.models.data import BackgroundVideo, FrameSpec, PresenterSource
+    from cameofarm.models.media import probe_video
+    from cameofarm.models.reference.base_video import ReferenceBaseVideo
+    from cameofarm.service.jobs_api import SubmitError, store_background
+
+    # A background video without people: a colour sweep.
+    sweep = [np.full((360, 640, 3), (10 * i % 255, 80, 200 - 4 * i), np.uint8) for i in range(50)]
+    clip = _clip(tmp_path / "sweep.mp4", sweep)
+    key = store_background(storage, clip.read_bytes(), "tester", farm_config)
+    assert key.endswith(".mp4") and storage.objects.exists(key)
+    # One with a person in it is refused, and nothing is stored.
+    people = _clip(tmp_path / "people.mp4", _sample_frames(sample_clip, 30))
+    before = set(storage.objects.list("backgrounds/"))
+    with pytest.raises(SubmitError, match=r"shows 1 face\(s\) at 0\.0 s"):
+        store_background(storage, people.read_bytes(), "tester", farm_config)
+    assert set(storage.objects.list("backgrounds/")) == before
+
+    info = probe_video(sample_clip)
+    source = PresenterSource(str(sample_clip), info.fps, info.frame_count, (320, 0, 960, 720))
+    background = BackgroundVideo(storage.objects.locate(key), 25.0, 50)
+    chunk = ReferenceBaseVideo().render(source, background, FrameSpec(1280, 720, 25), 0, 0, 30)
+    corner = chunk.frames[:, 20, 20].astype(int)  # beside the presenter: the background
+    assert np.abs(corner[0] - corner[29]).sum() > 60  # it moves with the video
+    assert np.abs(corner[0] - (0, 80, 200)).sum() < 30  # and starts at its first frame

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from cameofarm.models.data import FrameSpec, PresenterSource, TemplateSource, VideoChunk
+from cameofarm.models.data import (
+    BackgroundVideo,
+    FrameSpec,
+    PresenterSource,
+    TemplateSource,
+    VideoChunk,
+)
 from cameofarm.models.media import read_frames
 from cameofarm.models.reference.segmentation import SelfieSegmenter
 
@@ -124,16 +130,35 @@ class ReferenceBaseVideo:
             marks[i] = track.landmarks[min(k, len(track.landmarks) - 1)] * scale - (x0, y0)
         return VideoChunk(index, start, frames, marks, track.landmarks_by)
 
+    def _backgrounds(
+        self,
+        background: np.ndarray | BackgroundVideo | None,
+        spec: FrameSpec,
+        start: int,
+        count: int,
+    ) -> list[np.ndarray]:
+        """The background of each output frame: one image, or a video's frames at the output
+        rate going back and forth past its end."""
+        if not isinstance(background, BackgroundVideo):
+            return [fit_background(background, spec.width, spec.height)] * count
+        step = background.fps / spec.fps
+        wanted = [pingpong(round((start + i) * step), background.frame_count) for i in range(count)]
+        decoded = read_frames(background.path, sorted(set(wanted)))
+        h, w = decoded[wanted[0]].shape[:2]
+        window = cover_window((w, h), spec.width, spec.height)
+        fitted = {k: cover(frame, spec.width, spec.height, window) for k, frame in decoded.items()}
+        return [fitted[k] for k in wanted]
+
     def render(
         self,
         source: PresenterSource,
-        background: np.ndarray | None,
+        background: np.ndarray | BackgroundVideo | None,
         spec: FrameSpec,
         index: int,
         start: int,
         count: int,
     ) -> VideoChunk:
-        """Return output frames [start, start+count) of the scene."""
+        """Return output frames [start, start+count) of the presenter over the background."""
         if count <= 0:
             raise ValueError("count must be positive")
         step = source.fps / spec.fps
@@ -141,7 +166,7 @@ class ReferenceBaseVideo:
         usable = source.frame_count - first
         wanted = [first + pingpong(round((start + i) * step), usable) for i in range(count)]
         decoded = read_frames(source.path, wanted)
-        bg = fit_background(background, spec.width, spec.height)
+        backgrounds = self._backgrounds(background, spec, start, count)
         x0, y0, x1, y1 = source.box
         ph = int(spec.height * self.presenter_height) // 2 * 2
         pw = min(spec.width, round((x1 - x0) * ph / max(1, (y1 - y0))))
@@ -151,7 +176,7 @@ class ReferenceBaseVideo:
             crop = decoded[src_idx][y0:y1, x0:x1]
             person = cv2.resize(crop, (pw, ph), interpolation=cv2.INTER_LINEAR)
             alpha = self._person(person)
-            frame = bg.copy()
+            frame = backgrounds[i].copy()
             region = frame[oy : oy + ph, ox : ox + pw].astype(np.float32)
             frame[oy : oy + ph, ox : ox + pw] = (person * alpha + region * (1 - alpha)).astype(
                 np.uint8

@@ -50,7 +50,7 @@ class JobsArea(Area):
             key = store_background(self.storage, data, principal.user, self.config)
         except SubmitError as exc:
             raise BadRequest(str(exc)) from None
-        return {"background_id": key.rsplit("/", 1)[-1].removesuffix(".png")}
+        return {"background_id": key.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
 
     def _quota(self, principal: Principal) -> None:
         limit = self.config.api.jobs_per_day
@@ -82,13 +82,16 @@ class JobsArea(Area):
         if not isinstance(priority, int) or not -10 <= priority <= 10:
             raise BadRequest("priority must be an integer from -10 to 10")
         key = None
-        if background_id is not None:
-            key = f"backgrounds/{principal.user}/{background_id}.png"
+        if background_id is not None:  # an image (.png) or a video (.mp4) the caller uploaded
+            stored = [
+                f"backgrounds/{principal.user}/{background_id}.{ext}" for ext in ("png", "mp4")
+            ]
             try:
-                if not self.storage.objects.exists(key):
-                    raise NotFound(f"you have no background {background_id[:40]!r}")
+                key = next((k for k in stored if self.storage.objects.exists(k)), None)
             except ValueError:
-                raise NotFound(f"you have no background {background_id[:40]!r}") from None
+                key = None
+            if key is None:
+                raise NotFound(f"you have no background {background_id[:40]!r}")
         if client_token is None or job_for_token(self.db, principal.user, client_token) is None:
             self._quota(principal)  # a replay of an accepted job is not a new job
         try:
