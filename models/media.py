@@ -88,11 +88,14 @@ def decode_errors(path: str | Path, limit: int = 3) -> tuple[int, list[str]]:
     return len(lines), distinct[:limit]
 
 
-def _looks_like_video(path: str | Path) -> bool:
-    """Whether the file starts like a video container (MP4/MOV, Matroska/WebM, AVI)."""
-    with open(path, "rb") as handle:
-        head = handle.read(12)
+def is_video_header(head: bytes) -> bool:
+    """Whether bytes start like a video container (MP4/MOV, Matroska/WebM, AVI)."""
     return head[4:8] == b"ftyp" or head[:4] in (b"\x1aE\xdf\xa3", b"RIFF")
+
+
+def _looks_like_video(path: str | Path) -> bool:
+    with open(path, "rb") as handle:
+        return is_video_header(handle.read(12))
 
 
 def looks_damaged(path: str | Path) -> str | None:

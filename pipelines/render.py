@@ -85,26 +85,23 @@ def _voice_report(
 def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dict[str, Any]:
     """The template scene's fields the base-video stage needs (checked at submit; checked
     again here, since a job may wait in the queue while its config changes)."""
-    from cameofarm.storage.db import SceneRow
+    from cameofarm.pipelines.scene_library import UnknownSceneError, fitting_scene
+    from cameofarm.pipelines.scenes import SceneError
 
-    with storage.db.session() as s:
-        row = s.get(SceneRow, job.scene_id)
-        if row is None:
-            raise RenderError(f"scene {job.scene_id} is no longer in the library")
-        if row.width < width or row.height < height:
-            raise RenderError(
-                f"scene {row.id} is {row.width}x{row.height}; the {job.tier} tier renders "
-                f"{width}x{height} and never enlarges a scene"
-            )
-        return {
-            "id": row.id,
-            "name": row.name,
-            "rights": row.rights,
-            "clip_key": row.clip_key,
-            "track_key": row.track_key,
-            "fps": row.fps,
-            "frame_count": row.frame_count,
-        }
+    try:
+        with storage.db.session() as s:
+            view = fitting_scene(s, job.scene_id or "", width, height)
+    except (UnknownSceneError, SceneError) as exc:
+        raise RenderError(str(exc)) from None
+    return {
+        "id": view.id,
+        "name": view.name,
+        "rights": view.rights,
+        "clip_key": view.clip_key,
+        "track_key": view.track_key,
+        "fps": view.fps,
+        "frame_count": view.frame_count,
+    }
 
 
 def _face_report(

@@ -195,10 +195,12 @@ def get_scene(db: Database, principal: Principal, scene_id: str) -> SceneView:
         return SceneView.from_row(_row(s, principal, scene_id))
 
 
-def scene_for_job(s: Session, org: str, scene_id: str, width: int, height: int) -> SceneView:
-    """The scene a job of this organisation names, checked to cover the tier's frame; raises
-    UnknownSceneError or SceneError saying what to change."""
-    row = _row(s, Principal("", org, False), scene_id)
+def fitting_scene(s: Session, scene_id: str, width: int, height: int) -> SceneView:
+    """A scene that covers a width×height frame without being enlarged; raises
+    UnknownSceneError (gone) or SceneError (too small) saying what to change."""
+    row = s.get(SceneRow, scene_id)
+    if row is None:
+        raise UnknownSceneError(f"scene {scene_id[:40]!r} is not in the library")
     view = SceneView.from_row(row)
     if not view.fits(width, height):
         raise SceneError(
@@ -206,6 +208,12 @@ def scene_for_job(s: Session, org: str, scene_id: str, width: int, height: int) 
             "and never enlarges a scene — upload it at that size or larger, or pick a smaller tier"
         )
     return view
+
+
+def scene_for_job(s: Session, org: str, scene_id: str, width: int, height: int) -> SceneView:
+    """The scene a job of this organisation names, checked to cover the tier's frame."""
+    _row(s, Principal("", org, False), scene_id)  # another organisation's reads as unknown
+    return fitting_scene(s, scene_id, width, height)
 
 
 def remove_scene(storage: FarmStorage, principal: Principal, scene_id: str) -> SceneView:

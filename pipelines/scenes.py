@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import IdentityEmbedding, SceneTrack
-from cameofarm.models.media import MediaError, looks_damaged, probe_video, read_frames
+from cameofarm.models.media import (
+    MediaError,
+    VideoInfo,
+    looks_damaged,
+    probe_video,
+    read_frames,
+)
 
 MIN_SECONDS = 1.0
 MAX_SECONDS = 60.0
@@ -72,6 +78,30 @@ def _mean_identity(analyzer: FaceAnalyzer, embeddings: list[IdentityEmbedding]) 
     return vector
 
 
+def check_clip(
+    path: str | Path, what: str, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS
+) -> VideoInfo:
+    """Refuse (SceneError, naming `what`) a clip that is damaged, not a video, or of another
+    length; return what it holds."""
+    damage = looks_damaged(path)
+    if damage:
+        raise SceneError(f"{what} is {damage}; upload the original file again")
+    try:
+        info = probe_video(path)
+    except MediaError as exc:
+        raise SceneError(f"{what} is not a usable video: {exc}") from None
+    if info.frame_count <= 0:  # e.g. a still image, which OpenCV opens as a "video"
+        raise SceneError(
+            f"{what} has no countable video frames; upload a video clip (MP4, MOV or WebM)"
+        )
+    if not min_seconds <= info.duration <= max_seconds:
+        raise SceneError(
+            f"{what} is {info.duration:.1f} s long; use a clip of {min_seconds:g} to "
+            f"{max_seconds:g} s (it is looped back and forth to the speech's length)"
+        )
+    return info
+
+
 def check_scene(
     path: str | Path,
     analyzer: FaceAnalyzer,
@@ -81,22 +111,7 @@ def check_scene(
     """Decode the whole clip, refuse it unless exactly `actors` face(s) — one stand-in actor,
     the same person throughout — appear in it, and return its tracked actor."""
     # 1. The file decodes, whole, and is a usable length.
-    damage = looks_damaged(path)
-    if damage:
-        raise SceneError(f"the scene's video is {damage}; upload the original file again")
-    try:
-        info = probe_video(path)
-    except MediaError as exc:
-        raise SceneError(f"the scene is not a usable video: {exc}") from None
-    if info.frame_count <= 0:  # e.g. a still image, which OpenCV opens as a "video"
-        raise SceneError(
-            "the scene has no countable video frames; upload a video clip (MP4, MOV or WebM)"
-        )
-    if not MIN_SECONDS <= info.duration <= MAX_SECONDS:
-        raise SceneError(
-            f"the scene is {info.duration:.1f} s long; use a clip of {MIN_SECONDS:g} to "
-            f"{MAX_SECONDS:g} s (it is looped back and forth to the speech's length)"
-        )
+    info = check_clip(path, "the scene")
     if actors != 1:
         raise SceneError("a template scene has exactly one stand-in actor for now")
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from cameofarm.cluster.jobs import TERMINAL, JobError, JobView, get_job, submit_job
 from cameofarm.configs import FarmConfig
+from cameofarm.models.media import is_video_header
 from cameofarm.storage import FarmStorage
 
 MAX_BACKGROUND_BYTES = 25 * 1024 * 1024  # an image
@@ -42,28 +43,17 @@ def _store_background_video(
     store it as given; return the key."""
     import tempfile
 
-    from cameofarm.models.media import MediaError, looks_damaged, probe_video, read_frames
+    from cameofarm.models.media import MediaError, read_frames
     from cameofarm.pipelines.extractors import primary_analyzer
+    from cameofarm.pipelines.scenes import SceneError, check_clip
 
-    if len(data) > MAX_BACKGROUND_VIDEO_BYTES:
-        raise SubmitError(
-            f"the background video is {len(data) >> 20} MiB; the limit is "
-            f"{MAX_BACKGROUND_VIDEO_BYTES >> 20} MiB"
-        )
     with tempfile.TemporaryDirectory(prefix="cameofarm-bg-") as tmp:
         path = Path(tmp) / "background.mp4"
         path.write_bytes(data)
-        damage = looks_damaged(path)
-        if damage:
-            raise SubmitError(f"the background video is {damage}")
         try:
-            info = probe_video(path)
-        except MediaError as exc:
-            raise SubmitError(f"the background is neither an image nor a video: {exc}") from None
-        if info.frame_count <= 0 or not 1.0 <= info.duration <= 60.0:
-            raise SubmitError(
-                f"the background video is {max(info.duration, 0.0):.1f} s long; use 1 to 60 s"
-            )
+            info = check_clip(path, "the background video")
+        except SceneError as exc:
+            raise SubmitError(str(exc)) from None
         if max(info.width, info.height) > MAX_BACKGROUND_SIDE or min(info.width, info.height) < 16:
             raise SubmitError(
                 f"the background video is {info.width}x{info.height}; use 16..{MAX_BACKGROUND_SIDE}"
@@ -92,7 +82,7 @@ def store_background(storage: FarmStorage, data: bytes, owner: str, config: Farm
         )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        if data[4:8] == b"ftyp" or data[:4] in (b"\x1aE\xdf\xa3", b"RIFF"):
+        if is_video_header(data[:12]):
             return _store_background_video(storage, data, owner, config)
         raise SubmitError(
             "the background is not an image (PNG/JPEG) or a video (MP4/MOV/WebM) it can decode"
