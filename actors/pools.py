@@ -95,10 +95,12 @@ class LocalStagePools:
 class CallDeadlines:
     """How long one stage call may take before its replica counts as hung.
 
-    Until a stage has been measured, a call gets `first_call_seconds` (a first call may load
-    a model or fill a cache); after that, `slack` times the stage's measured seconds per call
-    (a moving average), never under `floor_seconds`. A replica that died is given
-    `first_call_seconds` to come back (restart and model load) before a call is retried on it.
+    Until a stage's method has been measured, a call gets `first_call_seconds` (a first call
+    may load a model or fill a cache); after that, `slack` times that method's measured seconds
+    per call (a moving average), never under `floor_seconds`. Methods are measured apart: a
+    base-video replica generating a whole prompt scene is not held to the time of one chunk.
+    A replica that died is given `first_call_seconds` to come back (restart and model load)
+    before a call is retried on it.
     """
 
     first_call_seconds: float = 900.0
@@ -128,7 +130,8 @@ class RayStagePools:
         self.rotation = ReplicaRotation(self.policy)
         self._lock = threading.Lock()
         self._turn = itertools.count()
-        self._cost: dict[StageName, float] = {}  # moving average of seconds per call
+        # Moving average of seconds per call, by stage and method.
+        self._cost: dict[tuple[StageName, str], float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"replicas": self.replicas, "deadlines": self.deadlines, "rotation": self.policy}
@@ -136,18 +139,19 @@ class RayStagePools:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["replicas"], state.get("deadlines"), state.get("rotation"))  # type: ignore[misc]
 
-    def deadline(self, stage: StageName) -> float:
-        """Seconds one call of this stage may take now."""
-        cost = self._cost.get(stage)
+    def deadline(self, stage: StageName, method: str) -> float:
+        """Seconds one call of this stage's method may take now."""
+        cost = self._cost.get((stage, method))
         if cost is None:
             return self.deadlines.first_call_seconds
         return max(self.deadlines.floor_seconds, self.deadlines.slack * cost)
 
-    def _learn(self, stage: StageName, timings: Sequence[CallTiming]) -> None:
+    def _learn(self, stage: StageName, method: str, timings: Sequence[CallTiming]) -> None:
         with self._lock:
             for t in timings:
-                old = self._cost.get(stage)
-                self._cost[stage] = t.seconds if old is None else 0.8 * old + 0.2 * t.seconds
+                old = self._cost.get((stage, method))
+                cost = t.seconds if old is None else 0.8 * old + 0.2 * t.seconds
+                self._cost[(stage, method)] = cost
 
     def _pick(self, stage: StageName, avoid: frozenset[str]) -> str:
         with self._lock:
@@ -211,7 +215,7 @@ class RayStagePools:
                 sent[i] = (name, actor, out, timing)
             # A replica works through its calls one at a time: its last may wait for the others.
             queued = math.ceil(len(todo) / max(1, len(self.replicas[stage])))
-            timeout = self.deadline(stage) * max(1, queued)
+            timeout = self.deadline(stage, method) * max(1, queued)
             refs = [t for *_, t in sent.values()]
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
             answered = set(ready)
@@ -255,7 +259,7 @@ class RayStagePools:
             for i, t in enumerate(timings)
             if t is not None
         ]
-        self._learn(stage, done)
+        self._learn(stage, method, done)
         return outputs, done
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:

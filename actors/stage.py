@@ -14,11 +14,13 @@ import cv2
 import numpy as np
 from cameofarm.configs import PoolConfig, StageName
 from cameofarm.models import codec
+from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import (
     AnyVoiceProfile,
     BackgroundVideo,
     FaceIdentity,
     FrameSpec,
+    GenerationRequest,
     MouthAtlas,
     PresenterSource,
     ProvenanceClaim,
@@ -99,6 +101,7 @@ class StageActor:
         self.load_seconds = time.time() - started
         self.backend_name = pool.backend
         self.cache = _LRU(pool.cache_cameos)
+        self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self.calls = 0
         # What the pool's config asked for when this replica was made (`up` compares it).
         self.settings = dict(settings or pool.model_dump(exclude={"replicas"}))
@@ -202,10 +205,10 @@ class StageActor:
     # --- one method per stage kind --------------------------------------------------------
 
     def voice(
-        self, script: str, assets_key: str, language: str = "en"
+        self, script: str, assets_key: str, language: str = "en", emotion: str = "neutral"
     ) -> tuple[SpeechTrack, CallTiming]:
         profile = self.voice_profile(assets_key)
-        return self._timed(lambda: self.backend.synthesize(script, profile, language))
+        return self._timed(lambda: self.backend.synthesize(script, profile, language, emotion))
 
     def base_video(
         self,
@@ -241,6 +244,30 @@ class StageActor:
             track,
         )
         return self._timed(lambda: self.backend.template(source, spec, index, start, count))
+
+    def prompt_scene(
+        self, request: GenerationRequest, same_person: float
+    ) -> tuple[dict[str, Any], CallTiming]:
+        """Generate a prompt's scene with this replica's text-to-video model (or find it made
+        already), check it and store it; return how the render uses it."""
+        from cameofarm.models.registry import BackendContext, build_analyzer
+        from cameofarm.pipelines.prompt_scenes import prepare_prompt_scene
+
+        generator = getattr(self.backend, "generator", None)
+        if generator is None:
+            raise ValueError(
+                f"the base_video pool's {self.backend_name} backend has no text-to-video model; "
+                "prompt scenes need backend: diffusers with models: {pipeline: NAME}"
+            )
+        # The primary analyzer's kind (68-point landmarks: the face swap reuses the track).
+        if self._analyzer is None or self._analyzer.same_person != same_person:
+            ctx = BackendContext(self.ctx.keys_dir, same_person=same_person)
+            self._analyzer = build_analyzer("reference", ctx)
+        analyzer = self._analyzer
+        return self._timed(
+            lambda: prepare_prompt_scene(generator, analyzer, self.fetcher.store, request),
+            frames=request.frames,
+        )
 
     def face_swap(self, chunk: VideoChunk, assets_key: str) -> tuple[VideoChunk, CallTiming]:
         identity = self.identity(assets_key)

@@ -110,11 +110,12 @@ def violations(text: str, policy: ContentConfig, rule_names: list[str]) -> list[
     return found
 
 
-def check_script(text: str, policy: ContentConfig) -> None:
-    """Raise ContentError if the text breaks a rule the farm refuses for everyone."""
+def check_script(text: str, policy: ContentConfig, what: str = "script") -> None:
+    """Raise ContentError if the text (the script, or `what` else) breaks a rule the farm
+    refuses for everyone."""
     for v in violations(text, policy, policy.blocked):
         raise ContentError(
-            f"the script was refused by the content policy: {v.description} "
+            f"the {what} was refused by the content policy: {v.description} "
             f"(rule {v.rule!r}, matched {v.matched!r})"
         )
 

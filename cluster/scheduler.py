@@ -224,6 +224,7 @@ class Scheduler:
                 attempt=view.attempts,
                 language=view.language,
                 scene_id=view.scene_id,
+                prompt=view.prompt,
             )
             render_job(
                 job,

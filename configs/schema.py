@@ -5,9 +5,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 class StageName(StrEnum):
@@ -24,11 +31,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"must be even for H.264 4:2:0, got {value}")
+    return value
+
+
+EvenPixels = Annotated[int, AfterValidator(_even)]  # a frame side H.264 4:2:0 can encode
+
+
 class TierConfig(_Strict):
     """One product tier: output format, length limit and its scheduling share."""
 
-    width: int = Field(ge=64, le=7680, description="Output width in pixels (even).")
-    height: int = Field(ge=64, le=4320, description="Output height in pixels (even).")
+    width: EvenPixels = Field(ge=64, le=7680, description="Output width in pixels (even).")
+    height: EvenPixels = Field(ge=64, le=4320, description="Output height in pixels (even).")
     max_seconds: float = Field(gt=0, le=600, description="Longest video this tier renders.")
     fps: int = Field(default=25, ge=1, le=120, description="Output frame rate.")
     video_bitrate_kbps: int = Field(default=4000, ge=100, le=200_000)
@@ -38,13 +54,6 @@ class TierConfig(_Strict):
         default=0.5, gt=0, le=1, description="Share of farm job slots this tier is entitled to."
     )
     priority: int = Field(default=0, description="Higher tiers win ties when slots are scarce.")
-
-    @field_validator("width", "height")
-    @classmethod
-    def _even(cls, value: int) -> int:
-        if value % 2:
-            raise ValueError(f"must be even for H.264 4:2:0, got {value}")
-        return value
 
 
 _MODEL_REF = r"^[a-z0-9][a-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # as the model store
@@ -306,6 +315,28 @@ class ConsentConfig(_Strict):
     )
 
 
+class PromptScenesConfig(_Strict):
+    """How prompt scenes are generated (by the base-video pool's text-to-video model, e.g.
+    backend: diffusers, models: {pipeline: NAME}). The clip is made at the model's own size
+    and rate, fitted to the tier's frame and looped back and forth to the speech."""
+
+    width: EvenPixels = Field(default=832, ge=16, le=4096, description="Generated width (px).")
+    height: EvenPixels = Field(default=480, ge=16, le=4096, description="Generated height (px).")
+    fps: int = Field(default=16, ge=1, le=60, description="The model's frame rate.")
+    seconds: float = Field(
+        default=3.0, gt=0, le=20, description="Length generated (looped to the speech)."
+    )
+    steps: int = Field(default=30, ge=1, le=200, description="Denoising steps.")
+    guidance: float = Field(default=5.0, ge=0, le=30, description="Classifier-free guidance.")
+    negative_prompt: str = Field(
+        default="blurry, distorted face, deformed hands, several people, crowd, text, "
+        "subtitles, watermark, low quality",
+        max_length=2000,
+        description="What the generator steers away from.",
+    )
+    max_prompt_chars: int = Field(default=500, ge=10, le=4000, description="Longest prompt.")
+
+
 class ContentRule(_Strict):
     """A named kind of content, recognised by whole-word phrases or regular expressions."""
 
@@ -453,6 +484,7 @@ class FarmConfig(_Strict):
     content: ContentConfig = ContentConfig()
     api: ApiConfig = ApiConfig()
     webhooks: WebhookConfig = WebhookConfig()
+    prompt_scenes: PromptScenesConfig = PromptScenesConfig()
 
     @model_validator(mode="after")
     def _complete(self) -> FarmConfig:

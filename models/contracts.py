@@ -12,6 +12,7 @@ from cameofarm.models.data import (
     FaceIdentity,
     FaceObservation,
     FrameSpec,
+    GenerationRequest,
     IdentityEmbedding,
     MouthAtlas,
     PresenterSource,
@@ -71,20 +72,33 @@ class MouthModel(Protocol):
 class VoiceBackend(Protocol):
     """Speaks a script in a cameo's voice, with word and phoneme (IPA) timings, from the
     profile its own `profiler` makes (a cameo's stored profile of another kind is re-derived
-    from the enrolled speech with it)."""
+    from the enrolled speech with it), its prosody coloured by an emotion (neutral, joy,
+    sad)."""
 
     profiler: VoiceProfiler
 
     def languages(self) -> tuple[str, ...]: ...
 
     def synthesize(
-        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+        self, script: str, profile: AnyVoiceProfile, language: str = "en", emotion: str = "neutral"
     ) -> SpeechTrack: ...
+
+
+class SceneGenerator(Protocol):
+    """Generates a scene's frames from a text prompt (text-to-video), at its own rate."""
+
+    name: str  # "<model>@<version>"
+    sha256: str  # the model version's digest: generated scenes are cached by it
+
+    def generate(self, request: GenerationRequest) -> np.ndarray: ...
 
 
 class BaseVideoBackend(Protocol):
     """Produces the scene's frames [start, start+count) at the output format: a template
-    scene's (with its tracked actor's landmarks on the chunk) or a presenter's."""
+    scene's (with its tracked actor's landmarks on the chunk) or a presenter's. `generator`
+    makes prompt scenes (None: this backend has no text-to-video model)."""
+
+    generator: SceneGenerator | None
 
     def template(
         self, source: TemplateSource, spec: FrameSpec, index: int, start: int, count: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -199,6 +200,22 @@ class TemplateSource:
 
 
 @dataclass(frozen=True)
+class GenerationRequest:
+    """What a text-to-video generator is asked for: the prompt as the pipeline reads it, the
+    size and length at its own rate, and how hard to work (steps, guidance) from which seed."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    frames: int
+    fps: int
+    steps: int
+    guidance: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class FrameSpec:
     """The output format of a render: what every stage must produce."""
 
@@ -245,3 +262,5 @@ class ProvenanceReport:
     cameo_ids: tuple[str, ...]
     ai_generated: bool
     problems: tuple[str, ...]
+    # The render assertion's other fields (the scene and its rights; a prompt, model and seed).
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -148,6 +148,12 @@ def _reference_base_video(_: BackendContext) -> BaseVideoBackend:
     return ReferenceBaseVideo()
 
 
+def _diffusers_base_video(ctx: BackendContext) -> BaseVideoBackend:
+    from cameofarm.models.neural.diffusers_video import DiffusersBaseVideo
+
+    return DiffusersBaseVideo(ctx)
+
+
 def _reference_face_swap(ctx: BackendContext) -> FaceSwapBackend:
     from cameofarm.models.reference.face_swap import TriangleFaceSwap
 
@@ -183,7 +189,8 @@ STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
     # reference: the cameo's own speech frames rebuild a stock voice's timbre; world: only its
     # average envelope and pitch (the earlier reference, kept for comparison).
     StageName.VOICE: {"reference": _reference_voice, "world": _world_voice, "nemo": _nemo_voice},
-    StageName.BASE_VIDEO: {"reference": _reference_base_video},
+    # diffusers: the reference's templates and presenters, plus text-to-video prompt scenes.
+    StageName.BASE_VIDEO: {"reference": _reference_base_video, "diffusers": _diffusers_base_video},
     StageName.FACE_SWAP: {"reference": _reference_face_swap, "insightface": _insightface_face_swap},
     StageName.LIP_SYNC: {"reference": _reference_lip_sync, "wav2lip": _wav2lip_lip_sync},
     StageName.COMPOSITE: {"reference": _reference_composite},
@@ -204,6 +211,9 @@ SPEAKER_ENCODERS: dict[str, Factory[SpeakerEncoder]] = {
     "nemo": _titanet_speaker,
 }
 
+
+# Base-video backends that generate prompt scenes (known without loading a model: submit checks).
+SCENE_GENERATORS = frozenset({"diffusers"})
 
 # The languages each voice backend speaks, known without loading its model (submit checks).
 VOICE_LANGUAGES: dict[str, Callable[[], tuple[str, ...]]] = {

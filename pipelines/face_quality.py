@@ -172,30 +172,41 @@ def face_quality(
     )
 
 
+def scene_track_key(
+    storage: FarmStorage, scene_id: str | None, quality: dict[str, Any] | None
+) -> str | None:
+    """Where the track of a job's scene actor is: a library scene's (while it is still in the
+    library) or a generated scene's, as the job's stored report names it."""
+    from cameofarm.storage.db import SceneRow
+
+    if scene_id is not None:
+        with storage.db.session() as s:
+            row = s.get(SceneRow, scene_id)
+            return row.track_key if row is not None else None
+    generated = (quality or {}).get("scene") or {}
+    key = generated.get("track_key")
+    return key if isinstance(key, str) else None
+
+
 def measure_face(
     config: FarmConfig,
     storage: FarmStorage,
     cameo: CameoRecord,
-    scene_id: str | None,
+    track_key: str | None,
     video: str | Path,
 ) -> FaceQuality | None:
-    """A video's face figures by the farm's primary analyzer, against the cameo and (when the
-    job named a scene still in the library) the scene's actor; None when the cameo has no
-    identity by that analyzer."""
+    """A video's face figures by the farm's primary analyzer, against the cameo and (given the
+    scene actor's track) the scene's actor; None when the cameo has no identity by that
+    analyzer."""
     from cameofarm.models import codec
     from cameofarm.pipelines.extractors import identities_of, primary_analyzer
-    from cameofarm.storage.db import SceneRow
 
     analyzer = primary_analyzer(config, storage)
     identity = identities_of(cameo.summary).get(analyzer.name)
     if identity is None:
         return None
     actor = None
-    if scene_id is not None:
-        with storage.db.session() as s:
-            row = s.get(SceneRow, scene_id)
-            track_key = row.track_key if row is not None else None
-        if track_key is not None:
-            track = codec.scene_track_from_bytes(storage.objects.get_bytes(track_key))
-            actor = track.actor if track.actor.analyzer == analyzer.name else None
+    if track_key is not None:
+        track = codec.scene_track_from_bytes(storage.objects.get_bytes(track_key))
+        actor = track.actor if track.actor.analyzer == analyzer.name else None
     return face_quality(video, analyzer, identity, actor)

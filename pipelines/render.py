@@ -14,7 +14,7 @@ from cameofarm.actors.pools import StagePools
 from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
-from cameofarm.monitoring.timing import StageRecorder
+from cameofarm.monitoring.timing import CallTiming, StageRecorder
 from cameofarm.storage import FarmStorage
 
 TAIL_SECONDS = 0.3  # a beat of silence after the last word
@@ -41,6 +41,7 @@ class RenderJob:
     attempt: int = 1
     language: str = "en"
     scene_id: str | None = None  # a template scene to cast the cameo into
+    prompt: dict[str, Any] | None = None  # a scene to generate (ScenePrompt.to_json())
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,11 @@ def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dic
 
 
 def _face_report(
-    config: FarmConfig, storage: FarmStorage, cameo: CameoRecord, job: RenderJob, video: bytes
+    config: FarmConfig,
+    storage: FarmStorage,
+    cameo: CameoRecord,
+    scene: dict[str, Any] | None,
+    video: bytes,
 ) -> dict[str, Any]:
     """The published video's face figures against the cameo (and the scene's actor)."""
     from cameofarm.pipelines.face_quality import measure_face
@@ -113,10 +118,31 @@ def _face_report(
     with tempfile.TemporaryDirectory(prefix="cameofarm-measure-") as tmp:
         path = Path(tmp) / "out.mp4"
         path.write_bytes(video)
-        face = measure_face(config, storage, cameo, job.scene_id, path)
+        track = scene["track_key"] if scene is not None else None
+        face = measure_face(config, storage, cameo, track, path)
     if face is None:
         return {"unmeasured": "the cameo has no identity by the farm's primary face analyzer"}
     return face.to_dict()
+
+
+def _generate_scene(
+    config: FarmConfig, pools: StagePools, prompt: dict[str, Any], calls: list[CallTiming]
+) -> dict[str, Any]:
+    """Generate (or reuse) a prompt's scene on a base-video replica; return how to use it."""
+    from cameofarm.pipelines.prompt_scenes import PromptError, ScenePrompt, generation_request
+
+    try:
+        request = generation_request(ScenePrompt.from_json(prompt), config.prompt_scenes)
+    except (KeyError, ValueError, PromptError) as exc:
+        raise RenderError(f"the job's prompt cannot be read: {exc}") from None
+    made, timings = pools.map(
+        StageName.BASE_VIDEO,
+        "prompt_scene",
+        [(request, config.enrollment.max_identity_distance)],
+    )
+    calls += timings
+    generated: dict[str, Any] = pools.fetch(made)[0]
+    return generated
 
 
 def refuse_unrecognisable(face: dict[str, Any], floor: float) -> None:
@@ -179,8 +205,9 @@ def render_job(
     # 2. Voice: the script in the cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
     with recorder.stage(job.job_id, job.tier, StageName.VOICE) as calls:
+        emotion = str(job.prompt.get("emotion", "neutral")) if job.prompt else "neutral"
         handles, timings = pools.map(
-            StageName.VOICE, "voice", [(job.script, cameo.assets_key, job.language)]
+            StageName.VOICE, "voice", [(job.script, cameo.assets_key, job.language, emotion)]
         )
         calls += timings
     speech: SpeechTrack = pools.fetch(handles)[0]
@@ -189,9 +216,20 @@ def render_job(
     chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
 
     # 3. Base video: the scene at the tier's size and length, chunk by chunk — a template's
-    # clip with its tracked actor, or the cameo presenting over a background.
+    # clip with its tracked actor, or the cameo presenting over a background. A prompt's scene
+    # is generated first (once per prompt, seed and model) and is then one or the other.
     checkpoint(StageName.BASE_VIDEO, 0.15)
+    background_key = job.background_key
     with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
+        if job.prompt is not None:
+            generated = _generate_scene(config, pools, job.prompt, calls)
+            quality["scene"] = {
+                k: generated.get(k) for k in ("kind", "generator", "seed", "prompt", "track_key")
+            }
+            if generated["kind"] == "template":
+                scene = generated
+            else:
+                background_key = generated["background_key"]
         if scene is not None:
             frames, timings = pools.map(
                 StageName.BASE_VIDEO, "scene_video", [(scene, spec, i, s, c) for i, s, c in chunks]
@@ -201,7 +239,7 @@ def render_job(
                 StageName.BASE_VIDEO,
                 "base_video",
                 [
-                    (cameo.recording_key, cameo.summary, job.background_key, spec, i, s, c)
+                    (cameo.recording_key, cameo.summary, background_key, spec, i, s, c)
                     for i, s, c in chunks
                 ],
             )
@@ -230,6 +268,9 @@ def render_job(
     extra = {}
     if scene is not None:  # the stand-in actor's rights, as their uploader attested them
         extra = {"scene": scene["id"], "scene_name": scene["name"], "scene_rights": scene["rights"]}
+    if job.prompt is not None:  # what the scene was generated from, and by which model
+        made = quality["scene"]
+        extra.update(prompt=made["prompt"], generator=made["generator"], seed=made["seed"])
     claim = ProvenanceClaim(
         job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}", extra=extra
     )
@@ -245,7 +286,7 @@ def render_job(
     # 7. Measure the face the viewer will see; a video in which it is not the cameo's is not
     # published.
     checkpoint("measure", 0.85)
-    quality["face"] = _face_report(config, storage, cameo, job, data)
+    quality["face"] = _face_report(config, storage, cameo, scene, data)
     refuse_unrecognisable(quality["face"], config.consent.min_recognised_share)
 
     # 8. Publish. The object is written first and the job marked published after, in one

@@ -407,6 +407,31 @@ def protected_list(obj: Ctx) -> None:
     "Default: the cameo presents over --background.",
 )
 @click.option(
+    "--prompt",
+    default=None,
+    help="A scene to generate from these words (farms with a text-to-video model): one "
+    "person in it and the cameo is cast onto them; nobody and the cameo presents in front.",
+)
+@click.option(
+    "--framing",
+    type=click.Choice(["close-up", "medium", "wide"]),
+    default=None,
+    help="With --prompt: how close the camera is. Default: medium.",
+)
+@click.option(
+    "--emotion",
+    type=click.Choice(["neutral", "joy", "sad"]),
+    default=None,
+    help="With --prompt: the generated person's expression and the voice's pitch and "
+    "liveliness. Default: neutral.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=None,
+    help="With --prompt: another seed gives another take of the same prompt. Default: 0.",
+)
+@click.option(
     "--background",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -434,6 +459,10 @@ def submit(
     script: str,
     tier: str | None,
     scene_id: str | None,
+    prompt: str | None,
+    framing: str | None,
+    emotion: str | None,
+    seed: int | None,
     background: str | None,
     language: str | None,
     priority: int,
@@ -441,11 +470,25 @@ def submit(
     as_json: bool,
 ) -> None:
     """Queue a render job as yourself and print its id."""
+    controls = {"framing": framing, "emotion": emotion, "seed": seed}
+    if prompt is None and any(v is not None for v in controls.values()):
+        _fail("--framing, --emotion and --seed shape a --prompt scene; add --prompt TEXT")
+    scene_prompt = None
+    if prompt is not None:
+        scene_prompt = {"text": prompt, **{k: v for k, v in controls.items() if v is not None}}
     try:
         client = obj.client()
         bg = client.store_background(background)["background_id"] if background else None
         job = client.submit(
-            list(cameo_ids), script, tier, priority, client_token, bg, language, scene_id
+            list(cameo_ids),
+            script,
+            tier,
+            priority,
+            client_token,
+            bg,
+            language,
+            scene_id,
+            scene_prompt,
         )
     except ApiError as exc:
         _fail(exc.message)

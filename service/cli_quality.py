@@ -49,7 +49,7 @@ def quality(
     from cameofarm.models.reference.provenance import verify_mp4
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
     from cameofarm.models.reference.voice import SAMPLE_RATE
-    from cameofarm.pipelines.face_quality import measure_face
+    from cameofarm.pipelines.face_quality import measure_face, scene_track_key
     from cameofarm.pipelines.quality import enrolled_voice, voice_quality
 
     config = obj.config
@@ -80,7 +80,8 @@ def quality(
         encoder = Ge2eSpeakerEncoder()
         enrolled = enrolled_voice(storage, cameo, encoder)
         voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)
-        face = measure_face(config, storage, cameo, job.scene_id if job else None, video)
+        track = scene_track_key(storage, job.scene_id, job.quality) if job else None
+        face = measure_face(config, storage, cameo, track, video)
     except (UnknownCameoError, MediaError, ValueError) as exc:
         fail(str(exc))
     report = {

@@ -177,8 +177,9 @@ class HttpClient:
         background_id: str | None = None,
         language: str | None = None,
         scene_id: str | None = None,
+        prompt: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = {
+        body: dict[str, Any] = {
             "cameo_ids": cameo_ids,
             "script": script,
             "priority": priority,
@@ -187,6 +188,8 @@ class HttpClient:
         }
         if scene_id is not None:
             body["scene_id"] = scene_id
+        if prompt is not None:
+            body["prompt"] = prompt
         if tier is not None:  # else the farm's first tier
             body["tier"] = tier
         if language is not None:  # else detected from the script

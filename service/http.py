@@ -91,6 +91,19 @@ class NewSession(_Body):
     cameo_id: str | None = Field(default=None, pattern=_ID, description="re-verify this cameo")
 
 
+class PromptBody(_Body):
+    text: str = Field(
+        min_length=3,
+        max_length=4000,
+        description="The scene in words: where, who, what they do. A text-to-video model "
+        "generates it (one person: the cameo is cast onto them; nobody: the cameo presents "
+        "in front of it).",
+    )
+    framing: Literal["close-up", "medium", "wide"] = "medium"
+    emotion: Literal["neutral", "joy", "sad"] = "neutral"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Another seed, another take.")
+
+
 class NewJob(_Body):
     cameo_ids: list[str] = Field(min_length=1, max_length=16)
     script: str = Field(
@@ -113,6 +126,11 @@ class NewJob(_Body):
         pattern=_ID,
         description="A template scene from your organisation's library: the cameo is cast onto "
         "its stand-in actor. Not together with background_id.",
+    )
+    prompt: PromptBody | None = Field(
+        default=None,
+        description="A scene to generate (farms whose base_video pool has a text-to-video "
+        "model). Not together with scene_id or background_id.",
     )
     language: str | None = Field(
         default=None,
@@ -509,6 +527,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             body.background_id,
             str(body.language) if body.language is not None else None,
             body.scene_id,
+            body.prompt.model_dump() if body.prompt is not None else None,
         )
         return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
 

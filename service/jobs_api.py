@@ -12,6 +12,7 @@ import numpy as np
 from cameofarm.cluster.jobs import TERMINAL, JobError, JobView, get_job, submit_job
 from cameofarm.configs import FarmConfig
 from cameofarm.models.media import is_video_header
+from cameofarm.pipelines.prompt_scenes import ScenePrompt
 from cameofarm.storage import FarmStorage
 
 MAX_BACKGROUND_BYTES = 25 * 1024 * 1024  # an image
@@ -121,6 +122,7 @@ def submit_render(
     priority: int = 0,
     background: str | None = None,
     scene_id: str | None = None,
+    prompt: ScenePrompt | None = None,
 ) -> JobView:
     """Validate and queue one render job; nothing is stored if it is refused. A scene is
     looked up in the library of the organisation named like the customer (the demo's)."""
@@ -137,6 +139,7 @@ def submit_render(
             background_key=key,
             scene_id=scene_id,
             org=customer,
+            prompt=prompt,
         )
     except JobError as exc:
         if key is not None:

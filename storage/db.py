@@ -241,6 +241,8 @@ class JobRow(Base):
     background_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     # The template scene the cameo is cast into (None: the cameo presents over a background).
     scene_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # A scene to generate: {"text", "framing", "emotion", "seed"} (None: no prompt scene).
+    prompt: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -331,8 +333,9 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 5  # 3: API keys expire and record who revoked them; 4: jobs' language,
-# speech length and quality report; 5: template scenes (their table is created on start)
+SCHEMA_VERSION = 6  # 3: API keys expire and record who revoked them; 4: jobs' language,
+# speech length and quality report; 5: template scenes (their table is created on start);
+# 6: jobs' prompt scenes
 # Additive steps from an older schema to the next: (version they upgrade, SQL statements).
 _MIGRATIONS = {
     3: (
@@ -341,6 +344,7 @@ _MIGRATIONS = {
         "ALTER TABLE jobs ADD COLUMN quality JSON",
     ),
     4: ("ALTER TABLE jobs ADD COLUMN scene_id VARCHAR(32)",),
+    5: ("ALTER TABLE jobs ADD COLUMN prompt JSON",),
 }
 
 

@@ -561,6 +561,13 @@ def test_scenes_over_the_api_are_per_organisation(farm, cameo, sample_clip, tmp_
     both = farm.call("olive", "POST", "/v1/jobs", json={**job, "background_id": "bg_0123456789ab"})
     assert both.status_code in (404, 422)
     assert farm.call("gus", "POST", "/v1/jobs", json=job).status_code in (403, 404)
+    # A prompt scene: this farm's base video has no text-to-video model, and says so; controls
+    # outside their lists are refused by the schema.
+    asked = {"cameo_ids": [cameo], "script": "Hello.", "prompt": {"text": "a quiet library"}}
+    answer = farm.call("olive", "POST", "/v1/jobs", json=asked)
+    assert answer.status_code == 422 and "cannot generate scenes" in answer.json()["error"]
+    wrong = {**asked, "prompt": {"text": "a quiet library", "framing": "aerial"}}
+    assert farm.call("olive", "POST", "/v1/jobs", json=wrong).status_code == 422
     # A photo of a person is no background: real people enter only as cast cameos.
     import cv2
 

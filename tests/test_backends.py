@@ -125,6 +125,45 @@ def test_voice_speaks_the_script_in_the_profile_pitch(storage, cameo):
     assert abs(np.log(np.median(voiced)) - voice.f0_log_mean) < 0.25
 
 
+def test_emotion_moves_the_voices_pitch_level_and_range_not_its_timing(storage, cameo):
+    """Joy speaks higher and livelier, sadness lower and flatter; words keep their timings
+    (lip sync follows them). Also for voices that do not vocode through WORLD themselves."""
+    import pyworld
+    from cameofarm.models.reference.unit_voice import UnitVoiceBackend
+    from cameofarm.models.reference.voice import apply_emotion
+
+    _, voice, _ = _assets(storage, cameo)
+    backend = UnitVoiceBackend()
+    script = "Good morning, and welcome to the safety training."
+
+    def pitch(samples, sr):
+        f0, _ = pyworld.dio(samples.astype(np.float64), sr)
+        log_f0 = np.log(f0[f0 > 0])
+        return float(np.median(log_f0)), float(
+            np.percentile(log_f0, 90) - np.percentile(log_f0, 10)
+        )
+
+    tracks = {e: backend.synthesize(script, voice, "en", e) for e in ("neutral", "joy", "sad")}
+    level = {e: pitch(t.samples, t.sample_rate) for e, t in tracks.items()}
+    semitone = np.log(2.0) / 12
+    for e, (median, spread) in level.items():  # shown with -s
+        print(f"{e}: median F0 {np.exp(median):.0f} Hz, 10-90 % range {spread / semitone:.1f} st")
+    assert level["joy"][0] - level["neutral"][0] > 1.0 * semitone, level
+    assert level["neutral"][0] - level["sad"][0] > 0.75 * semitone, level
+    assert level["joy"][1] > level["neutral"][1] > level["sad"][1], level
+    for t in tracks.values():
+        assert t.words == tracks["neutral"].words and len(t.samples) == len(
+            tracks["neutral"].samples
+        )
+    with pytest.raises(ValueError, match=r"emotion must be one of neutral, joy, sad"):
+        backend.synthesize(script, voice, "en", "angry")
+    plain = tracks["neutral"]
+    assert apply_emotion(plain.samples, plain.sample_rate, "neutral") is plain.samples
+    happier = apply_emotion(plain.samples, plain.sample_rate, "joy")
+    assert len(happier) == len(plain.samples)
+    assert pitch(happier, plain.sample_rate)[0] - level["neutral"][0] > 1.0 * semitone
+
+
 def test_a_german_script_is_spoken_in_german_and_kanji_never_spelled(storage, cameo):
     from cameofarm.models.reference.unit_voice import UnitVoiceBackend
 

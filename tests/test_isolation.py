@@ -273,3 +273,20 @@ def _health_once_back(actor, other_than=None, limit_s=120.0):
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.2)
+
+
+def test_call_deadlines_are_learnt_per_method():
+    """A stage's methods are timed apart: generating a whole prompt scene on a base-video
+    replica is not held to five times one chunk's time (its replica would be killed)."""
+    from cameofarm.actors.pools import CallDeadlines, RayStagePools
+    from cameofarm.configs import StageName
+    from cameofarm.monitoring.timing import CallTiming
+
+    pools = RayStagePools({}, CallDeadlines(first_call_seconds=900, floor_seconds=10, slack=5))
+    stage = StageName.BASE_VIDEO
+    pools._learn(stage, "scene_video", [CallTiming("r", "", 0.0, 4.0, 25)])
+    assert pools.deadline(stage, "scene_video") == 20.0  # 5 x its 4 s
+    assert pools.deadline(stage, "prompt_scene") == 900  # not measured yet: the first-call time
+    pools._learn(stage, "prompt_scene", [CallTiming("r", "", 0.0, 120.0, 48)])
+    assert pools.deadline(stage, "prompt_scene") == 600.0
+    assert pools.deadline(stage, "scene_video") == 20.0

@@ -455,7 +455,8 @@ def test_farm_switches_to_its_neural_backends_and_renders(
     and lip sync to wav2lip refuses to start while their models are missing (the old pools
     keep serving), starts once they are imported (status names backend, models, device and
     provider), renders a Plus job to a valid MP4 with timing rows for each, and refuses a
-    corrupt model version at `up`. (Base video and compositing have no neural backend yet.)"""
+    corrupt model version at `up`. (Base video's diffusers backend renders in test_prompt_scenes.py;
+    compositing has no neural backend.)"""
     from cameofarm.cluster.bootstrap import FarmError, farm_down, farm_status, farm_up
     from cameofarm.cluster.jobs import JobStatus
     from cameofarm.configs import PoolConfig, StageName

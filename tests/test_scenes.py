@@ -96,7 +96,7 @@ def test_scenes_are_stored_per_organisation_and_kept_while_jobs_need_them(
         submit_job(storage.db, farm_config, tier="pro", scene_id=scene.id, org="acme", **common)
     with pytest.raises(JobError, match="no scene"):
         submit_job(storage.db, farm_config, tier="plus", scene_id=scene.id, org="globex", **common)
-    with pytest.raises(JobError, match="not both"):
+    with pytest.raises(JobError, match="not several"):
         submit_job(
             storage.db,
             farm_config,

@@ -372,3 +372,117 @@ def titanet(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(path))
     return path
+
+
+# --- text-to-video pipelines (diffusers `save_pretrained` folders) ----------------------------
+
+_PROMPT_WORDS = " ".join(
+    [
+        "a person talking in an office studio street garden kitchen close-up of one head and",
+        "shoulders looking into the camera medium shot from the waist up facing wide standing",
+        "scene calm neutral smiling joyful sad downcast expression",
+    ]
+).split()
+
+
+def _tokenizer():
+    """A word-level tokenizer in the fast-tokenizer format (tokenizer.json), T5's specials."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = dict.fromkeys(["<pad>", "</s>", "<unk>", *_PROMPT_WORDS])  # once each, in order
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=64,
+    ), len(vocab)
+
+
+def _text_encoder(config_class, model_class):
+    """The tokenizer and a one-layer T5-family encoder (32 wide) of its vocabulary."""
+    tokenizer, vocab = _tokenizer()
+    config = config_class(
+        vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+        relative_attention_num_buckets=8,
+    )  # fmt: skip
+    return tokenizer, model_class(config)
+
+
+def wan_pipeline(folder: Path, seed: int = 5) -> Path:
+    """A Wan 2.1 text-to-video pipeline (UMT5 text encoder, Wan VAE, Wan transformer) with a
+    few random weights, saved as diffusers saves the published one."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer, text = _text_encoder(UMT5Config, UMT5EncoderModel)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )  # fmt: skip
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
+    )  # fmt: skip
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
+    pipe.save_pretrained(str(folder))
+    return folder
+
+
+def ltx_pipeline(folder: Path, seed: int = 6) -> Path:
+    """An LTX-Video text-to-video pipeline (T5 text encoder, LTX VAE and transformer) with a
+    few random weights, saved as diffusers saves the published one."""
+    import torch
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer, text = _text_encoder(T5Config, T5EncoderModel)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True,
+        decoder_causal=False,
+    )  # fmt: skip
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32,
+    )  # fmt: skip
+    pipe = LTXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    pipe.save_pretrained(str(folder))
+    return folder

@@ -73,6 +73,7 @@ class JobView:
     speech_seconds: float | None = None
     quality: dict[str, Any] | None = None
     scene_id: str | None = None
+    prompt: dict[str, Any] | None = None
     replayed: bool = False  # an idempotent resubmission returned this existing job
 
     @classmethod
@@ -100,6 +101,7 @@ class JobView:
             r.speech_seconds,
             r.quality,
             r.scene_id,
+            r.prompt,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -114,6 +116,7 @@ class JobView:
             "script": self.script,
             "language": self.language,
             "scene_id": self.scene_id,
+            "prompt": self.prompt,
             "speech_seconds": self.speech_seconds,
             "quality": self.quality,
             "submitted_at": self.submitted_at,

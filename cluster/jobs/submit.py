@@ -15,6 +15,8 @@ from cameofarm.cluster.jobs.model import IdempotencyConflict, JobError, JobStatu
 from cameofarm.cluster.jobs.transition import transition_job
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.reference.voice import clean_script
+from cameofarm.models.registry import SCENE_GENERATORS
+from cameofarm.pipelines.prompt_scenes import ScenePrompt
 from cameofarm.pipelines.scene_library import UnknownSceneError, scene_for_job
 from cameofarm.pipelines.scenes import SceneError
 from cameofarm.storage.db import Database, JobRow
@@ -35,13 +37,16 @@ def request_hash(
     bg: str | None,
     language: str | None = None,
     scene: str | None = None,
+    prompt: dict[str, object] | None = None,
 ) -> str:
     """A digest of what a submit asked for: a reused client token must ask the same."""
     asked: list[object] = [list(cameo_ids), script, tier, priority, bg]
-    if language is not None or scene is not None:  # older jobs' digests stay the same
+    if language is not None or scene is not None or prompt is not None:  # older digests stay
         asked.append(language)
-    if scene is not None:
+    if scene is not None or prompt is not None:
         asked.append(scene)
+    if prompt is not None:
+        asked.append(prompt)
     body = json.dumps(asked, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -124,6 +129,7 @@ def submit_job(
     language: str | None = None,
     scene_id: str | None = None,
     org: str | None = None,
+    prompt: ScenePrompt | None = None,
 ) -> JobView:
     """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
 
@@ -146,12 +152,23 @@ def submit_job(
         raise JobError("name at least one cameo (--cameo ID)")
     if language is not None and not (0 < len(language) <= 16 and language.isascii()):
         raise JobError("language must be a language code such as en, de or ja")
-    if scene_id is not None and background_key is not None:
+    settings = [scene_id is not None, background_key is not None, prompt is not None]
+    if sum(settings) > 1:
         raise JobError(
-            "name a scene (the cameo is cast into its actor) or a background (the cameo "
-            "presents over it), not both"
+            "name one of a scene (the cameo is cast into its actor), a prompt (a scene is "
+            "generated for it) or a background (the cameo presents over it), not several"
         )
-    digest = request_hash(cameo_ids, script, tier, priority, background_digest, language, scene_id)
+    base_video = config.pools[StageName.BASE_VIDEO].backend
+    if prompt is not None and base_video not in SCENE_GENERATORS:
+        raise JobError(
+            f"this farm cannot generate scenes from prompts: its base_video pool runs the "
+            f"{base_video} backend, which has no text-to-video model (an operator sets "
+            "backend: diffusers with models: {pipeline: NAME}); use --scene or --background"
+        )
+    asked_prompt = prompt.to_json() if prompt is not None else None
+    digest = request_hash(
+        cameo_ids, script, tier, priority, background_digest, language, scene_id, asked_prompt
+    )
     code, seconds = speech_plan(script, language, tier, config)  # outside the transaction
     if client_token is not None and not (0 < len(client_token) <= 128):
         raise JobError("client_token must be 1-128 characters")
@@ -162,7 +179,9 @@ def submit_job(
                 if existing is not None:
                     return _replay(existing, digest, client_token)
             check_script(script, config.content)
-            may_cast(s, customer, cameo_ids, script, config)
+            if prompt is not None:  # the scene is held to the same rules as the words
+                check_script(prompt.text, config.content, "prompt")
+            may_cast(s, customer, cameo_ids, _cast_text(script, prompt), config)
             if scene_id is not None:
                 scene_for_job(s, org or customer, scene_id, tier_cfg.width, tier_cfg.height)
             depth = (
@@ -193,6 +212,7 @@ def submit_job(
                 language=code,
                 speech_seconds=round(seconds, 3),
                 scene_id=scene_id,
+                prompt=asked_prompt,
             )
             s.add(row)
             s.flush()
@@ -215,6 +235,11 @@ def submit_job(
         raise JobError(str(exc), "not_found") from exc
     except SceneError as exc:
         raise JobError(str(exc)) from exc
+
+
+def _cast_text(script: str, prompt: ScenePrompt | None) -> str:
+    """What a cameo's owner's restrictions are checked against: the words and the scene."""
+    return script if prompt is None else f"{script}\n{prompt.text}"
 
 
 def _replay(row: JobRow, digest: str, token: str) -> JobView:

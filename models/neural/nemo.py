@@ -158,11 +158,14 @@ class NemoVoice:
         return NEMO_LANGUAGES
 
     def synthesize(
-        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+        self, script: str, profile: AnyVoiceProfile, language: str = "en", emotion: str = "neutral"
     ) -> SpeechTrack:
-        """Speak the script in the profile's voice; timings from the predicted durations."""
+        """Speak the script in the profile's voice; timings from the predicted durations; the
+        emotion's pitch level and range applied after (WORLD re-voicing, same length)."""
         import torch
-        from cameofarm.models.reference.voice import clean_script
+        from cameofarm.models.reference.voice import apply_emotion, clean_script, prosody
+
+        prosody(emotion)  # an unknown emotion is refused before the model runs
 
         if language not in NEMO_LANGUAGES:
             raise ValueError(f"the NeMo FastPitch voice speaks {NEMO_LANGUAGES}, not {language!r}")
@@ -183,6 +186,7 @@ class NemoVoice:
             )
             audio = self.vocoder.convert_spectrogram_to_audio(spec=spect)
         samples = np.clip(audio[0].float().cpu().numpy(), -1.0, 1.0)
+        samples = apply_emotion(samples.astype(np.float64), self.sample_rate, emotion)
         frames = durations[0].float().cpu().numpy()
         symbols = self._symbols(tokens[0].tolist())
         words, phonemes = self._timings(symbols, frames)

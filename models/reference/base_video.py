@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from cameofarm.models.contracts import SceneGenerator
 from cameofarm.models.data import (
     BackgroundVideo,
     FrameSpec,
@@ -89,6 +90,7 @@ class ReferenceBaseVideo:
         self, presenter_height: float = 0.92, segmenter: SelfieSegmenter | None = None
     ) -> None:
         self.presenter_height = presenter_height
+        self.generator: SceneGenerator | None = None  # no text-to-video model here
         self._segmenter = segmenter  # loaded on the first presenter frame when not given
         self._edges: dict[int, np.ndarray] = {}
 

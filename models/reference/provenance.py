@@ -212,6 +212,7 @@ def verify_mp4(data: bytes, trust_anchor_pem: bytes | None = None) -> Provenance
         cameo_ids=tuple(render.get("cameo_ids", ())),
         ai_generated=ai,
         problems=problems,
+        extra={k: v for k, v in render.items() if k not in ("job_id", "tier", "cameo_ids")},
     )
 
 

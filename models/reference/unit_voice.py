@@ -25,6 +25,7 @@ from cameofarm.models.reference.voice import (
     SAMPLE_RATE,
     normalise_loudness,
     plain_speech,
+    shape_pitch,
     spelled_out,
     world_analyze,
 )
@@ -119,7 +120,7 @@ class UnitVoiceBackend:
         return espeak_languages()
 
     def synthesize(
-        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+        self, script: str, profile: AnyVoiceProfile, language: str = "en", emotion: str = "neutral"
     ) -> SpeechTrack:
         if not isinstance(profile, VoiceFrames) or profile.profiler != self.profiler.name:
             raise ValueError(f"the reference voice needs a {self.profiler.name} profile")
@@ -131,13 +132,18 @@ class UnitVoiceBackend:
         unreadable = spelled_out(base)
         if unreadable:
             raise ValueError(f"the reference voice cannot read {', '.join(unreadable)[:80]}")
-        samples = self.convert(base.samples, profile, base.phonemes)
+        samples = self.convert(base.samples, profile, base.phonemes, emotion)
         return SpeechTrack(samples, base.sample_rate, base.phonemes, base.words)
 
     def convert(
-        self, samples: np.ndarray, profile: VoiceFrames, phonemes: tuple[PhonemeTiming, ...]
+        self,
+        samples: np.ndarray,
+        profile: VoiceFrames,
+        phonemes: tuple[PhonemeTiming, ...],
+        emotion: str = "neutral",
     ) -> np.ndarray:
-        """The base speech with the cameo's timbre and pitch level; same length."""
+        """The base speech with the cameo's timbre and pitch level (coloured by the emotion);
+        same length."""
         import pyworld
         from cameofarm.models.reference.flite import frame_phones
         from numpy.lib.stride_tricks import sliding_window_view
@@ -191,11 +197,7 @@ class UnitVoiceBackend:
         mix = self.timbre
         envelope = np.exp(mix * log_sp / weight + (1 - mix) * (source_sp + shift))
         aperiodic = np.clip(mix * new_ap / weight + (1 - mix) * ap, 0.0, 1.0)
-        voiced = f0 > 0
-        if voiced.sum() >= 2:
-            log_f0 = np.log(f0[voiced])
-            z = (log_f0 - log_f0.mean()) / (log_f0.std() + 1e-6)
-            f0[voiced] = np.exp(profile.f0_log_mean + z * max(profile.f0_log_std, 0.05))
+        f0 = shape_pitch(f0, profile.f0_log_mean, profile.f0_log_std, emotion)
         y = pyworld.synthesize(
             f0, np.ascontiguousarray(envelope), np.ascontiguousarray(aperiodic), sr, FRAME_PERIOD_MS
         )[: len(samples)].astype(np.float32)

@@ -160,6 +160,52 @@ def clean_script(text: str) -> str:
     return cleaned
 
 
+# Emotion on prosody: (pitch level change in semitones, factor on the pitch range). Joy speaks
+# higher and livelier, sadness lower and flatter. Timing is left alone: the words' and
+# phonemes' timings, which lip sync follows, stay as spoken.
+EMOTION_PROSODY = {"neutral": (0.0, 1.0), "joy": (2.0, 1.35), "sad": (-1.5, 0.6)}
+
+
+def prosody(emotion: str) -> tuple[float, float]:
+    """(log-F0 shift, range factor) for an emotion, or ValueError naming the known ones."""
+    if emotion not in EMOTION_PROSODY:
+        raise ValueError(f"emotion must be one of {', '.join(EMOTION_PROSODY)}, got {emotion!r}")
+    semitones, spread = EMOTION_PROSODY[emotion]
+    return semitones * np.log(2.0) / 12.0, spread
+
+
+def shape_pitch(
+    f0: np.ndarray, log_mean: float, log_std: float, emotion: str = "neutral"
+) -> np.ndarray:
+    """F0 with its voiced contour moved to a level and range (the cameo's), coloured by the
+    emotion; unvoiced frames stay 0."""
+    shift, spread = prosody(emotion)
+    out = f0.copy()
+    voiced = f0 > 0
+    if voiced.sum() >= 2:
+        log_f0 = np.log(f0[voiced])
+        z = (log_f0 - log_f0.mean()) / (log_f0.std() + 1e-6)
+        out[voiced] = np.exp(log_mean + shift + z * max(log_std, 0.05) * spread)
+    return out
+
+
+def apply_emotion(samples: np.ndarray, sr: int, emotion: str) -> np.ndarray:
+    """Speech re-voiced (WORLD) with the emotion's pitch level and range, same length; for
+    voices that do not go through WORLD themselves. Neutral returns the samples unchanged."""
+    if prosody(emotion) == (0.0, 1.0):
+        return samples
+    import pyworld
+
+    f0, sp, ap = world_analyze(samples, sr)
+    voiced = f0[f0 > 0]
+    if len(voiced) < 2:
+        return samples
+    log_f0 = np.log(voiced)
+    f0 = shape_pitch(f0, float(log_f0.mean()), float(log_f0.std()), emotion)
+    y = pyworld.synthesize(f0, sp, ap, sr, frame_period=FRAME_PERIOD_MS)[: len(samples)]
+    return np.asarray(y, np.float32)
+
+
 def world_analyze(samples: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return WORLD's (f0, spectral envelope, aperiodicity) for mono float samples."""
     import pyworld
@@ -259,9 +305,10 @@ class WorldVoiceBackend:
         return espeak_languages()
 
     def synthesize(
-        self, script: str, profile: AnyVoiceProfile, language: str = "en"
+        self, script: str, profile: AnyVoiceProfile, language: str = "en", emotion: str = "neutral"
     ) -> SpeechTrack:
-        """Speak script in the language, then convert pitch and envelope toward the profile."""
+        """Speak script in the language, then convert pitch and envelope toward the profile
+        (the pitch coloured by the emotion)."""
         if not isinstance(profile, VoiceProfile):
             raise ValueError(
                 f"the WORLD voice needs a {self.profiler.name} profile, not {profile.profiler}"
@@ -283,9 +330,7 @@ class WorldVoiceBackend:
         f0, sp, ap = world_analyze(raw.samples, sr)
         voiced = f0 > 0
         if voiced.any():
-            log_f0 = np.log(f0[voiced])
-            z = (log_f0 - log_f0.mean()) / (log_f0.std() + 1e-6)
-            f0[voiced] = np.exp(profile.f0_log_mean + z * max(profile.f0_log_std, 0.05))
+            f0 = shape_pitch(f0, profile.f0_log_mean, profile.f0_log_std, emotion)
             src_env = np.log(sp[voiced] + 1e-12).mean(axis=0)
             delta = uniform_filter1d(profile.envelope.astype(np.float64) - src_env, 9)
             delta = np.clip(delta, -self.envelope_limit, self.envelope_limit)

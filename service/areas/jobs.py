@@ -74,6 +74,7 @@ class JobsArea(Area):
         background_id: str | None = None,
         language: str | None = None,
         scene_id: str | None = None,
+        prompt: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if not isinstance(cameo_ids, list) or not all(isinstance(c, str) for c in cameo_ids):
             raise BadRequest("cameo_ids must be a list of cameo ids")
@@ -81,6 +82,22 @@ class JobsArea(Area):
             raise BadRequest(f"script must be text of at most {MAX_SCRIPT_CHARS} characters")
         if not isinstance(priority, int) or not -10 <= priority <= 10:
             raise BadRequest("priority must be an integer from -10 to 10")
+        scene_prompt = None
+        if prompt is not None:  # {"text", "framing"?, "emotion"?, "seed"?}
+            from cameofarm.pipelines.prompt_scenes import PromptError, check_prompt
+
+            if not isinstance(prompt, dict):
+                raise BadRequest("prompt must be an object with text, framing, emotion and seed")
+            try:
+                scene_prompt = check_prompt(
+                    prompt.get("text"),
+                    prompt.get("framing", "medium"),
+                    prompt.get("emotion", "neutral"),
+                    prompt.get("seed", 0),
+                    self.config.prompt_scenes.max_prompt_chars,
+                )
+            except PromptError as exc:
+                raise BadRequest(str(exc)) from None
         key = None
         if background_id is not None:  # an image (.png) or a video (.mp4) the caller uploaded
             stored = [
@@ -109,6 +126,7 @@ class JobsArea(Area):
                 language=language,
                 scene_id=scene_id,
                 org=principal.org,
+                prompt=scene_prompt,
             )
         except JobError as exc:
             raise job_error(exc) from None
