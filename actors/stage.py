@@ -283,6 +283,20 @@ class StageActor:
         return self._timed(lambda: self.backend.encode(chunk, spec), frames=len(chunk))
 
     def assemble(
-        self, segments: list[bytes], speech: SpeechTrack, spec: FrameSpec, claim: ProvenanceClaim
+        self,
+        segments: list[bytes],
+        speech: SpeechTrack,
+        spec: FrameSpec,
+        claim: ProvenanceClaim,
+        audio_bed: dict[str, Any] | None = None,
     ) -> tuple[bytes, CallTiming]:
+        """The signed MP4; with an audio bed, mixed under the speech at its level first."""
+        if audio_bed is not None:
+            from cameofarm.models.media import read_audio
+            from cameofarm.pipelines.audio_beds import mix_bed
+
+            path = self.fetcher.get_path(audio_bed["key"])
+            bed = read_audio(path, speech.sample_rate)
+            mixed = mix_bed(speech.samples, speech.sample_rate, bed, float(audio_bed["level_db"]))
+            speech = SpeechTrack(mixed, speech.sample_rate, speech.phonemes, speech.words)
         return self._timed(lambda: self.backend.assemble(segments, speech, spec, claim), frames=0)

@@ -225,6 +225,7 @@ class Scheduler:
                 language=view.language,
                 scene_id=view.scene_id,
                 prompt=view.prompt,
+                audio_bed=view.audio_bed,
             )
             render_job(
                 job,

@@ -42,6 +42,7 @@ class RenderJob:
     language: str = "en"
     scene_id: str | None = None  # a template scene to cast the cameo into
     prompt: dict[str, Any] | None = None  # a scene to generate (ScenePrompt.to_json())
+    audio_bed: dict[str, Any] | None = None  # {"key", "level_db"}: music under the speech
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,8 @@ def render_job(
     extra = {}
     if scene is not None:  # the stand-in actor's rights, as their uploader attested them
         extra = {"scene": scene["id"], "scene_name": scene["name"], "scene_rights": scene["rights"]}
+    if job.audio_bed is not None:
+        extra["audio_bed"] = Path(job.audio_bed["key"]).stem
     if job.prompt is not None:  # what the scene was generated from, and by which model
         made = quality["scene"]
         extra.update(prompt=made["prompt"], generator=made["generator"], seed=made["seed"])
@@ -278,7 +281,9 @@ def render_job(
         segments, timings = pools.map(StageName.COMPOSITE, "encode", [(f, spec) for f in frames])
         calls += timings
         mp4, timings = pools.map(
-            StageName.COMPOSITE, "assemble", [(pools.fetch(segments), handles[0], spec, claim)]
+            StageName.COMPOSITE,
+            "assemble",
+            [(pools.fetch(segments), handles[0], spec, claim, job.audio_bed)],
         )
         calls += timings
     data: bytes = pools.fetch(mp4)[0]

@@ -432,6 +432,19 @@ def protected_list(obj: Ctx) -> None:
     help="With --prompt: another seed gives another take of the same prompt. Default: 0.",
 )
 @click.option(
+    "--audio-bed",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Music or ambience (WAV, MP3, AAC, FLAC, OGG; 1 s to 10 min, no speech) looped "
+    "under the dialogue, faded in and out.",
+)
+@click.option(
+    "--bed-level",
+    type=click.FloatRange(-40, -6),
+    default=None,
+    help="With --audio-bed: its loudness relative to the speech, in dB. Default: -18.",
+)
+@click.option(
     "--background",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -463,6 +476,8 @@ def submit(
     framing: str | None,
     emotion: str | None,
     seed: int | None,
+    audio_bed: str | None,
+    bed_level: float | None,
     background: str | None,
     language: str | None,
     priority: int,
@@ -473,12 +488,15 @@ def submit(
     controls = {"framing": framing, "emotion": emotion, "seed": seed}
     if prompt is None and any(v is not None for v in controls.values()):
         _fail("--framing, --emotion and --seed shape a --prompt scene; add --prompt TEXT")
+    if bed_level is not None and audio_bed is None:
+        _fail("--bed-level sets the level of an --audio-bed; add --audio-bed FILE")
     scene_prompt = None
     if prompt is not None:
         scene_prompt = {"text": prompt, **{k: v for k, v in controls.items() if v is not None}}
     try:
         client = obj.client()
         bg = client.store_background(background)["background_id"] if background else None
+        bed = client.store_audio_bed(audio_bed)["audio_bed_id"] if audio_bed else None
         job = client.submit(
             list(cameo_ids),
             script,
@@ -489,6 +507,8 @@ def submit(
             language,
             scene_id,
             scene_prompt,
+            bed,
+            bed_level,
         )
     except ApiError as exc:
         _fail(exc.message)

@@ -167,6 +167,10 @@ class HttpClient:
         octet = {"Content-Type": "application/octet-stream"}
         return self._call("POST", "/v1/backgrounds", content=Path(path).read_bytes(), headers=octet)
 
+    def store_audio_bed(self, path: str) -> dict[str, Any]:
+        octet = {"Content-Type": "application/octet-stream"}
+        return self._call("POST", "/v1/audio-beds", content=Path(path).read_bytes(), headers=octet)
+
     def submit(
         self,
         cameo_ids: list[str],
@@ -178,6 +182,8 @@ class HttpClient:
         language: str | None = None,
         scene_id: str | None = None,
         prompt: dict[str, Any] | None = None,
+        audio_bed_id: str | None = None,
+        bed_level_db: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "cameo_ids": cameo_ids,
@@ -190,6 +196,10 @@ class HttpClient:
             body["scene_id"] = scene_id
         if prompt is not None:
             body["prompt"] = prompt
+        if audio_bed_id is not None:
+            body["audio_bed_id"] = audio_bed_id
+        if bed_level_db is not None:
+            body["bed_level_db"] = bed_level_db
         if tier is not None:  # else the farm's first tier
             body["tier"] = tier
         if language is not None:  # else detected from the script

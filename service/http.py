@@ -127,6 +127,18 @@ class NewJob(_Body):
         description="A template scene from your organisation's library: the cameo is cast onto "
         "its stand-in actor. Not together with background_id.",
     )
+    audio_bed_id: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="Music or ambience you uploaded (POST /v1/audio-beds), looped under the "
+        "dialogue.",
+    )
+    bed_level_db: float | None = Field(
+        default=None,
+        ge=-40,
+        le=-6,
+        description="The audio bed's loudness relative to the speech, in dB (default -18).",
+    )
     prompt: PromptBody | None = Field(
         default=None,
         description="A scene to generate (farms whose base_video pool has a text-to-video "
@@ -504,6 +516,18 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         finally:
             path.unlink(missing_ok=True)
 
+    @app.post("/v1/audio-beds", tags=["jobs"], status_code=201, openapi_extra=UPLOAD_BODY)
+    async def audio_bed(who: Caller, request: Request) -> dict[str, Any]:
+        """Upload music or ambience to mix under later jobs' dialogue (raw body: WAV, MP3,
+        AAC, FLAC or OGG; 1 s to 10 min; refused if it carries speech)."""
+        import asyncio
+
+        path = await _spool(request, ".audio")
+        try:
+            return await asyncio.to_thread(farm().store_audio_bed, who, path.read_bytes())
+        finally:
+            path.unlink(missing_ok=True)
+
     add_scene_routes(app, farm, Caller, _spool)
 
     @app.post(
@@ -528,6 +552,8 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             str(body.language) if body.language is not None else None,
             body.scene_id,
             body.prompt.model_dump() if body.prompt is not None else None,
+            body.audio_bed_id,
+            body.bed_level_db,
         )
         return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
 

@@ -123,6 +123,7 @@ def submit_render(
     background: str | None = None,
     scene_id: str | None = None,
     prompt: ScenePrompt | None = None,
+    audio_bed: dict[str, object] | None = None,
 ) -> JobView:
     """Validate and queue one render job; nothing is stored if it is refused. A scene is
     looked up in the library of the organisation named like the customer (the demo's)."""
@@ -140,6 +141,7 @@ def submit_render(
             scene_id=scene_id,
             org=customer,
             prompt=prompt,
+            audio_bed=audio_bed,
         )
     except JobError as exc:
         if key is not None:

@@ -243,6 +243,8 @@ class JobRow(Base):
     scene_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # A scene to generate: {"text", "framing", "emotion", "seed"} (None: no prompt scene).
     prompt: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Music or ambience under the dialogue: {"key", "level_db"} (None: speech alone).
+    audio_bed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -333,9 +335,9 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 6  # 3: API keys expire and record who revoked them; 4: jobs' language,
+SCHEMA_VERSION = 7  # 3: API keys expire and record who revoked them; 4: jobs' language,
 # speech length and quality report; 5: template scenes (their table is created on start);
-# 6: jobs' prompt scenes
+# 6: jobs' prompt scenes; 7: jobs' audio beds
 # Additive steps from an older schema to the next: (version they upgrade, SQL statements).
 _MIGRATIONS = {
     3: (
@@ -345,6 +347,7 @@ _MIGRATIONS = {
     ),
     4: ("ALTER TABLE jobs ADD COLUMN scene_id VARCHAR(32)",),
     5: ("ALTER TABLE jobs ADD COLUMN prompt JSON",),
+    6: ("ALTER TABLE jobs ADD COLUMN audio_bed JSON",),
 }
 
 

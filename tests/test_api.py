@@ -568,6 +568,18 @@ def test_scenes_over_the_api_are_per_organisation(farm, cameo, sample_clip, tmp_
     assert answer.status_code == 422 and "cannot generate scenes" in answer.json()["error"]
     wrong = {**asked, "prompt": {"text": "a quiet library", "framing": "aerial"}}
     assert farm.call("olive", "POST", "/v1/jobs", json=wrong).status_code == 422
+    # An audio bed: music is taken, speech is not; a bed is the uploader's own.
+    from tests.test_audio_beds import _music, _wav
+
+    bed = farm.ok("olive", "POST", "/v1/audio-beds", content=_wav(_music(2.0)), headers=octet)
+    assert bed["audio_bed_id"].startswith("bed_") and bed["seconds"] == 2.0
+    talk = farm.call("olive", "POST", "/v1/audio-beds", content=clip.read_bytes(), headers=octet)
+    assert talk.status_code == 422 and "no audio stream" in talk.json()["error"]
+    theirs = {**job, "audio_bed_id": bed["audio_bed_id"]}
+    theirs.pop("scene_id")
+    assert farm.call("amy", "POST", "/v1/jobs", json=theirs).status_code == 404
+    level_only = {"cameo_ids": [cameo], "script": "Hello.", "bed_level_db": -20}
+    assert farm.call("olive", "POST", "/v1/jobs", json=level_only).status_code == 422
     # A photo of a person is no background: real people enter only as cast cameos.
     import cv2
 

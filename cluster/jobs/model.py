@@ -74,6 +74,7 @@ class JobView:
     quality: dict[str, Any] | None = None
     scene_id: str | None = None
     prompt: dict[str, Any] | None = None
+    audio_bed: dict[str, Any] | None = None
     replayed: bool = False  # an idempotent resubmission returned this existing job
 
     @classmethod
@@ -102,6 +103,7 @@ class JobView:
             r.quality,
             r.scene_id,
             r.prompt,
+            r.audio_bed,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -117,6 +119,14 @@ class JobView:
             "language": self.language,
             "scene_id": self.scene_id,
             "prompt": self.prompt,
+            "audio_bed": (
+                {
+                    "id": str(self.audio_bed["key"]).rsplit("/", 1)[-1].removesuffix(".wav"),
+                    "level_db": self.audio_bed["level_db"],
+                }
+                if self.audio_bed
+                else None
+            ),
             "speech_seconds": self.speech_seconds,
             "quality": self.quality,
             "submitted_at": self.submitted_at,

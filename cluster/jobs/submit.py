@@ -16,6 +16,7 @@ from cameofarm.cluster.jobs.transition import transition_job
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.models.registry import SCENE_GENERATORS
+from cameofarm.pipelines.audio_beds import LEVEL_RANGE
 from cameofarm.pipelines.prompt_scenes import ScenePrompt
 from cameofarm.pipelines.scene_library import UnknownSceneError, scene_for_job
 from cameofarm.pipelines.scenes import SceneError
@@ -38,6 +39,7 @@ def request_hash(
     language: str | None = None,
     scene: str | None = None,
     prompt: dict[str, object] | None = None,
+    audio_bed: dict[str, object] | None = None,
 ) -> str:
     """A digest of what a submit asked for: a reused client token must ask the same."""
     asked: list[object] = [list(cameo_ids), script, tier, priority, bg]
@@ -45,8 +47,10 @@ def request_hash(
         asked.append(language)
     if scene is not None or prompt is not None:
         asked.append(scene)
-    if prompt is not None:
+    if prompt is not None or audio_bed is not None:
         asked.append(prompt)
+    if audio_bed is not None:
+        asked.append(audio_bed)
     body = json.dumps(asked, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -130,6 +134,7 @@ def submit_job(
     scene_id: str | None = None,
     org: str | None = None,
     prompt: ScenePrompt | None = None,
+    audio_bed: dict[str, object] | None = None,
 ) -> JobView:
     """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
 
@@ -166,8 +171,25 @@ def submit_job(
             "backend: diffusers with models: {pipeline: NAME}); use --scene or --background"
         )
     asked_prompt = prompt.to_json() if prompt is not None else None
+    if audio_bed is not None:
+        level = audio_bed.get("level_db")
+        low, high = LEVEL_RANGE
+        if (
+            isinstance(level, bool)
+            or not isinstance(level, (int, float))
+            or not low <= level <= high
+        ):
+            raise JobError(f"the audio bed's level must be {low:g} to {high:g} dB under the speech")
     digest = request_hash(
-        cameo_ids, script, tier, priority, background_digest, language, scene_id, asked_prompt
+        cameo_ids,
+        script,
+        tier,
+        priority,
+        background_digest,
+        language,
+        scene_id,
+        asked_prompt,
+        audio_bed,
     )
     code, seconds = speech_plan(script, language, tier, config)  # outside the transaction
     if client_token is not None and not (0 < len(client_token) <= 128):
@@ -213,6 +235,7 @@ def submit_job(
                 speech_seconds=round(seconds, 3),
                 scene_id=scene_id,
                 prompt=asked_prompt,
+                audio_bed=audio_bed,
             )
             s.add(row)
             s.flush()

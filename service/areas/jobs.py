@@ -52,6 +52,14 @@ class JobsArea(Area):
             raise BadRequest(str(exc)) from None
         return {"background_id": key.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
 
+    def store_audio_bed(self, principal: Principal, data: bytes) -> dict[str, Any]:
+        from cameofarm.pipelines.audio_beds import AudioBedError, store_audio_bed
+
+        try:
+            return store_audio_bed(self.storage.objects, data, principal.user)
+        except AudioBedError as exc:
+            raise BadRequest(str(exc)) from None
+
     def _quota(self, principal: Principal) -> None:
         limit = self.config.api.jobs_per_day
         since = time.time() - 86400
@@ -75,6 +83,8 @@ class JobsArea(Area):
         language: str | None = None,
         scene_id: str | None = None,
         prompt: dict[str, Any] | None = None,
+        audio_bed_id: str | None = None,
+        bed_level_db: float | None = None,
     ) -> dict[str, Any]:
         if not isinstance(cameo_ids, list) or not all(isinstance(c, str) for c in cameo_ids):
             raise BadRequest("cameo_ids must be a list of cameo ids")
@@ -98,6 +108,21 @@ class JobsArea(Area):
                 )
             except PromptError as exc:
                 raise BadRequest(str(exc)) from None
+        audio_bed = None
+        if audio_bed_id is not None:  # a bed the caller uploaded
+            from cameofarm.pipelines.audio_beds import DEFAULT_LEVEL_DB, bed_key
+
+            try:
+                bed = bed_key(principal.user, audio_bed_id)
+                found = self.storage.objects.exists(bed)
+            except ValueError:
+                found = False
+            if not found:
+                raise NotFound(f"you have no audio bed {audio_bed_id[:40]!r}")
+            level = DEFAULT_LEVEL_DB if bed_level_db is None else bed_level_db
+            audio_bed = {"key": bed, "level_db": level}
+        elif bed_level_db is not None:
+            raise BadRequest("bed_level_db sets the level of an audio bed: name audio_bed_id")
         key = None
         if background_id is not None:  # an image (.png) or a video (.mp4) the caller uploaded
             stored = [
@@ -127,6 +152,7 @@ class JobsArea(Area):
                 scene_id=scene_id,
                 org=principal.org,
                 prompt=scene_prompt,
+                audio_bed=audio_bed,
             )
         except JobError as exc:
             raise job_error(exc) from None
