@@ -32,6 +32,9 @@ PROMPTS = {
     "smile": "smile broadly, then relax",
     "read_phrase": "read the phrase aloud",
 }
+# Words the phrase recogniser tells apart from each other and from the digits. ("orbit" was
+# heard as "harbor eight" in 4 of 25 flite phrases; "glacier" in none of 25, and no word here
+# gave more than one error in 400 phrases.)
 _WORDS = (
     "amber",
     "river",
@@ -44,7 +47,7 @@ _WORDS = (
     "canyon",
     "meadow",
     "lantern",
-    "orbit",
+    "glacier",
     "pepper",
     "saddle",
     "tundra",
