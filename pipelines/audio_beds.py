@@ -88,6 +88,11 @@ def bed_key(owner: str, bed_id: str) -> str:
     return f"{PREFIX}/{owner}/{bed_id}.wav"
 
 
+def bed_id(key: str) -> str:
+    """The id of the bed stored at `key` (what its uploader and the manifest call it)."""
+    return key.rsplit("/", 1)[-1].removesuffix(".wav")
+
+
 def _speech_level(speech: np.ndarray, sr: int) -> float:
     """The speech's loudness while it speaks: RMS of its louder 50 ms frames (75th percentile)."""
     frame = max(1, int(0.05 * sr))

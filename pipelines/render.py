@@ -15,6 +15,8 @@ from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
 from cameofarm.monitoring.timing import CallTiming, StageRecorder
+from cameofarm.pipelines.audio_beds import bed_id
+from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
 from cameofarm.storage import FarmStorage
 
 TAIL_SECONDS = 0.3  # a beat of silence after the last word
@@ -126,16 +128,18 @@ def _face_report(
     return face.to_dict()
 
 
+def _read_prompt(prompt: dict[str, Any] | None) -> ScenePrompt | None:
+    try:
+        return ScenePrompt.from_json(prompt) if prompt is not None else None
+    except (KeyError, ValueError) as exc:
+        raise RenderError(f"the job's prompt cannot be read: {exc}") from None
+
+
 def _generate_scene(
-    config: FarmConfig, pools: StagePools, prompt: dict[str, Any], calls: list[CallTiming]
+    config: FarmConfig, pools: StagePools, prompt: ScenePrompt, calls: list[CallTiming]
 ) -> dict[str, Any]:
     """Generate (or reuse) a prompt's scene on a base-video replica; return how to use it."""
-    from cameofarm.pipelines.prompt_scenes import PromptError, ScenePrompt, generation_request
-
-    try:
-        request = generation_request(ScenePrompt.from_json(prompt), config.prompt_scenes)
-    except (KeyError, ValueError, PromptError) as exc:
-        raise RenderError(f"the job's prompt cannot be read: {exc}") from None
+    request = generation_request(prompt, config.prompt_scenes)
     made, timings = pools.map(
         StageName.BASE_VIDEO,
         "prompt_scene",
@@ -202,11 +206,12 @@ def render_job(
         raise RenderError("the reference pipeline casts exactly one cameo per video")
     cameo: CameoRecord = get_cameo(storage.db, job.cameo_ids[0])
     scene = _scene(storage, job, spec.width, spec.height) if job.scene_id else None
+    prompt = _read_prompt(job.prompt)
 
     # 2. Voice: the script in the cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
     with recorder.stage(job.job_id, job.tier, StageName.VOICE) as calls:
-        emotion = str(job.prompt.get("emotion", "neutral")) if job.prompt else "neutral"
+        emotion = prompt.emotion if prompt is not None else "neutral"
         handles, timings = pools.map(
             StageName.VOICE, "voice", [(job.script, cameo.assets_key, job.language, emotion)]
         )
@@ -222,8 +227,8 @@ def render_job(
     checkpoint(StageName.BASE_VIDEO, 0.15)
     background_key = job.background_key
     with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
-        if job.prompt is not None:
-            generated = _generate_scene(config, pools, job.prompt, calls)
+        if prompt is not None:
+            generated = _generate_scene(config, pools, prompt, calls)
             quality["scene"] = {
                 k: generated.get(k) for k in ("kind", "generator", "seed", "prompt", "track_key")
             }
@@ -270,8 +275,8 @@ def render_job(
     if scene is not None:  # the stand-in actor's rights, as their uploader attested them
         extra = {"scene": scene["id"], "scene_name": scene["name"], "scene_rights": scene["rights"]}
     if job.audio_bed is not None:
-        extra["audio_bed"] = Path(job.audio_bed["key"]).stem
-    if job.prompt is not None:  # what the scene was generated from, and by which model
+        extra["audio_bed"] = bed_id(job.audio_bed["key"])
+    if prompt is not None:  # what the scene was generated from, and by which model
         made = quality["scene"]
         extra.update(prompt=made["prompt"], generator=made["generator"], seed=made["seed"])
     claim = ProvenanceClaim(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from cameofarm.pipelines.audio_beds import bed_id
 from cameofarm.storage.db import JobRow
 
 
@@ -120,10 +121,7 @@ class JobView:
             "scene_id": self.scene_id,
             "prompt": self.prompt,
             "audio_bed": (
-                {
-                    "id": str(self.audio_bed["key"]).rsplit("/", 1)[-1].removesuffix(".wav"),
-                    "level_db": self.audio_bed["level_db"],
-                }
+                {"id": bed_id(self.audio_bed["key"]), "level_db": self.audio_bed["level_db"]}
                 if self.audio_bed
                 else None
             ),
