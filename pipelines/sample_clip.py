@@ -1,7 +1,9 @@
-"""A sample calibration recording built from material that ships with installed packages:
-scikit-image's astronaut photo, animated (head sway, mouth following the speech), and speech
-from flite (Debian's, when installed: a speech recogniser understands it) or espeak-ng. Used
-by `cameofarm demo` and the tests on machines without real footage."""
+"""Sample recordings built from material that ships with installed packages: public-domain
+portraits (scikit-image's astronaut, matplotlib's Grace Hopper), animated (head sway, mouth
+following the speech), and speech from flite (Debian's, when installed: a speech recogniser
+understands it) or espeak-ng. The astronaut is the demo's cameo; Grace Hopper is the demo's
+stand-in actor, a different person for the cameo to be cast onto. Used by `cameofarm demo` and
+the tests on machines without real footage."""
 
 from __future__ import annotations
 
@@ -36,11 +38,36 @@ _MOTION = {
 }
 
 
-def _portrait(size: tuple[int, int]) -> np.ndarray:
-    from skimage import data
+STAND_IN_TEXT = (
+    "Good morning, and welcome. In the next few minutes I will walk you through the steps, "
+    "one at a time, so that nothing is missed."
+)
+# Who the built-in portraits show and why they may be used: recorded as a template's rights.
+STAND_IN_RIGHTS = (
+    "Grace Hopper, official U.S. Navy photograph (public domain), as shipped in matplotlib's "
+    "sample data; a built-in stand-in for the demo"
+)
 
-    photo = data.astronaut()  # 512x512 RGB; the face is near the top-centre
-    crop = photo[0:330, 60:420]
+
+def _photo(name: str) -> np.ndarray:
+    """A built-in portrait, cropped around its face (RGB)."""
+    if name == "astronaut":  # NASA portrait of Eileen Collins, 512x512
+        from skimage import data
+
+        return np.asarray(data.astronaut()[0:330, 60:420])
+    if name == "hopper":  # U.S. Navy portrait of Grace Hopper, 512 wide x 600 high
+        from matplotlib import cbook
+
+        path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        image = cv2.imread(str(path))
+        if image is None:
+            raise RuntimeError(f"cannot read matplotlib's sample portrait {path}; reinstall it")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)[50:500, 10:502]
+    raise ValueError(f"no built-in portrait {name!r} (astronaut, hopper)")
+
+
+def _portrait(size: tuple[int, int], name: str = "astronaut") -> np.ndarray:
+    crop = _photo(name)
     width, height = size
     scale = height / crop.shape[0]
     person = cv2.resize(crop, (int(crop.shape[1] * scale), height), interpolation=cv2.INTER_CUBIC)
@@ -123,14 +150,15 @@ def build_sample_clip(
     text: str = SAMPLE_TEXT,
     challenges: tuple[tuple[str, float, float], ...] = (),
     phrase: str = "",
+    portrait: str = "astronaut",
 ) -> Path:
-    """Write an MP4 (H.264 + AAC) of the animated astronaut speaking for about `seconds`.
+    """Write an MP4 (H.264 + AAC) of the animated `portrait` speaking for about `seconds`.
 
     With `challenges` ((kind, start, end) windows, as a liveness session issues them) the
     clip first rests, then performs each challenge inside its window (turns and a smile by
     landmark warps, the phrase spoken), then talks freely until the end.
     """
-    base = _portrait(size)
+    base = _portrait(size, portrait)
     faces = analyzer.detect(base)
     if not faces:
         raise RuntimeError("sample portrait has no detectable face; dlib models missing?")
@@ -221,3 +249,16 @@ def build_sample_clip(
     with tempfile.TemporaryDirectory(prefix="cameofarm-sample-") as tmp:
         wav = write_wav(Path(tmp) / "speech.wav", samples, rate)
         return write_video(frames(), (w, h), fps, out, wav, bitrate_kbps=3000)
+
+
+def build_stand_in_clip(
+    out: str | Path,
+    analyzer: FaceAnalyzer,
+    seconds: float = 8.0,
+    size: tuple[int, int] = (1280, 720),
+) -> Path:
+    """Write a template scene's clip: the built-in stand-in actor (Grace Hopper) talking, with
+    the head swaying, for the demo to cast its cameo onto (see STAND_IN_RIGHTS)."""
+    return build_sample_clip(
+        out, analyzer, seconds, size=size, text=STAND_IN_TEXT, portrait="hopper"
+    )

@@ -665,10 +665,10 @@ def verify(obj: Ctx, video: str, root_pem: str | None) -> None:
     "scene_clip",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="A clip of a stand-in actor (one face, facing the camera): also render a Plus job "
-    "that casts the cameo onto them. A clip smaller than 1280x720 is first set on a "
-    "1280x720 stage. No built-in material has a detectable second person, so a fresh "
-    "machine's demo renders no template job without it.",
+    help="A clip of a stand-in actor (one face, facing the camera) for the demo's template "
+    "job, which casts the cameo onto them. A clip smaller than 1280x720 is first set on a "
+    "1280x720 stage. Without it the demo uses its built-in stand-in (a public-domain "
+    "portrait of Grace Hopper, animated).",
 )
 @click.option(
     "--scene-rights",
@@ -680,8 +680,8 @@ def verify(obj: Ctx, video: str, root_pem: str | None) -> None:
 def demo(
     obj: Ctx, keep_up: bool, out: str | None, scene_clip: str | None, scene_rights: str | None
 ) -> None:
-    """Build a sample recording, enroll it, render one Plus and one Pro video (and, with
-    --scene, a Plus video cast onto a stand-in), check each and print its quality report."""
+    """Build a sample recording, enroll it, render one Plus and one Pro video and a Plus video
+    cast onto a stand-in actor's template scene, check each and print its quality report."""
     from cameofarm.service.demo import DemoError, run_demo
 
     if scene_clip and not scene_rights:

@@ -81,24 +81,39 @@ def check_output(path: str, config: FarmConfig, tier: str, root_pem: bytes) -> l
 
 
 def ensure_demo_scene(
-    config: FarmConfig, storage: FarmStorage, clip: str, rights: str, echo: Echo
+    config: FarmConfig, storage: FarmStorage, scene: tuple[str, str] | None, echo: Echo
 ) -> str:
-    """Add a stand-in clip to the demo's scene library (set on a Plus-sized stage when it is
-    smaller) and return its id."""
+    """Return the id of the demo's template scene: the given (clip, rights) stand-in, or the
+    built-in one (Grace Hopper, see sample_clip.STAND_IN_RIGHTS), added to the demo's scene
+    library once — set on a Plus-sized stage when it is smaller."""
     import subprocess
 
     from cameofarm.cameos.accounts import Principal
     from cameofarm.models.media import MediaError, ffmpeg_exe, probe_video
     from cameofarm.pipelines.extractors import primary_analyzer
-    from cameofarm.pipelines.scene_library import add_scene
+    from cameofarm.pipelines.sample_clip import STAND_IN_RIGHTS, build_stand_in_clip
+    from cameofarm.pipelines.scene_library import add_scene, list_scenes
     from cameofarm.pipelines.scenes import SceneError
 
+    demo = Principal("demo", "demo", False)
     plus = config.tier("plus")
-    try:
-        info = probe_video(clip)
-    except MediaError as exc:
-        raise DemoError(f"--scene: {exc}") from None
+    name = f"demo stand-in ({Path(scene[0]).name})" if scene else "demo stand-in (built in)"
+    for known in list_scenes(storage.db, demo):
+        if known.name == name and known.fits(plus.width, plus.height):
+            echo(f"using scene {known.id} ({known.name})")
+            return known.id
+    analyzer = primary_analyzer(config, storage)
     with tempfile.TemporaryDirectory(prefix="cameofarm-demo-") as tmp:
+        if scene is None:
+            echo("building the built-in stand-in actor's clip (Grace Hopper, public domain)...")
+            clip, rights = str(Path(tmp) / "stand-in.mp4"), STAND_IN_RIGHTS
+            build_stand_in_clip(clip, analyzer, size=(plus.width, plus.height))
+        else:
+            clip, rights = scene
+        try:
+            info = probe_video(clip)
+        except MediaError as exc:
+            raise DemoError(f"--scene: {exc}") from None
         staged = clip
         if info.width < plus.width or info.height < plus.height:
             staged = str(Path(tmp) / "stage.mp4")
@@ -112,18 +127,11 @@ def ensure_demo_scene(
             subprocess.run(command, check=True)
         echo("checking the scene and tracking its actor...")
         try:
-            scene = add_scene(
-                storage,
-                primary_analyzer(config, storage),
-                Principal("demo", "demo", False),
-                staged,
-                f"demo stand-in ({Path(clip).name})",
-                rights,
-            )
+            made = add_scene(storage, analyzer, demo, staged, name, rights)
         except SceneError as exc:
-            raise DemoError(f"--scene {clip}: {exc}") from None
-    echo(f"scene {scene.id}: {scene.width}x{scene.height}, {scene.duration:.1f} s")
-    return scene.id
+            raise DemoError(f"scene {clip}: {exc}") from None
+    echo(f"scene {made.id}: {made.width}x{made.height}, {made.duration:.1f} s")
+    return made.id
 
 
 def describe_quality(quality: dict[str, Any] | None) -> list[str]:
@@ -163,8 +171,9 @@ def run_demo(
     echo: Echo,
     scene: tuple[str, str] | None = None,
 ) -> list[str]:
-    """Enroll the sample, render Plus and Pro on a local farm (and a Plus job on a stand-in's
-    template scene, given one), check each output and print its quality report."""
+    """Enroll the sample, render Plus and Pro on a local farm and a Plus job cast onto a
+    stand-in actor's template scene (the given clip, or the built-in one), check each output
+    and print its quality report."""
     from cameofarm.cameos.audit import verify_audit
     from cameofarm.cluster.bootstrap import farm_down, farm_up
     from cameofarm.models.media import probe_mp4
@@ -172,7 +181,7 @@ def run_demo(
     from cameofarm.service.jobs_api import submit_render, wait_for_job
 
     cameo_id = ensure_sample_cameo(config, storage, echo)
-    scene_id = ensure_demo_scene(config, storage, *scene, echo) if scene else None
+    scene_id = ensure_demo_scene(config, storage, scene, echo)
     farm_up(config, progress=echo)
     paths = []
     try:
@@ -180,12 +189,11 @@ def run_demo(
             submit_render(config, storage, [cameo_id], script, tier, "demo")
             for tier, script in (("plus", PLUS_SCRIPT), ("pro", PRO_SCRIPT))
         ]
-        if scene_id is not None:
-            jobs.append(
-                submit_render(
-                    config, storage, [cameo_id], PLUS_SCRIPT, "plus", "demo", scene_id=scene_id
-                )
+        jobs.append(
+            submit_render(
+                config, storage, [cameo_id], PLUS_SCRIPT, "plus", "demo", scene_id=scene_id
             )
+        )
         root = ensure_signing_chain(storage.keys_dir).root_cert.read_bytes()
         for job in jobs:
             echo(f"rendering {job.tier} job {job.id}...")

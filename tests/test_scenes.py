@@ -366,3 +366,20 @@ def test_a_presenter_stands_in_front_of_a_moving_background_video_without_people
     corner = chunk.frames[:, 20, 20].astype(int)  # beside the presenter: the background
     assert np.abs(corner[0] - corner[29]).sum() > 60  # it moves with the video
     assert np.abs(corner[0] - (0, 80, 200)).sum() < 30  # and starts at its first frame
+
+
+def test_the_built_in_stand_in_is_a_usable_template_of_another_person(analyzer, cameo, tmp_path):
+    """A fresh machine's demo casts its cameo onto the built-in stand-in: the clip passes the
+    template check (one actor, tracked throughout) and shows somebody else than the sample."""
+    from cameofarm.pipelines.extractors import identities_of
+    from cameofarm.pipelines.sample_clip import build_stand_in_clip
+
+    clip = build_stand_in_clip(tmp_path / "stand-in.mp4", analyzer, seconds=3.0)
+    checked = check_scene(clip, analyzer)
+    assert checked.track.found.mean() >= 0.9 and (checked.width, checked.height) == (1280, 720)
+    sample = identities_of(cameo.summary)[analyzer.name]
+    distance = checked.track.actor.distance(sample)
+    print(
+        f"\nbuilt-in stand-in to the sample cameo: {distance:.2f} (same <= {analyzer.same_person})"
+    )
+    assert distance > analyzer.same_person
