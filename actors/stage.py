@@ -236,12 +236,13 @@ class StageActor:
         self, scene: dict[str, Any], spec: FrameSpec, index: int, start: int, count: int
     ) -> tuple[VideoChunk, CallTiming]:
         """A template scene's frames, with its actor's track (fetched and cached once)."""
-        track = self._asset(scene["track_key"], codec.scene_track_from_bytes)
+        tracks = self._asset(scene["track_key"], codec.scene_tracks_from_bytes)
         source = TemplateSource(
             self.fetcher.get_path(scene["clip_key"]),
             float(scene["fps"]),
             int(scene["frame_count"]),
-            track,
+            tracks[0],
+            tracks[1:],
         )
         return self._timed(lambda: self.backend.template(source, spec, index, start, count))
 
@@ -269,15 +270,23 @@ class StageActor:
             frames=request.frames,
         )
 
-    def face_swap(self, chunk: VideoChunk, assets_key: str) -> tuple[VideoChunk, CallTiming]:
+    def face_swap(
+        self, chunk: VideoChunk, assets_key: str, actor: int = 0
+    ) -> tuple[VideoChunk, CallTiming]:
+        """Cast the cameo onto the scene's actor `actor` (0 unless the scene has two)."""
         identity = self.identity(assets_key)
-        return self._timed(lambda: self.backend.swap(chunk, identity))
+        focused = chunk.focus(actor)
+        return self._timed(lambda: focused.refocus(self.backend.swap(focused, identity), actor))
 
     def lip_sync(
-        self, chunk: VideoChunk, speech: SpeechTrack, fps: int, assets_key: str
+        self, chunk: VideoChunk, speech: SpeechTrack, fps: int, assets_key: str, actor: int = 0
     ) -> tuple[VideoChunk, CallTiming]:
+        """Sync actor `actor`'s mouth to `speech` (in a dialogue, that cameo's lines only)."""
         atlas = self.atlas(assets_key)
-        return self._timed(lambda: self.backend.sync(chunk, speech, fps, atlas))
+        focused = chunk.focus(actor)
+        return self._timed(
+            lambda: focused.refocus(self.backend.sync(focused, speech, fps, atlas), actor)
+        )
 
     def encode(self, chunk: VideoChunk, spec: FrameSpec) -> tuple[bytes, CallTiming]:
         return self._timed(lambda: self.backend.encode(chunk, spec), frames=len(chunk))

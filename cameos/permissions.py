@@ -83,6 +83,19 @@ def refusal(
     return f"{user} may not cast cameo {row.id}: its owner allows {_WHO[level]}"
 
 
+def check_cast_count(cameo_ids: Sequence[str], config: FarmConfig) -> None:
+    """Raise ConsentError when a video names more cameos than it may cast, or one twice."""
+    limit = config.consent.max_cameos_per_video
+    if len(cameo_ids) > limit:
+        raise ConsentError(
+            f"a video may cast at most {limit} cameo{'s' if limit != 1 else ''}; this one "
+            f"names {len(cameo_ids)} (consent.max_cameos_per_video): submit one job per cameo "
+            "or per pair"
+        )
+    if len(set(cameo_ids)) != len(cameo_ids):
+        raise ConsentError("a cameo is named twice")
+
+
 def may_cast(
     session: Session,
     user: str,
@@ -99,14 +112,7 @@ def may_cast(
     Raises UnknownCameoError, ConsentError or ContentError (the farm-wide content policy is
     checked separately, by `content.check_script`).
     """
-    limit = config.consent.max_cameos_per_video
-    if len(cameo_ids) > limit:
-        raise ConsentError(
-            f"a video may cast at most {limit} cameo{'s' if limit != 1 else ''}; this one "
-            f"names {len(cameo_ids)} (consent.max_cameos_per_video): submit one job per cameo"
-        )
-    if len(set(cameo_ids)) != len(cameo_ids):
-        raise ConsentError("a cameo is named twice")
+    check_cast_count(cameo_ids, config)
     rows = []
     for cid in cameo_ids:
         row = session.get(CameoRow, cid)

@@ -295,11 +295,11 @@ class ConsentConfig(_Strict):
     """How far a likeness may travel, and how fast it is gone when deleted."""
 
     max_cameos_per_video: int = Field(
-        default=1,
+        default=2,
         ge=1,
-        le=16,
-        description="Cameos one video may cast. The reference render pipeline casts one; raise "
-        "it only with a pipeline that casts several.",
+        le=2,
+        description="Cameos one video may cast: 1, or 2 for a dialogue in which each is cast "
+        "onto an actor of a two-actor template scene.",
     )
     purge_days: float = Field(
         default=30, gt=0, le=365, description="Deadline for purging a deleted cameo's objects."

@@ -156,23 +156,42 @@ def atlas_from_bytes(data: bytes) -> MouthAtlas:
     return MouthAtlas(int(d["size"]), shapes)
 
 
-def scene_track_to_bytes(track: SceneTrack) -> bytes:
-    meta = {
-        "landmarks_by": track.landmarks_by,
-        "analyzer": track.actor.analyzer,
-        "metric": track.actor.metric,
-        "same_person": track.actor.same_person,
-    }
-    return _pack(
-        landmarks=track.landmarks,
-        found=track.found,
-        actor=track.actor.vector,
-        meta=np.array(json.dumps(meta)),
-    )
+def scene_track_to_bytes(track: SceneTrack, others: tuple[SceneTrack, ...] = ()) -> bytes:
+    """A scene's actor tracks in one archive: the first actor's arrays under their plain
+    names (as one-actor scenes have always been stored), actor k's with the suffix _k."""
+    arrays: dict[str, np.ndarray] = {}
+    for k, one in enumerate((track, *others)):
+        meta = {
+            "landmarks_by": one.landmarks_by,
+            "analyzer": one.actor.analyzer,
+            "metric": one.actor.metric,
+            "same_person": one.actor.same_person,
+        }
+        suffix = f"_{k}" if k else ""
+        arrays[f"landmarks{suffix}"] = one.landmarks
+        arrays[f"found{suffix}"] = one.found
+        arrays[f"actor{suffix}"] = one.actor.vector
+        arrays[f"meta{suffix}"] = np.array(json.dumps(meta))
+    return _pack(**arrays)
+
+
+def scene_tracks_from_bytes(data: bytes) -> tuple[SceneTrack, ...]:
+    """Every actor's track of a scene, in the scene's actor order (left to right)."""
+    d = _unpack(data)
+    tracks = []
+    k = 0
+    while f"meta{f'_{k}' if k else ''}" in d:
+        suffix = f"_{k}" if k else ""
+        meta = json.loads(str(d[f"meta{suffix}"]))
+        actor = IdentityEmbedding(
+            meta["analyzer"], d[f"actor{suffix}"], meta["metric"], meta["same_person"]
+        )
+        found = d[f"found{suffix}"].astype(bool)
+        tracks.append(SceneTrack(d[f"landmarks{suffix}"], meta["landmarks_by"], found, actor))
+        k += 1
+    return tuple(tracks)
 
 
 def scene_track_from_bytes(data: bytes) -> SceneTrack:
-    d = _unpack(data)
-    meta = json.loads(str(d["meta"]))
-    actor = IdentityEmbedding(meta["analyzer"], d["actor"], meta["metric"], meta["same_person"])
-    return SceneTrack(d["landmarks"], meta["landmarks_by"], d["found"].astype(bool), actor)
+    """A scene's first actor's track."""
+    return scene_tracks_from_bytes(data)[0]

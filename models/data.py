@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -197,6 +197,7 @@ class TemplateSource:
     fps: float
     frame_count: int
     track: SceneTrack
+    others: tuple[SceneTrack, ...] = ()  # a two-person scene's second actor
 
 
 @dataclass(frozen=True)
@@ -234,9 +235,37 @@ class VideoChunk:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB
     landmarks: np.ndarray | None = None  # (N, K, 2) float32, NaN where no face
     landmarks_by: str = ""  # the analyzer (name@version) whose landmark scheme these follow
+    # The scene's further actors (a two-person template), each as (landmarks, landmarks_by):
+    # the stages act on `landmarks`; `focus` brings another actor's to the front.
+    others: tuple[tuple[np.ndarray, str], ...] = ()
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def actors(self) -> int:
+        return (self.landmarks is not None) + len(self.others)
+
+    def focus(self, actor: int) -> VideoChunk:
+        """The chunk with actor `actor`'s landmarks in front (actor 0 is the scene's first)."""
+        if actor == 0:
+            return self
+        if self.landmarks is None or not 0 < actor < self.actors:
+            raise ValueError(f"the scene has {self.actors} actor(s); there is no actor {actor}")
+        marks = [(self.landmarks, self.landmarks_by), *self.others]
+        front = marks.pop(actor)
+        return replace(self, landmarks=front[0], landmarks_by=front[1], others=tuple(marks))
+
+    def refocus(self, done: VideoChunk, actor: int) -> VideoChunk:
+        """A stage's output `done` for this focused chunk, with actor 0 back in front."""
+        if actor == 0:
+            return replace(done, others=self.others)
+        if done.landmarks is None:
+            raise ValueError("a stage lost the landmarks of the actor it worked on")
+        marks = list(self.others)
+        marks.insert(actor, (done.landmarks, done.landmarks_by))
+        first = marks.pop(0)
+        return replace(done, landmarks=first[0], landmarks_by=first[1], others=tuple(marks))
 
 
 @dataclass(frozen=True)

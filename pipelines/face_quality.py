@@ -17,7 +17,7 @@ import numpy as np
 from cameofarm.cameos import CameoRecord
 from cameofarm.configs import FarmConfig
 from cameofarm.models.contracts import FaceAnalyzer
-from cameofarm.models.data import IdentityEmbedding
+from cameofarm.models.data import FaceObservation, IdentityEmbedding
 from cameofarm.models.media import probe_video, read_audio, read_frames
 from cameofarm.storage import FarmStorage
 
@@ -109,14 +109,36 @@ def best_lag(mouth: np.ndarray, loud: np.ndarray, max_lag: int) -> tuple[float, 
     return best
 
 
+def pick_face(
+    faces: list[FaceObservation], place: int, people: int, width: int
+) -> FaceObservation | None:
+    """The face of person `place` (left to right) of `people` side by side: the largest face
+    when there is one person; else by order, or by which side of the frame a lone face is on."""
+    if not faces:
+        return None
+    if people == 1:
+        return faces[0]
+    ordered = sorted(faces, key=lambda f: f.box[0] + f.box[2])
+    if len(ordered) == people:
+        return ordered[place]
+    lone = [
+        f
+        for f in ordered
+        if min(people - 1, int((f.box[0] + f.box[2]) / 2 / width * people)) == place
+    ]
+    return lone[0] if len(lone) == 1 else None
+
+
 def face_quality(
     path: str | Path,
     analyzer: FaceAnalyzer,
     cameo: IdentityEmbedding,
     actor: IdentityEmbedding | None = None,
     max_frames: int = MAX_FRAMES,
+    place: tuple[int, int] = (0, 1),
 ) -> FaceQuality:
-    """Measure a video's face against the cameo (and the scene's actor) by one analyzer."""
+    """Measure a video's face against the cameo (and the scene's actor) by one analyzer. In a
+    video of several people side by side, `place` (index, count) says which is the cameo's."""
     if cameo.analyzer != analyzer.name or (actor is not None and actor.analyzer != analyzer.name):
         raise ValueError(
             f"identities by {cameo.analyzer}"
@@ -136,14 +158,14 @@ def face_quality(
         part = indices[first : first + _BATCH]
         frames = read_frames(path, part)
         for j, k in enumerate(part, start=first):
-            faces = analyzer.detect(frames[k])
-            if not faces:
+            face = pick_face(analyzer.detect(frames[k]), *place, frames[k].shape[1])
+            if face is None:
                 continue
-            embedding = analyzer.embed(frames[k], faces[0])
+            embedding = analyzer.embed(frames[k], face)
             to_cameo[j] = embedding.distance(cameo)
             if actor is not None:
                 to_actor[j] = embedding.distance(actor)
-            mouth[j] = _mouth_opening(faces[0].landmarks)
+            mouth[j] = _mouth_opening(face.landmarks)
     found = ~np.isnan(to_cameo)
     recognised = sum(
         recognisable(
@@ -194,10 +216,12 @@ def measure_face(
     cameo: CameoRecord,
     track_key: str | None,
     video: str | Path,
+    actor_index: int = 0,
+    actors: int = 1,
 ) -> FaceQuality | None:
     """A video's face figures by the farm's primary analyzer, against the cameo and (given the
-    scene actor's track) the scene's actor; None when the cameo has no identity by that
-    analyzer."""
+    scene's track) the scene's actor `actor_index` of `actors`, whose place the cameo took;
+    None when the cameo has no identity by that analyzer."""
     from cameofarm.models import codec
     from cameofarm.pipelines.extractors import identities_of, primary_analyzer
 
@@ -207,6 +231,6 @@ def measure_face(
         return None
     actor = None
     if track_key is not None:
-        track = codec.scene_track_from_bytes(storage.objects.get_bytes(track_key))
+        track = codec.scene_tracks_from_bytes(storage.objects.get_bytes(track_key))[actor_index]
         actor = track.actor if track.actor.analyzer == analyzer.name else None
-    return face_quality(video, analyzer, identity, actor)
+    return face_quality(video, analyzer, identity, actor, place=(actor_index, actors))

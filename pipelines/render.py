@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cameofarm.actors.pools import StagePools
 from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
 from cameofarm.monitoring.timing import CallTiming, StageRecorder
 from cameofarm.pipelines.audio_beds import bed_id
+from cameofarm.pipelines.dialogue import SPEAKERS, DialogueError, join_lines, parse_dialogue
 from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
 from cameofarm.storage import FarmStorage
 
@@ -69,7 +71,7 @@ def output_key(job_id: str) -> str:
 
 
 def _voice_report(
-    storage: FarmStorage, cameo: CameoRecord, job: RenderJob, speech: SpeechTrack
+    storage: FarmStorage, cameo: CameoRecord, text: str, language: str, speech: SpeechTrack
 ) -> dict[str, Any]:
     """The rendered speech's speaker similarity to the cameo and to the stock voice."""
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
@@ -79,11 +81,34 @@ def _voice_report(
     try:
         enrolled = enrolled_voice(storage, cameo, encoder)
         report = voice_quality(
-            speech.samples, speech.sample_rate, job.script, job.language, enrolled, encoder
+            speech.samples, speech.sample_rate, text, language, enrolled, encoder
         )
     except ValueError as exc:  # e.g. under a second of speech: too little to tell
         return {"encoder": encoder.name, "unmeasured": str(exc)}
     return report.to_dict()
+
+
+def _dialogue_report(lines: list[SpeechTrack], speakers: list[int]) -> dict[str, Any]:
+    """Whether a dialogue's voices are told apart: the speaker similarity of the two cameos'
+    speech, against that of the two halves of each cameo's own speech."""
+    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
+
+    encoder = Ge2eSpeakerEncoder()
+    rate = lines[0].sample_rate
+    own = [
+        np.concatenate([t.samples for t, who in zip(lines, speakers, strict=True) if who == k])
+        for k in sorted(set(speakers))
+    ]
+    try:
+        between = similarity(encoder.embed(own[0], rate), encoder.embed(own[1], rate))
+        within = []
+        for samples in own:
+            half = len(samples) // 2
+            first, second = encoder.embed(samples[:half], rate), encoder.embed(samples[half:], rate)
+            within.append(round(similarity(first, second), 4))
+    except ValueError as exc:  # a cameo's half of the dialogue is under a second of speech
+        return {"encoder": encoder.name, "unmeasured": str(exc)}
+    return {"encoder": encoder.name, "between_speakers": round(between, 4), "within": within}
 
 
 def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dict[str, Any]:
@@ -105,27 +130,34 @@ def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dic
         "track_key": view.track_key,
         "fps": view.fps,
         "frame_count": view.frame_count,
+        "actors": view.actors,
     }
 
 
-def _face_report(
+def _face_reports(
     config: FarmConfig,
     storage: FarmStorage,
-    cameo: CameoRecord,
+    cameos: list[CameoRecord],
     scene: dict[str, Any] | None,
     video: bytes,
-) -> dict[str, Any]:
-    """The published video's face figures against the cameo (and the scene's actor)."""
+) -> list[dict[str, Any]]:
+    """The published video's face figures against each cameo (and the scene's actor it was
+    cast onto)."""
     from cameofarm.pipelines.face_quality import measure_face
 
+    reports = []
     with tempfile.TemporaryDirectory(prefix="cameofarm-measure-") as tmp:
         path = Path(tmp) / "out.mp4"
         path.write_bytes(video)
         track = scene["track_key"] if scene is not None else None
-        face = measure_face(config, storage, cameo, track, path)
-    if face is None:
-        return {"unmeasured": "the cameo has no identity by the farm's primary face analyzer"}
-    return face.to_dict()
+        for actor, cameo in enumerate(cameos):
+            face = measure_face(config, storage, cameo, track, path, actor, len(cameos))
+            reports.append(
+                face.to_dict()
+                if face is not None
+                else {"unmeasured": "the cameo has no identity by the farm's primary face analyzer"}
+            )
+    return reports
 
 
 def _read_prompt(prompt: dict[str, Any] | None) -> ScenePrompt | None:
@@ -202,22 +234,55 @@ def render_job(
     # was checked in that same transaction).
     tier = config.tier(job.tier)
     spec = FrameSpec(tier.width, tier.height, tier.fps, tier.video_bitrate_kbps)
-    if len(job.cameo_ids) != 1:  # what this pipeline can do; consent.max_cameos_per_video is 1
-        raise RenderError("the reference pipeline casts exactly one cameo per video")
-    cameo: CameoRecord = get_cameo(storage.db, job.cameo_ids[0])
+    cameos = [get_cameo(storage.db, cid) for cid in job.cameo_ids]
+    cameo = cameos[0]
     scene = _scene(storage, job, spec.width, spec.height) if job.scene_id else None
     prompt = _read_prompt(job.prompt)
+    if len(cameos) > 1 and (scene is None or scene["actors"] != len(cameos)):
+        raise RenderError(
+            f"{len(cameos)} cameos are cast onto the actors of a {len(cameos)}-actor template "
+            "scene; name one with --scene"
+        )
+    try:  # two cameos speak a dialogue: "A: ... / B: ...", one line after the other
+        lines = parse_dialogue(job.script, len(cameos))
+    except DialogueError as exc:
+        raise RenderError(str(exc)) from None
+    speakers = [who for who, _ in lines]
 
-    # 2. Voice: the script in the cameo's voice, with phoneme timings.
+    # 2. Voice: each line in its cameo's voice, with phoneme timings.
     checkpoint(StageName.VOICE, 0.05)
     with recorder.stage(job.job_id, job.tier, StageName.VOICE) as calls:
         emotion = prompt.emotion if prompt is not None else "neutral"
         handles, timings = pools.map(
-            StageName.VOICE, "voice", [(job.script, cameo.assets_key, job.language, emotion)]
+            StageName.VOICE,
+            "voice",
+            [(text, cameos[who].assets_key, job.language, emotion) for who, text in lines],
         )
         calls += timings
-    speech: SpeechTrack = pools.fetch(handles)[0]
-    quality = {"voice": _voice_report(storage, cameo, job, speech)}
+    spoken: list[SpeechTrack] = pools.fetch(handles)
+    quality: dict[str, Any] = {}
+    if len(cameos) == 1:
+        speech, speech_arg = spoken[0], handles[0]  # the stages read the stored track
+        own: list[Any] = [handles[0]]
+        quality["voice"] = _voice_report(storage, cameo, job.script, job.language, speech)
+    else:  # the lines one after another; each actor's lips follow its own lines only
+        speech, tracks = join_lines(spoken, speakers, len(cameos))
+        speech_arg, own = speech, list(tracks)
+        quality["cast"] = [
+            {
+                "cameo": c.id,
+                "speaker": SPEAKERS[k],
+                "voice": _voice_report(
+                    storage,
+                    c,
+                    " ".join(text for who, text in lines if who == k),
+                    job.language,
+                    tracks[k],
+                ),
+            }
+            for k, c in enumerate(cameos)
+        ]
+        quality["dialogue"] = _dialogue_report(spoken, speakers)
     n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
     chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
 
@@ -251,23 +316,25 @@ def render_job(
             )
         calls += timings
 
-    # 4. Face swap across the pool.
+    # 4. Face swap across the pool: each cameo onto its actor (a dialogue's A onto the left).
     checkpoint(StageName.FACE_SWAP, 0.3)
     with recorder.stage(job.job_id, job.tier, StageName.FACE_SWAP) as calls:
-        frames, timings = pools.map(
-            StageName.FACE_SWAP, "face_swap", [(f, cameo.assets_key) for f in frames]
-        )
-        calls += timings
+        for actor, c in enumerate(cameos):
+            frames, timings = pools.map(
+                StageName.FACE_SWAP, "face_swap", [(f, c.assets_key, actor) for f in frames]
+            )
+            calls += timings
 
-    # 5. Lip sync the mouth to the speech.
+    # 5. Lip sync each actor's mouth to its cameo's speech.
     checkpoint(StageName.LIP_SYNC, 0.6)
     with recorder.stage(job.job_id, job.tier, StageName.LIP_SYNC) as calls:
-        frames, timings = pools.map(
-            StageName.LIP_SYNC,
-            "lip_sync",
-            [(f, handles[0], spec.fps, cameo.assets_key) for f in frames],
-        )
-        calls += timings
+        for actor, c in enumerate(cameos):
+            frames, timings = pools.map(
+                StageName.LIP_SYNC,
+                "lip_sync",
+                [(f, own[actor], spec.fps, c.assets_key, actor) for f in frames],
+            )
+            calls += timings
 
     # 6. Composite: watermark + encode chunks, then mux audio and sign C2PA.
     checkpoint(StageName.COMPOSITE, 0.75)
@@ -288,16 +355,22 @@ def render_job(
         mp4, timings = pools.map(
             StageName.COMPOSITE,
             "assemble",
-            [(pools.fetch(segments), handles[0], spec, claim, job.audio_bed)],
+            [(pools.fetch(segments), speech_arg, spec, claim, job.audio_bed)],
         )
         calls += timings
     data: bytes = pools.fetch(mp4)[0]
 
-    # 7. Measure the face the viewer will see; a video in which it is not the cameo's is not
+    # 7. Measure the faces the viewer will see; a video in which one is not its cameo's is not
     # published.
     checkpoint("measure", 0.85)
-    quality["face"] = _face_report(config, storage, cameo, scene, data)
-    refuse_unrecognisable(quality["face"], config.consent.min_recognised_share)
+    faces = _face_reports(config, storage, cameos, scene, data)
+    if len(cameos) == 1:
+        quality["face"] = faces[0]
+    else:
+        for cast, face in zip(quality["cast"], faces, strict=True):
+            cast["face"] = face
+    for face in faces:
+        refuse_unrecognisable(face, config.consent.min_recognised_share)
 
     # 8. Publish. The object is written first and the job marked published after, in one
     # transaction that checks consent (may_cast) a last time: if that refuses (say, the

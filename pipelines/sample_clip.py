@@ -151,12 +151,14 @@ def build_sample_clip(
     challenges: tuple[tuple[str, float, float], ...] = (),
     phrase: str = "",
     portrait: str = "astronaut",
+    voice: str = "slt",
 ) -> Path:
     """Write an MP4 (H.264 + AAC) of the animated `portrait` speaking for about `seconds`.
 
     With `challenges` ((kind, start, end) windows, as a liveness session issues them) the
     clip first rests, then performs each challenge inside its window (turns and a smile by
-    landmark warps, the phrase spoken), then talks freely until the end.
+    landmark warps, the phrase spoken), then talks freely until the end. It speaks with
+    flite's `voice` (slt, rms, awb, kal16) where flite is installed, else with espeak-ng.
     """
     base = _portrait(size, portrait)
     faces = analyzer.detect(base)
@@ -180,7 +182,7 @@ def build_sample_clip(
     src_pts = np.vstack([marks, border])
     tris = delaunay(src_pts)
     engine: EspeakEngine | FliteEngine = (
-        FliteEngine("slt") if FliteEngine.available() else EspeakEngine()
+        FliteEngine(voice) if FliteEngine.available() else EspeakEngine()
     )
     rate = engine.sample_rate
     n_frames = int(seconds * fps)

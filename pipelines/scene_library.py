@@ -112,9 +112,11 @@ def add_scene(
     name: str,
     rights: str,
     progress: Callable[[float], None] = lambda _f: None,
+    actors: int = 1,
 ) -> SceneView:
-    """Check a template clip (one stand-in actor throughout), store it with its tracked actor
-    and a preview frame, and record the uploader's rights attestation in the audit log."""
+    """Check a template clip (`actors` stand-in actors throughout: one, or two for dialogues),
+    store it with its tracked actors and a preview frame, and record the uploader's rights
+    attestation in the audit log."""
     # 1. Check what the uploader says before the (slow) look at the clip.
     if not is_display_text(name):
         raise SceneError(f"scene name must be 1-200 characters, {DISPLAY_TEXT_RULE}")
@@ -129,7 +131,7 @@ def add_scene(
         raise SceneError(f"the scene is {size >> 20} MiB; the limit is {MAX_SCENE_BYTES >> 20} MiB")
 
     # 2. Decode it whole and track its actor.
-    checked = check_scene(path, analyzer, progress=progress)
+    checked = check_scene(path, analyzer, actors, progress=progress)
 
     # 3. Store clip, track and preview, then the row; a failure leaves none of them behind.
     scene_id = "scn_" + uuid.uuid4().hex[:12]
@@ -140,7 +142,9 @@ def add_scene(
     keys = [f"{prefix}/clip.mp4", f"{prefix}/track.npz", f"{prefix}/preview.jpg"]
     try:
         storage.objects.put_file(keys[0], path, "video/mp4")
-        storage.objects.put_bytes(keys[1], codec.scene_track_to_bytes(checked.track))
+        storage.objects.put_bytes(
+            keys[1], codec.scene_track_to_bytes(checked.track, checked.others)
+        )
         storage.objects.put_bytes(keys[2], jpeg.tobytes(), "image/jpeg")
 
         def store(s: Session) -> SceneView:
@@ -157,7 +161,7 @@ def add_scene(
                 height=checked.height,
                 fps=checked.fps,
                 frame_count=checked.frame_count,
-                actors=1,
+                actors=actors,
                 created_at=time.time(),
             )
             s.add(row)
@@ -169,7 +173,7 @@ def add_scene(
                 org=principal.org,
                 name=name,
                 rights=row.rights,
-                actors=1,
+                actors=actors,
             )
             return SceneView.from_row(row)
 

@@ -1,5 +1,6 @@
-"""Template scenes: check an uploaded clip of stand-in actors and track the actor's face
-through it once, so every render on it reuses one smoothed track (no jump at chunk edges)."""
+"""Template scenes: check an uploaded clip of stand-in actors (one, or two for a dialogue) and
+track each actor's face through it once, so every render on it reuses one smoothed track (no
+jump at chunk edges)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from cameofarm.models.contracts import FaceAnalyzer
-from cameofarm.models.data import IdentityEmbedding, SceneTrack
+from cameofarm.models.data import FaceObservation, IdentityEmbedding, SceneTrack
 from cameofarm.models.media import (
     MediaError,
     VideoInfo,
@@ -33,14 +34,15 @@ class SceneError(ValueError):
 
 @dataclass(frozen=True)
 class SceneCheck:
-    """What checking a scene measured: its format, the actor's track and a preview frame."""
+    """What checking a scene measured: its format, the actors' tracks and a preview frame."""
 
     width: int
     height: int
     fps: float
     frame_count: int
     track: SceneTrack
-    preview: np.ndarray  # (H, W, 3) uint8 RGB, a frame in which the actor is found
+    preview: np.ndarray  # (H, W, 3) uint8 RGB, a frame in which every actor is found
+    others: tuple[SceneTrack, ...] = ()  # a two-person scene's second actor (on the right)
 
     @property
     def duration(self) -> float:
@@ -102,27 +104,58 @@ def check_clip(
     return info
 
 
+def _face_x(face: FaceObservation) -> float:
+    return (face.box[0] + face.box[2]) / 2.0
+
+
+def _assign(faces: list[FaceObservation], last_x: list[float | None]) -> list[int | None]:
+    """Which detected face is which actor: left to right when all are found; else each face
+    to the actor last seen nearest it (a face nobody was seen near yet is left out)."""
+    if len(faces) == len(last_x):
+        order = sorted(range(len(faces)), key=lambda j: _face_x(faces[j]))
+        out: list[int | None] = [None] * len(faces)
+        for actor, j in enumerate(order):
+            out[j] = actor
+        return out
+    taken: set[int] = set()
+    out = []
+    for face in faces:
+        seen = [(abs(_face_x(face) - x), a) for a, x in enumerate(last_x) if x is not None]
+        seen = [(d, a) for d, a in seen if a not in taken]
+        if not seen:
+            out.append(None)
+            continue
+        actor = min(seen)[1]
+        taken.add(actor)
+        out.append(actor)
+    return out
+
+
 def check_scene(
     path: str | Path,
     analyzer: FaceAnalyzer,
     actors: int = 1,
     progress: Progress = lambda _f: None,
 ) -> SceneCheck:
-    """Decode the whole clip, refuse it unless exactly `actors` face(s) — one stand-in actor,
-    the same person throughout — appear in it, and return its tracked actor."""
+    """Decode the whole clip, refuse it unless exactly `actors` face(s) — stand-in actors,
+    each the same person throughout — appear in it, and return its tracked actors (left to
+    right)."""
     # 1. The file decodes, whole, and is a usable length.
     info = check_clip(path, "the scene")
-    if actors != 1:
-        raise SceneError("a template scene has exactly one stand-in actor for now")
+    if actors not in (1, 2):
+        raise SceneError(f"a template scene has 1 or 2 stand-in actors, not {actors}")
+    who = "the actor" if actors == 1 else "actor"
 
-    # 2. Every frame: no more faces than declared actors; the actor's landmarks where found.
+    # 2. Every frame: no more faces than declared actors; each actor's landmarks where found.
     n = info.frame_count
-    marks = np.full((n, analyzer.landmark_count, 2), np.nan, np.float32)
-    boxes: dict[int, int] = {}
-    # The actor's identity from frames spread over the clip (the next found one per probe).
-    probes = sorted(set(np.linspace(0, n - 1, _IDENTITY_PROBES).round().astype(int).tolist()))
-    embedded: list[tuple[int, IdentityEmbedding]] = []
-    preview: np.ndarray | None = None  # the actor's first frame from the middle on
+    marks = np.full((actors, n, analyzer.landmark_count, 2), np.nan, np.float32)
+    boxes: list[dict[int, int]] = [{} for _ in range(actors)]
+    last_x: list[float | None] = [None] * actors
+    # Each actor's identity from frames spread over the clip (the next found one per probe).
+    spread = np.linspace(0, n - 1, _IDENTITY_PROBES).round().astype(int).tolist()
+    probes = [sorted(set(spread)) for _ in range(actors)]
+    embedded: list[list[tuple[int, IdentityEmbedding]]] = [[] for _ in range(actors)]
+    preview: np.ndarray | None = None  # the first frame from the middle on showing every actor
     from_middle = False
     for first in range(0, n, _BATCH):
         batch = read_frames(path, list(range(first, min(n, first + _BATCH))))
@@ -131,53 +164,60 @@ def check_scene(
             if len(faces) > actors:
                 raise SceneError(
                     f"{len(faces)} faces appear at {k / info.fps:.1f} s; a template declares "
-                    f"{actors} stand-in actor — real people enter a video only as cast cameos, "
-                    "so crop or cut the others out"
+                    f"{actors} stand-in actor{'s' if actors > 1 else ''} — real people enter a "
+                    "video only as cast cameos, so crop or cut the others out"
                 )
-            if not faces:
-                continue
-            face = faces[0]
-            marks[k] = face.landmarks
-            boxes[k] = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
-            if preview is None or (k >= n // 2 and not from_middle):
+            for face, a in zip(faces, _assign(faces, last_x), strict=True):
+                if a is None:
+                    continue
+                marks[a, k] = face.landmarks
+                boxes[a][k] = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
+                last_x[a] = _face_x(face)
+                if probes[a] and k >= probes[a][0]:
+                    embedded[a].append((k, analyzer.embed(frame, face)))
+                    probes[a] = [p for p in probes[a] if p > k]
+            if len(faces) == actors and (preview is None or (k >= n // 2 and not from_middle)):
                 preview, from_middle = frame, k >= n // 2
-            if probes and k >= probes[0]:
-                embedded.append((k, analyzer.embed(frame, face)))
-                probes = [p for p in probes if p > k]
         progress(min(1.0, (first + _BATCH) / n))
 
-    # 3. The actor is visible nearly throughout, large enough to carry a likeness.
-    found = np.asarray(~np.isnan(marks).any(axis=(1, 2)), bool)
-    share = float(found.mean())
-    if share < MIN_FACE_SHARE:
-        raise SceneError(
-            f"the actor's face is found in {share:.0%} of frames; at least "
-            f"{MIN_FACE_SHARE:.0%} is needed for a cameo to be cast onto it (keep the face "
-            "turned to the camera and in frame)"
-        )
-    side = float(np.median(list(boxes.values())))
-    if side < MIN_FACE_SIDE:
-        raise SceneError(
-            f"the actor's face is {side:.0f} px across; at least {MIN_FACE_SIDE} px is needed "
-            "to carry a likeness (frame the actor closer)"
-        )
+    tracks = []
+    for a in range(actors):
+        name = who if actors == 1 else f"{who} {'AB'[a]} ({('left', 'right')[a]})"
+        # 3. Each actor is visible nearly throughout, large enough to carry a likeness.
+        found = np.asarray(~np.isnan(marks[a]).any(axis=(1, 2)), bool)
+        share = float(found.mean())
+        if share < MIN_FACE_SHARE:
+            raise SceneError(
+                f"{name}'s face is found in {share:.0%} of frames; at least "
+                f"{MIN_FACE_SHARE:.0%} is needed for a cameo to be cast onto it (keep the face "
+                "turned to the camera and in frame)"
+            )
+        side = float(np.median(list(boxes[a].values())))
+        if side < MIN_FACE_SIDE:
+            raise SceneError(
+                f"{name}'s face is {side:.0f} px across; at least {MIN_FACE_SIDE} px is "
+                "needed to carry a likeness (frame the actor closer)"
+            )
 
-    # 4. One person throughout: a cut to someone else would put the cameo on them unasked.
-    for a, (ka, ea) in enumerate(embedded):
-        for kb, eb in embedded[a + 1 :]:
-            d = ea.distance(eb)
-            if d > analyzer.same_person:
-                raise SceneError(
-                    f"the actor at {ka / info.fps:.1f} s and at {kb / info.fps:.1f} s are "
-                    f"different people ({analyzer.name} distance {d:.2f}); a template has one "
-                    "stand-in actor throughout — cut the clip at the change"
-                )
-    actor = IdentityEmbedding(
-        analyzer.name,
-        _mean_identity(analyzer, [e for _, e in embedded]),
-        analyzer.metric,
-        analyzer.same_person,
+        # 4. One person throughout: a cut to someone else would put the cameo on them unasked.
+        for j, (ka, ea) in enumerate(embedded[a]):
+            for kb, eb in embedded[a][j + 1 :]:
+                d = ea.distance(eb)
+                if d > analyzer.same_person:
+                    raise SceneError(
+                        f"{name} at {ka / info.fps:.1f} s and at {kb / info.fps:.1f} s are "
+                        f"different people ({analyzer.name} distance {d:.2f}); a template's "
+                        "actors stay the same people throughout — cut the clip at the change"
+                    )
+        actor = IdentityEmbedding(
+            analyzer.name,
+            _mean_identity(analyzer, [e for _, e in embedded[a]]),
+            analyzer.metric,
+            analyzer.same_person,
+        )
+        tracks.append(SceneTrack(fill_and_smooth(marks[a]), analyzer.name, found, actor))
+    if preview is None:
+        raise SceneError(f"no frame shows all {actors} actors at once; use a clip that does")
+    return SceneCheck(
+        info.width, info.height, info.fps, n, tracks[0], preview, others=tuple(tracks[1:])
     )
-    assert preview is not None  # the face was found in >= 90 % of frames
-    track = SceneTrack(fill_and_smooth(marks), analyzer.name, found, actor)
-    return SceneCheck(info.width, info.height, info.fps, n, track, preview)

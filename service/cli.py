@@ -391,8 +391,20 @@ def protected_list(obj: Ctx) -> None:
 
 
 @cli.command()
-@click.option("--cameo", "cameo_ids", multiple=True, required=True, help="Cameo id to cast.")
-@click.option("--script", required=True, help="What the cameo says.")
+@click.option(
+    "--cameo",
+    "cameo_ids",
+    multiple=True,
+    required=True,
+    help="Cameo id to cast. Twice for a dialogue on a two-actor --scene: the first is A (cast "
+    "onto the left actor), the second B.",
+)
+@click.option(
+    "--script",
+    required=True,
+    help="What the cameo says. With two cameos, a dialogue: 'A: ... / B: ...' (a line per "
+    "turn, each spoken in its own cameo's voice).",
+)
 @click.option(
     "--tier",
     default=None,

@@ -74,6 +74,13 @@ def quality(
     if script is None:
         fail(f"{video} is not a job of this farm: give what it says with --script TEXT")
     language = language or (job.language if job else "en")
+    cast = list(manifest.cameo_ids)
+    place = cast.index(cameo_id) if cameo_id in cast else 0  # a dialogue's A is on the left
+    if len(cast) > 1 and job is not None:  # the stock voice says this cameo's lines only
+        from cameofarm.pipelines.dialogue import parse_dialogue
+
+        lines = parse_dialogue(script, len(cast))
+        script = " ".join(text for who, text in lines if who == place)
     try:
         cameo = get_cameo(storage.db, cameo_id)
         samples = read_audio(video, SAMPLE_RATE)
@@ -81,7 +88,7 @@ def quality(
         enrolled = enrolled_voice(storage, cameo, encoder)
         voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)
         track = scene_track_key(storage, job.scene_id, job.quality) if job else None
-        face = measure_face(config, storage, cameo, track, video)
+        face = measure_face(config, storage, cameo, track, video, place, max(1, len(cast)))
     except (UnknownCameoError, MediaError, ValueError) as exc:
         fail(str(exc))
     report = {

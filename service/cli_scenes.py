@@ -34,13 +34,21 @@ def scenes() -> None:
     required=True,
     help="Who licensed the footage and that its actor agreed to stand in for cast cameos.",
 )
+@click.option(
+    "--actors",
+    type=click.IntRange(1, 2),
+    default=1,
+    show_default=True,
+    help="Stand-in actors in the clip: 2 for a dialogue between two cameos, side by side "
+    "(the script's A: lines go to the left actor's cameo, B: to the right one's).",
+)
 @json_option
 @click.pass_obj
-def add(obj: Ctx, video: str, name: str, rights: str, as_json: bool) -> None:
+def add(obj: Ctx, video: str, name: str, rights: str, actors: int, as_json: bool) -> None:
     """Check, track and store a scene (about a second per second of 720p footage)."""
-    click.echo(f"checking {video}: decoding it whole and tracking its actor...", err=True)
+    click.echo(f"checking {video}: decoding it whole and tracking its actors...", err=True)
     try:
-        scene = obj.client().add_scene(video, name, rights)
+        scene = obj.client().add_scene(video, name, rights, actors)
     except ApiError as exc:
         fail(exc.message)
     if as_json:

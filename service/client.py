@@ -206,13 +206,15 @@ class HttpClient:
             body["language"] = language
         return self._call("POST", "/v1/jobs", json=body)
 
-    def add_scene(self, path: str | Path, name: str, rights: str) -> dict[str, Any]:
+    def add_scene(
+        self, path: str | Path, name: str, rights: str, actors: int = 1
+    ) -> dict[str, Any]:
         octet = {"Content-Type": "application/octet-stream"}
         with open(path, "rb") as fh:
             return self._call(
                 "POST",
                 "/v1/scenes",
-                params={"name": name, "rights": rights},
+                params={"name": name, "rights": rights, "actors": actors},
                 content=fh.read(),
                 headers=octet,
             )

@@ -105,12 +105,18 @@ class PromptBody(_Body):
 
 
 class NewJob(_Body):
-    cameo_ids: list[str] = Field(min_length=1, max_length=16)
+    cameo_ids: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="The cameos to cast: one, or two for a dialogue on a two-actor scene (the "
+        "first speaks the A: lines and is cast onto the left actor, the second B:).",
+    )
     script: str = Field(
         min_length=1,
         max_length=4000,
         pattern=r"[^\W_]",
-        description="What the cameo says: at least one letter or digit.",
+        description="What the cameo says: at least one letter or digit. With two cameos, a "
+        "dialogue: 'A: ... / B: ...', a line per turn.",
     )
     tier: str = Field(default="plus", max_length=32)
     priority: int = Field(default=0, ge=-10, le=10)

@@ -39,13 +39,23 @@ def add_scene_routes(
                 "for cast cameos; recorded in the audit log and every output's C2PA manifest.",
             ),
         ],
+        actors: Annotated[
+            int,
+            Query(
+                ge=1,
+                le=2,
+                description="How many stand-in actors the clip shows: 1, or 2 for dialogues "
+                "between two cameos (A is cast onto the left actor, B onto the right).",
+            ),
+        ] = 1,
     ) -> dict[str, Any]:
-        """Upload a template scene (raw MP4 body): one stand-in actor, facing the camera,
-        at least the size of the tiers it is for. It is decoded whole and its actor tracked
-        before it is stored (about a second per second of 720p footage on a CPU)."""
+        """Upload a template scene (raw MP4 body): one stand-in actor (or two, side by side,
+        for a dialogue), facing the camera, at least the size of the tiers it is for. It is
+        decoded whole and its actors tracked before it is stored (about a second per second
+        of 720p footage on a CPU)."""
         path = await spool(request, ".mp4")
         try:
-            return await asyncio.to_thread(farm().add_scene, who, path, name, rights)
+            return await asyncio.to_thread(farm().add_scene, who, path, name, rights, actors)
         finally:
             path.unlink(missing_ok=True)
 

@@ -82,9 +82,9 @@ def test_owner_restrictions_and_cameo_limit(api, people, cameo):
         api.submit(ada, [cameo.id], "Vote for Bob on Tuesday!")
     with pytest.raises(BadRequest, match="owners may restrict"):
         api.set_restrictions(owner, cameo.id, ["sexual'); DROP TABLE cameos;--"])
-    # The cameo limit is the config's (1, what the reference pipeline casts), in may_cast.
-    with pytest.raises(Forbidden, match="at most 1 cameo; this one names 2"):
-        api.submit(ada, [cameo.id, "cam_b"], "Hello.")
+    # The cameo limit is the config's (2: a dialogue on a two-actor scene), in may_cast.
+    with pytest.raises(Forbidden, match="at most 2 cameos; this one names 3"):
+        api.submit(ada, [cameo.id, "cam_b", "cam_c"], "Hello.")
     job = api.submit(ada, [cameo.id], "Hello from the onboarding team.")
     assert job["status"] == "QUEUED" and job["customer"] == "ada"
     # Restricting after the fact cancels the queued job that now breaks the rule, only that.

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 
 from cameofarm.cameos import UnknownCameoError
 from cameofarm.cameos.content import ContentError, check_script
-from cameofarm.cameos.permissions import ConsentError, may_cast
+from cameofarm.cameos.permissions import ConsentError, check_cast_count, may_cast
 from cameofarm.cluster.jobs.model import IdempotencyConflict, JobError, JobStatus, JobView
 from cameofarm.cluster.jobs.transition import transition_job
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.models.registry import SCENE_GENERATORS
 from cameofarm.pipelines.audio_beds import LEVEL_RANGE
+from cameofarm.pipelines.dialogue import LINE_GAP, dialogue_script, parse_dialogue
 from cameofarm.pipelines.prompt_scenes import ScenePrompt
 from cameofarm.pipelines.scene_library import UnknownSceneError, scene_for_job
 from cameofarm.pipelines.scenes import SceneError
@@ -66,12 +67,12 @@ def _too_long(words_or_seconds: str, tier: str, config: FarmConfig) -> JobError:
 
 
 def speech_plan(
-    script: str, language: str | None, tier: str, config: FarmConfig
+    script: str, language: str | None, tier: str, config: FarmConfig, pauses: float = 0.0
 ) -> tuple[str, float]:
     """The script's language (declared, or detected) and how long the farm's voice takes to
-    speak it, synthesised once here the way the render will; raise JobError if that voice
-    cannot speak the language, would spell words out letter by letter, or runs over the
-    tier's length."""
+    speak it (plus `pauses` seconds between a dialogue's lines), synthesised once here the
+    way the render will; raise JobError if that voice cannot speak the language, would spell
+    words out letter by letter, or runs over the tier's length."""
     from cameofarm.models.reference.languages import detect_language, name
     from cameofarm.models.reference.unit_voice import base_speech
     from cameofarm.models.reference.voice import plain_speech, spelled_out
@@ -101,9 +102,10 @@ def speech_plan(
         )
     if backend == "reference":  # its base voice may be flite's, whose length differs
         speech = base_speech(script, code, timed=False)
-    if speech.duration > config.tier(tier).max_seconds:
-        raise _too_long(f"takes {speech.duration:.1f} s to speak", tier, config)
-    return code, speech.duration
+    seconds = speech.duration + pauses
+    if seconds > config.tier(tier).max_seconds:
+        raise _too_long(f"takes {seconds:.1f} s to speak", tier, config)
+    return code, seconds
 
 
 def _by_token(session: Session, customer: str, token: str) -> JobRow | None:
@@ -146,15 +148,26 @@ def submit_job(
         tier_cfg = config.tier(tier)
     except KeyError as exc:
         raise JobError(str(exc.args[0])) from None
+    if not cameo_ids:
+        raise JobError("name at least one cameo (--cameo ID)")
     try:
-        script = clean_script(script)
+        check_cast_count(cameo_ids, config)
+    except ConsentError as exc:
+        raise JobError(str(exc), "forbidden") from exc
+    try:  # two cameos speak a dialogue, stored as "A: ... / B: ..." (see pipelines/dialogue)
+        lines = [(who, clean_script(text)) for who, text in parse_dialogue(script, len(cameo_ids))]
     except ValueError as exc:
         raise JobError(str(exc)) from None
+    script = dialogue_script(lines) if len(cameo_ids) > 1 else lines[0][1]
     words = len(script.split())
     if words > tier_cfg.max_seconds * _MAX_WORDS_PER_SECOND:
         raise _too_long(f"has {words} words", tier, config)
-    if not cameo_ids:
-        raise JobError("name at least one cameo (--cameo ID)")
+    if len(cameo_ids) > 1 and scene_id is None:
+        raise JobError(
+            f"a video of {len(cameo_ids)} cameos casts each onto a stand-in actor of a "
+            f"{len(cameo_ids)}-actor template scene: name one with --scene (add it with "
+            f"`cameofarm scenes add CLIP --actors {len(cameo_ids)}`)"
+        )
     if language is not None and not (0 < len(language) <= 16 and language.isascii()):
         raise JobError("language must be a language code such as en, de or ja")
     settings = [scene_id is not None, background_key is not None, prompt is not None]
@@ -191,7 +204,8 @@ def submit_job(
         asked_prompt,
         audio_bed,
     )
-    code, seconds = speech_plan(script, language, tier, config)  # outside the transaction
+    spoken = " ".join(text for _, text in lines)  # outside the transaction
+    code, seconds = speech_plan(spoken, language, tier, config, LINE_GAP * (len(lines) - 1))
     if client_token is not None and not (0 < len(client_token) <= 128):
         raise JobError("client_token must be 1-128 characters")
     try:
@@ -205,7 +219,14 @@ def submit_job(
                 check_script(prompt.text, config.content, "prompt")
             may_cast(s, customer, cameo_ids, _cast_text(script, prompt), config)
             if scene_id is not None:
-                scene_for_job(s, org or customer, scene_id, tier_cfg.width, tier_cfg.height)
+                view = scene_for_job(s, org or customer, scene_id, tier_cfg.width, tier_cfg.height)
+                if view.actors != len(cameo_ids):
+                    raise JobError(
+                        f"scene {scene_id} has {view.actors} stand-in actor"
+                        f"{'s' if view.actors > 1 else ''} and this video casts "
+                        f"{len(cameo_ids)} cameo{'s' if len(cameo_ids) > 1 else ''}: each actor "
+                        "is cast by one cameo — name as many cameos as the scene has actors"
+                    )
             depth = (
                 s.scalar(
                     select(func.count())

@@ -121,16 +121,19 @@ class ReferenceBaseVideo:
         wanted = [pingpong(round((start + i) * step), source.frame_count) for i in range(count)]
         decoded = read_frames(source.path, sorted(set(wanted)))
         h, w = decoded[wanted[0]].shape[:2]
-        track = source.track
-        centre = np.nanmedian(track.landmarks.reshape(-1, 2), axis=0)
+        tracks = (source.track, *source.others)
+        every = np.concatenate([t.landmarks.reshape(-1, 2) for t in tracks])
+        centre = np.nanmedian(every, axis=0)  # between the actors of a two-person scene
         window = cover_window((w, h), spec.width, spec.height, (float(centre[0]), float(centre[1])))
         scale, x0, y0 = window
         frames = np.empty((count, spec.height, spec.width, 3), np.uint8)
-        marks = np.empty((count, *track.landmarks.shape[1:]), np.float32)
+        marks = [np.empty((count, *t.landmarks.shape[1:]), np.float32) for t in tracks]
         for i, k in enumerate(wanted):
             frames[i] = cover(decoded[k], spec.width, spec.height, window)
-            marks[i] = track.landmarks[min(k, len(track.landmarks) - 1)] * scale - (x0, y0)
-        return VideoChunk(index, start, frames, marks, track.landmarks_by)
+            for track, out in zip(tracks, marks, strict=True):
+                out[i] = track.landmarks[min(k, len(track.landmarks) - 1)] * scale - (x0, y0)
+        others = tuple((m, t.landmarks_by) for m, t in zip(marks[1:], tracks[1:], strict=True))
+        return VideoChunk(index, start, frames, marks[0], tracks[0].landmarks_by, others)
 
     def _backgrounds(
         self,

@@ -14,7 +14,7 @@ class ScenesArea(Area):
     """Template scenes: clips of stand-in actors whose uploader attests the rights."""
 
     def add_scene(
-        self, principal: Principal, path: str | Path, name: str, rights: str
+        self, principal: Principal, path: str | Path, name: str, rights: str, actors: int = 1
     ) -> dict[str, Any]:
         from cameofarm.pipelines.extractors import primary_analyzer
         from cameofarm.pipelines.scene_library import add_scene
@@ -24,7 +24,7 @@ class ScenesArea(Area):
         display_text(rights, "rights", 2000)
         try:
             analyzer = primary_analyzer(self.config, self.storage)
-            view = add_scene(self.storage, analyzer, principal, path, name, rights)
+            view = add_scene(self.storage, analyzer, principal, path, name, rights, actors=actors)
         except SceneError as exc:
             raise BadRequest(str(exc)) from None
         return view.to_json()
