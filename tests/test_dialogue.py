@@ -197,3 +197,19 @@ def test_a_two_cameo_dialogue_casts_each_cameo_onto_its_actor_in_its_own_voice(
     assert out.exit_code == 0, out.output
     face = json.loads(out.output)["face"]
     assert face["recognised"] >= 0.9 and face["to_cameo"] < face["to_actor"], face
+
+
+def test_the_neural_swap_takes_the_face_on_the_tracked_actor_not_the_largest():
+    from cameofarm.models.data import FaceObservation
+    from cameofarm.models.neural.insightface import target_face
+
+    def face(x0, side):
+        box = (x0, 100, x0 + side, 100 + side)
+        return FaceObservation(box, np.zeros((5, 2), np.float32), np.zeros((5, 2), np.float32))
+
+    big, small = face(100, 300), face(800, 200)  # detectors list the largest first
+    on_small = np.array([[850.0, 150.0], [950.0, 250.0]], np.float32)
+    assert target_face([big, small], on_small) is small
+    assert target_face([big, small], None) is big  # a presenter: no track, the largest face
+    assert target_face([big], on_small) is None  # the tracked actor is not found here
+    assert target_face([big, small], np.full((2, 2), np.nan, np.float32)) is None

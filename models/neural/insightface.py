@@ -90,6 +90,18 @@ class InsightfaceAnalyzer:
         return IdentityEmbedding(self.name, vector, self.metric, self.same_person)
 
 
+def target_face(faces: list[FaceObservation], tracked: np.ndarray | None) -> FaceObservation | None:
+    """The detected face to swap: the one on the scene actor's tracked landmarks (a
+    two-person scene has a face to leave alone), or the largest where nothing is tracked."""
+    if tracked is None:
+        return faces[0] if faces else None
+    if np.isnan(tracked).any():
+        return None
+    x, y = tracked.mean(axis=0)
+    on = [f for f in faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
+    return min(on, key=lambda f: f.area) if on else None
+
+
 class InswapperFaceSwap:
     """INSwapper-128 puts the cameo's ArcFace identity onto the largest face in each frame."""
 
@@ -151,8 +163,9 @@ class InswapperFaceSwap:
         out = chunk.frames.copy()  # frames from Ray's object store are read-only
         marks = np.full((len(chunk), 5, 2), np.nan, np.float32)
         for i, frame in enumerate(out):
-            faces = self.analyzer.detect(frame)
-            if faces:
-                marks[i] = faces[0].points5
-                self.swap_frame(frame, faces[0], source)
+            tracked = None if chunk.landmarks is None else chunk.landmarks[i]
+            face = target_face(self.analyzer.detect(frame), tracked)
+            if face is not None:
+                marks[i] = face.points5
+                self.swap_frame(frame, face, source)
         return VideoChunk(chunk.index, chunk.start, out, marks, self.analyzer.name)
