@@ -546,6 +546,18 @@ def test_scenes_over_the_api_are_per_organisation(farm, cameo, sample_clip, tmp_
     )
     assert scene["kind"] == "template" and scene["actors"] == 1 and scene["width"] == 1280
     assert "clip_key" not in scene  # storage keys stay inside the farm
+    # A dialogue scene shows two actors at once; one person is not one.
+    pair = farm.call(
+        "olive",
+        "POST",
+        "/v1/scenes",
+        params={**rights, "actors": 2},
+        content=clip.read_bytes(),
+        headers=octet,
+    )
+    assert pair.status_code == 422 and "no frame shows all 2 actors" in pair.json()["error"]
+    three = {**rights, "actors": 3}
+    assert farm.call("olive", "POST", "/v1/scenes", params=three, content=b"x").status_code == 422
     # Everyone in Olive's organisation sees it; another organisation does not.
     assert scene["id"] in [s["id"] for s in farm.ok("amy", "GET", "/v1/scenes")["scenes"]]
     user = {"user": "gus", "org": "globex"}
