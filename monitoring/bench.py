@@ -54,8 +54,10 @@ def _stage_walls(rows: list[StageTimingRow]) -> dict[str, tuple[float, int, floa
     }
 
 
-def build_report(db: Database, job_ids: list[str]) -> BenchReport:
-    """Compute the benchmark figures for the given (finished) jobs from their timing rows."""
+def load_runs(
+    db: Database, job_ids: list[str]
+) -> tuple[dict[str, JobRow], dict[str, list[StageTimingRow]]]:
+    """The jobs, and per job the timing rows of its last attempt (the one that counts)."""
     with db.session() as s:
         jobs = {j.id: j for j in s.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))}
         rows = list(s.scalars(select(StageTimingRow).where(StageTimingRow.job_id.in_(job_ids))))
@@ -63,6 +65,17 @@ def build_report(db: Database, job_ids: list[str]) -> BenchReport:
     for r in rows:
         if jobs.get(r.job_id) is not None and r.attempt == jobs[r.job_id].attempts:
             by_job[r.job_id].append(r)
+    return jobs, by_job
+
+
+def stage_walls(rows: list[StageTimingRow]) -> dict[str, float]:
+    """Per stage of one job: seconds from its first call submitted to its last returned."""
+    return {stage: wall for stage, (wall, _, _) in _stage_walls(rows).items()}
+
+
+def build_report(db: Database, job_ids: list[str]) -> BenchReport:
+    """Compute the benchmark figures for the given (finished) jobs from their timing rows."""
+    jobs, by_job = load_runs(db, job_ids)
     done = [j for j in jobs.values() if j.status == "SUCCEEDED" and j.started_at and j.finished_at]
     # (started, finished) of each finished job: both set, by the filter above.
     span_of = {j.id: (float(j.started_at or 0.0), float(j.finished_at or 0.0)) for j in done}

@@ -28,8 +28,18 @@ def _cameo_for(obj: Ctx, tier: str, cameo_id: str | None) -> tuple[Any, str]:
 @click.option("--plus", "n_plus", type=int, default=4, show_default=True)
 @click.option("--pro", "n_pro", type=int, default=1, show_default=True)
 @click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write an HTML report into this folder: plots of stage times per tier, a "
+    "timeline of stage calls per replica, throughput; the figures as report.json.",
+)
 @click.pass_context
-def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> None:
+def bench(
+    ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None, report_dir: str | None
+) -> None:
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
 
     Subcommands: `enroll` times enrollment, `policy` the dispatch decision, `cancels` runs
@@ -42,7 +52,9 @@ def bench(ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None) -> 
 
     obj: Ctx = ctx.obj
     try:
-        run_bench(obj.config, obj.storage(), n_plus, n_pro, cameo_id, echo=click.echo)
+        run_bench(
+            obj.config, obj.storage(), n_plus, n_pro, cameo_id, echo=click.echo, report=report_dir
+        )
     except DemoError as exc:
         fail(str(exc))
 

@@ -263,8 +263,10 @@ def run_bench(
     n_pro: int,
     cameo_id: str | None,
     echo: Echo,
+    report: str | None = None,
 ) -> None:
-    """Submit n_plus + n_pro jobs to the running farm, wait, print the benchmark report."""
+    """Submit n_plus + n_pro jobs to the running farm, wait, print the benchmark report (and
+    write it with plots into `report`, given a folder)."""
     from cameofarm.cluster.bootstrap import FarmError, farm_status
     from cameofarm.monitoring.bench import build_report, format_report
     from cameofarm.service.jobs_api import submit_render, wait_for_job
@@ -293,6 +295,10 @@ def run_bench(
         )
     echo("")
     echo(format_report(build_report(storage.db, [j.id for j in jobs])))
+    if report is not None:
+        from cameofarm.monitoring.bench_report import write_report
+
+        echo(f"report: {write_report(storage.db, [j.id for j in jobs], report)}")
 
 
 def run_enroll_bench(config: FarmConfig, seconds: float, echo: Echo) -> float:

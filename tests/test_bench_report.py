@@ -1,0 +1,82 @@
+"""`cameofarm bench --report DIR`: the benchmark's figures as HTML with SVG plots and JSON."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from cameofarm.monitoring.bench_report import replica_use, write_report
+
+
+def _call(replica, start, finish, submitted=None):
+    return SimpleNamespace(
+        stage=replica.split("-")[0],
+        replica=replica,
+        submitted_at=start if submitted is None else submitted,
+        started_at=start,
+        finished_at=finish,
+    )
+
+
+def test_replica_busy_time_counts_overlaps_once_and_finds_the_longest_idle_gap():
+    calls = [
+        _call("voice-0", 0.0, 2.0),
+        _call("voice-0", 1.0, 3.0),  # overlaps the first: busy 0-3
+        _call("voice-0", 7.0, 8.0),  # after a 4 s gap
+        _call("lip_sync-0", 2.0, 10.0, submitted=1.0),
+    ]
+    use = {u.replica: u for u in replica_use(calls, 0.0, 10.0)}
+    assert use["voice-0"].calls == 3 and use["voice-0"].busy_seconds == pytest.approx(4.0)
+    assert use["voice-0"].busy_ratio == pytest.approx(0.4)
+    assert use["voice-0"].longest_idle == pytest.approx(4.0)
+    assert use["lip_sync-0"].busy_ratio == pytest.approx(0.8) and use["lip_sync-0"].stage == "lip_sync"
+
+
+def test_the_bench_report_has_plots_and_the_same_figures_as_json(
+    farm_config, storage, cameo, pools, tmp_path
+):
+    from cameofarm.cluster.jobs import dispatch_job, finish_published, submit_job
+    from cameofarm.pipelines.render import RenderJob, render_job
+
+    ids = []
+    for script in ("Hello from the first job.", "And hello from the second one."):
+        view = submit_job(
+            storage.db,
+            farm_config,
+            cameo_ids=[cameo.id],
+            script=script,
+            tier="plus",
+            customer="tester",
+        )
+        assert dispatch_job(storage.db, farm_config, view.id) is not None
+        job = RenderJob(view.id, "plus", (cameo.id,), view.script)
+        render_job(
+            job,
+            farm_config,
+            pools,
+            storage,
+            finalize=lambda key, q, v=view: finish_published(storage.db, farm_config, v.id, key, q),
+        )
+        ids.append(view.id)
+    index = write_report(storage.db, ids, tmp_path / "report")
+    page = index.read_text()
+    for plot in ("stage_times.svg", "timeline.svg", "throughput.svg"):
+        assert f'src="{plot}"' in page
+        assert (tmp_path / "report" / plot).read_text().lstrip().startswith("<?xml")
+    figures = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert figures["jobs"] == 2 and figures["failed"] == []
+    assert {s["stage"] for s in figures["stages"]} == {
+        "voice",
+        "base_video",
+        "face_swap",
+        "lip_sync",
+        "composite",
+    }
+    assert figures["tiers"][0]["jobs"] == 2 and figures["tiers"][0]["overhead_mean"] > 0
+    for replica in figures["replicas"]:  # the in-process pools: one replica per stage
+        assert replica["replica"] == f"{replica['stage']}-local"
+        assert 0 < replica["busy_ratio"] <= 1 and replica["calls"] >= 2
+    assert "voice-local" in page and "2 jobs over" in page
+    with pytest.raises(ValueError, match="nothing to report"):
+        write_report(storage.db, ["job_unknown"], tmp_path / "empty")
