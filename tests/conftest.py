@@ -18,6 +18,20 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
+def render_published(config, storage, pools, job):
+    """Dispatch a submitted job, render it through `pools` and publish it as the scheduler
+    does (consent checked in the publishing transaction); return the render's result."""
+    from cameofarm.cluster.jobs import dispatch_job, finish_published
+    from cameofarm.pipelines.render import render_job
+
+    assert dispatch_job(storage.db, config, job.job_id) is not None
+
+    def finalize(key, quality):
+        return finish_published(storage.db, config, job.job_id, key, quality)
+
+    return render_job(job, config, pools, storage, finalize=finalize)
+
+
 def fixture_path(name: str) -> Path:
     """Return a real-material fixture, skipping the test when ../shared/fixtures is absent."""
     path = FIXTURES / name

@@ -30,14 +30,18 @@ def test_replica_busy_time_counts_overlaps_once_and_finds_the_longest_idle_gap()
     assert use["voice-0"].calls == 3 and use["voice-0"].busy_seconds == pytest.approx(4.0)
     assert use["voice-0"].busy_ratio == pytest.approx(0.4)
     assert use["voice-0"].longest_idle == pytest.approx(4.0)
-    assert use["lip_sync-0"].busy_ratio == pytest.approx(0.8) and use["lip_sync-0"].stage == "lip_sync"
+    assert (
+        use["lip_sync-0"].busy_ratio == pytest.approx(0.8) and use["lip_sync-0"].stage == "lip_sync"
+    )
 
 
 def test_the_bench_report_has_plots_and_the_same_figures_as_json(
     farm_config, storage, cameo, pools, tmp_path
 ):
-    from cameofarm.cluster.jobs import dispatch_job, finish_published, submit_job
-    from cameofarm.pipelines.render import RenderJob, render_job
+    from cameofarm.cluster.jobs import submit_job
+    from cameofarm.pipelines.render import RenderJob
+
+    from tests.conftest import render_published
 
     ids = []
     for script in ("Hello from the first job.", "And hello from the second one."):
@@ -49,15 +53,8 @@ def test_the_bench_report_has_plots_and_the_same_figures_as_json(
             tier="plus",
             customer="tester",
         )
-        assert dispatch_job(storage.db, farm_config, view.id) is not None
         job = RenderJob(view.id, "plus", (cameo.id,), view.script)
-        render_job(
-            job,
-            farm_config,
-            pools,
-            storage,
-            finalize=lambda key, q, v=view: finish_published(storage.db, farm_config, v.id, key, q),
-        )
+        render_published(farm_config, storage, pools, job)
         ids.append(view.id)
     index = write_report(storage.db, ids, tmp_path / "report")
     page = index.read_text()
