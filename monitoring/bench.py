@@ -75,7 +75,11 @@ def stage_walls(rows: list[StageTimingRow]) -> dict[str, float]:
 
 def build_report(db: Database, job_ids: list[str]) -> BenchReport:
     """Compute the benchmark figures for the given (finished) jobs from their timing rows."""
-    jobs, by_job = load_runs(db, job_ids)
+    return report_of(*load_runs(db, job_ids))
+
+
+def report_of(jobs: dict[str, JobRow], by_job: dict[str, list[StageTimingRow]]) -> BenchReport:
+    """The benchmark figures of loaded runs (see load_runs)."""
     done = [j for j in jobs.values() if j.status == "SUCCEEDED" and j.started_at and j.finished_at]
     # (started, finished) of each finished job: both set, by the filter above.
     span_of = {j.id: (float(j.started_at or 0.0), float(j.finished_at or 0.0)) for j in done}

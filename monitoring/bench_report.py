@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cameofarm.configs import StageName
-from cameofarm.monitoring.bench import BenchReport, build_report, load_runs, stage_walls
-from cameofarm.storage.db import Database
+from cameofarm.monitoring.bench import load_runs, report_of, stage_walls
+from cameofarm.storage.db import Database, JobRow, StageTimingRow
 
 # One colour per stage, in pipeline order (matplotlib's tab10).
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
@@ -149,10 +149,11 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def report_figures(db: Database, job_ids: list[str]) -> dict[str, Any]:
-    """Everything the report shows, as plain data (what report.json holds)."""
-    report: BenchReport = build_report(db, job_ids)
-    jobs, by_job = load_runs(db, job_ids)
+def report_figures(
+    jobs: dict[str, JobRow], by_job: dict[str, list[StageTimingRow]]
+) -> dict[str, Any]:
+    """Everything the report shows of loaded runs, as plain data (what report.json holds)."""
+    report = report_of(jobs, by_job)
     calls = [r for rows in by_job.values() for r in rows]
     start = min((c.submitted_at for c in calls), default=0.0)
     end = max((c.finished_at for c in calls), default=0.0)
@@ -170,8 +171,8 @@ def write_report(db: Database, job_ids: list[str], out_dir: str | Path) -> Path:
     """Write index.html, its plots (SVG) and report.json for these jobs into out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = report_figures(db, job_ids)
     jobs, by_job = load_runs(db, job_ids)
+    figures = report_figures(jobs, by_job)
     calls = [r for rows in by_job.values() for r in rows]
     if not calls:
         raise ValueError("none of these jobs has stage timings: nothing to report")

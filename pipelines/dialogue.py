@@ -95,12 +95,3 @@ def join_lines(
         SpeechTrack(own[k], rate, tuple(timings[k][0]), tuple(timings[k][1])) for k in range(cameos)
     ]
     return joined, tracks
-
-
-def line_spans(lines: list[SpeechTrack], gap: float = LINE_GAP) -> list[tuple[float, float]]:
-    """Where each line sounds in the joined speech (start, end seconds)."""
-    spans, at = [], 0.0
-    for line in lines:
-        spans.append((at, at + line.duration))
-        at += line.duration + gap
-    return spans

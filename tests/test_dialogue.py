@@ -14,7 +14,6 @@ from cameofarm.pipelines.dialogue import (
     DialogueError,
     dialogue_script,
     join_lines,
-    line_spans,
     parse_dialogue,
 )
 from cameofarm.pipelines.scenes import SceneError, check_scene
@@ -59,7 +58,6 @@ def test_lines_are_joined_one_after_another_and_each_speaker_hears_only_their_ow
     lines = [_line(1.0, symbol="a"), _line(2.0, symbol="b"), _line(0.5, symbol="c")]
     joined, own = join_lines(lines, [0, 1, 0], 2, gap=0.5)
     assert joined.duration == pytest.approx(1.0 + 0.5 + 2.0 + 0.5 + 0.5)
-    assert line_spans(lines, 0.5) == [(0.0, 1.0), (1.5, 3.5), (4.0, 4.5)]
     assert [p.symbol for p in joined.phonemes] == ["a", "b", "c"]
     assert [(p.start, p.end) for p in own[1].phonemes] == [(1.5, 3.5)]
     assert [w.start for w in own[0].words] == [0.0, 4.0]
