@@ -37,10 +37,13 @@ typecheck: setup
 	@for room in $(ROOMS); do ln -s ../../$$room .typecheck/cameofarm/$$room; done
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p cameofarm
 
+# Debian's prometheus (with promtool) runs the observability tests: the shipped scrape
+# config against a real farm, every dashboard query, the alert rules' unit tests.
 # The database tests run on SQLite and on a throwaway PostgreSQL (.ci/postgres: Debian's
 # server, installed if missing, on a Unix socket the loopback-only namespace can reach).
 # Outside CI, a machine that cannot run PostgreSQL (no root for apt) skips those variants.
 test: lint
+	@bash .ci/debian prometheus
 	@url=$$(bash .ci/postgres up) || { \
 	  if [ -n "$$CI" ]; then echo "could not start PostgreSQL (see above)"; exit 1; fi; \
 	  echo "PostgreSQL unavailable: its test variants are skipped"; url=""; }; \

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from cameofarm.actors.rotation import ReplicaRotation, RotationPolicy
 from cameofarm.actors.stage import StageActor
 from cameofarm.configs import StageName
+from cameofarm.monitoring.metrics import CALL_RETRIES, REPLICA_IN_FLIGHT, REPLICAS_DRAINED
 from cameofarm.monitoring.timing import CallTiming
 from cameofarm.storage.objects import StorageUnavailableError
 
@@ -161,6 +162,7 @@ class RayStagePools:
         with self._lock:
             drained = self.rotation.failed(replica, reason)
         if drained:
+            REPLICAS_DRAINED.labels(stage=stage.value, replica=replica).inc()
             log.warning(
                 "%s replica %s out of rotation for %.0f s after %d failures in a row: %s",
                 stage.value,
@@ -213,12 +215,11 @@ class RayStagePools:
                     waited.add(name)
                 out, timing = getattr(actor, method).options(num_returns=2).remote(*calls[i])
                 sent[i] = (name, actor, out, timing)
+                REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=name).inc()
             # A replica works through its calls one at a time: its last may wait for the others.
             queued = math.ceil(len(todo) / max(1, len(self.replicas[stage])))
             timeout = self.deadline(stage, method) * max(1, queued)
-            refs = [t for *_, t in sent.values()]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-            answered = set(ready)
+            answered = self._await_answers(stage, sent, timeout)
             killed: set[str] = set()
             todo = []
             for i, (name, actor, out, timing_ref) in sent.items():
@@ -226,7 +227,7 @@ class RayStagePools:
                     if name not in killed:
                         ray.kill(actor, no_restart=False)  # Ray starts it again (max_restarts)
                         killed.add(name)
-                    reason = f"did not answer within {timeout:.0f} s; restarted"
+                    reason, kind = f"did not answer within {timeout:.0f} s; restarted", "hung"
                 else:
                     try:
                         timings[i] = ray.get(timing_ref)
@@ -243,7 +244,7 @@ class RayStagePools:
                             stage, f"{type(cause).__name__}: {cause}", retryable
                         ) from exc
                     except (ActorDiedError, ActorUnavailableError) as exc:
-                        reason = f"replica lost ({type(exc).__name__})"
+                        reason, kind = f"replica lost ({type(exc).__name__})", "lost"
                 self._failed(stage, name, reason)
                 tried[i].append(f"{name}: {reason}")
                 failed_on[i].add(name)
@@ -253,6 +254,7 @@ class RayStagePools:
                         f"chunk {i} failed on {len(tried[i])} tries: " + "; ".join(tried[i]),
                         True,
                     )
+                CALL_RETRIES.labels(stage=stage.value, reason=kind).inc()
                 todo.append(i)
         done = [
             replace(t, retried=tuple(tried[i])) if tried[i] else t
@@ -261,6 +263,27 @@ class RayStagePools:
         ]
         self._learn(stage, method, done)
         return outputs, done
+
+    def _await_answers(
+        self, stage: StageName, sent: dict[int, tuple[str, Any, Any, Any]], timeout: float
+    ) -> set[Any]:
+        """Wait up to `timeout` for the calls' timings; return those that came. Each replica's
+        in-flight count drops as its calls answer (or, for the rest, when the wait ends)."""
+        import ray
+
+        replica_of = {timing: name for name, _, _, timing in sent.values()}
+        pending = set(replica_of)
+        answered: set[Any] = set()
+        end = time.monotonic() + timeout
+        while pending and (left := end - time.monotonic()) > 0:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+            for ref in ready:
+                pending.discard(ref)
+                answered.add(ref)
+                REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=replica_of[ref]).dec()
+        for ref in pending:
+            REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=replica_of[ref]).dec()
+        return answered
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         import ray

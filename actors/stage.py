@@ -31,6 +31,7 @@ from cameofarm.models.data import (
 from cameofarm.models.placement import backend_context
 from cameofarm.models.registry import build_backend
 from cameofarm.models.store import ModelStore
+from cameofarm.monitoring.gpu import read_gpus
 from cameofarm.monitoring.timing import CallTiming, frames_of, timed_call
 from cameofarm.storage.fetch import ObjectFetcher
 
@@ -92,6 +93,7 @@ class StageActor:
         self.fetcher = fetcher
         ids = gpu_ids() if gpu_ids else []
         self.gpus = ",".join(str(g) for g in ids)
+        self.gpu_indices = [int(g) for g in ids if str(g).isdigit()]
         started = time.time()
         # Models are fetched into this node's cache and verified before the backend loads: a
         # missing or corrupt model fails here, at `up`, never in the middle of a render.
@@ -124,6 +126,7 @@ class StageActor:
             "calls": self.calls,
             "load_seconds": round(self.load_seconds, 3),
             "cached": self.cache.keys(),
+            "gpus": read_gpus(self.gpu_indices),
         }
 
     def forget(self, keys: list[str]) -> int:

@@ -11,13 +11,13 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from cameofarm.actors.pools import StageCallError, StagePools
 from cameofarm.cameos import expire_lapsed
+from cameofarm.cameos.audit import verify_audit
 from cameofarm.cameos.purge import run_due_purges
 from cameofarm.cluster.jobs import (
     JobChanged,
@@ -42,7 +42,19 @@ from cameofarm.cluster.policy import (
 )
 from cameofarm.cluster.webhooks import deliver_due
 from cameofarm.configs import FarmConfig
-from cameofarm.monitoring.metrics import JOB_SECONDS, JOBS_FINISHED, QUEUE_DEPTH, RUNNING_JOBS
+from cameofarm.monitoring.collectors import (
+    FARM_SOURCES,
+    AuditCheck,
+    FarmStateCollector,
+    ReplicaWatch,
+)
+from cameofarm.monitoring.metrics import (
+    JOB_RUN_SECONDS,
+    PURGES_DONE,
+    QUEUE_WAIT_SECONDS,
+    declare_scheduler_series,
+    serve_metrics,
+)
 from cameofarm.pipelines.render import JobCancelled, RenderJob, output_key, render_job
 from cameofarm.storage import FarmStorage, open_farm_storage
 from cameofarm.storage.objects import StorageUnavailableError
@@ -86,6 +98,10 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._swept_at = clock() - 86_400.0
+        self.replica_watch = ReplicaWatch()
+        self.audit_check: AuditCheck | None = None
+        self.metrics_url: str | None = None
+        self._due = {"replicas": float("-inf"), "audit": float("-inf")}
 
     # --- the control loop ----------------------------------------------------------------
 
@@ -104,10 +120,8 @@ class Scheduler:
         """Recover, then start the loop thread and the housekeeping thread (idempotent)."""
         first = self.recovered is None
         self.recover()
-        if first and self.config.scheduler.metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(self.config.scheduler.metrics_port, addr="127.0.0.1")
+        if first:
+            self.serve_metrics()
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -115,6 +129,18 @@ class Scheduler:
             self._chores = threading.Thread(target=self._chore_loop, name="chores", daemon=True)
             self._chores.start()
         return True
+
+    def serve_metrics(self) -> str | None:
+        """Serve this process's metrics with this scheduler's farm state and replica health
+        (monitoring.scheduler_port); return the URL, None when off or the port is taken."""
+        declare_scheduler_series(self.tiers, [stage.value for stage in self.config.pools])
+        state = FarmStateCollector(self.storage.db, self.config, lambda: self.audit_check)
+        FARM_SOURCES.use([state, self.replica_watch])
+        m = self.config.monitoring
+        self.metrics_url = serve_metrics(m.host, m.scheduler_port, "scheduler")
+        if self.metrics_url:
+            log.info("metrics on %s", self.metrics_url)
+        return self.metrics_url
 
     def _chore_loop(self) -> None:
         """Purges and webhook deliveries, off the dispatch path (a slow endpoint or a large
@@ -132,6 +158,7 @@ class Scheduler:
         purged = run_due_purges(self.storage, forget=self.pools.forget)
         for p in purged:
             log.info("purged cameo %s: %d objects", p.cameo_id, len(p.removed))
+        PURGES_DONE.inc(len(purged))
         sent = deliver_due(self.storage.db, self.config.webhooks)
         # Lapsed verifications become EXPIRED here, once, with an audit row; may_cast refuses
         # a lapsed cameo by itself whether or not this has run yet.
@@ -142,7 +169,25 @@ class Scheduler:
             "webhooks": sent,
             "swept": self.sweep_unpublished(),
             "expired": len(expired),
+            "watched": self.watch(),
         }
+
+    def watch(self) -> int:
+        """When due, poll every replica's health (restarts, model loads, GPU readings) and
+        verify the audit chain, for the metrics; return how many of the two ran."""
+        now, m, ran = self.clock(), self.config.monitoring, 0
+        if now >= self._due["replicas"]:
+            self._due["replicas"] = now + m.replica_poll_seconds
+            self.replica_watch.observe(self.pools.health(), now)
+            ran += 1
+        if now >= self._due["audit"]:
+            self._due["audit"] = now + m.audit_verify_seconds
+            report = verify_audit(self.storage.db)
+            self.audit_check = AuditCheck(report.ok, now, report.rows)
+            if not report.ok:
+                log.error("the audit chain does not verify: %s", "; ".join(report.problems[:5]))
+            ran += 1
+        return ran
 
     def sweep_unpublished(self) -> int:
         """Delete the outputs of jobs that ended without being published (a crash between
@@ -183,10 +228,6 @@ class Scheduler:
         running = list_jobs(self.storage.db, {JobStatus.RUNNING})
         max_running = self.config.scheduler.max_running_jobs
         queues = read_queues(self.storage.db, heads_needed(self.tiers, len(running), max_running))
-        active = Counter(j.tier for j in running)
-        for tier in self.tiers:
-            QUEUE_DEPTH.labels(tier=tier).set(queues.depth.get(tier, 0))
-            RUNNING_JOBS.labels(tier=tier).set(active[tier])
         out = schedule(
             SchedulerInput(
                 queued=queues.heads,
@@ -200,8 +241,12 @@ class Scheduler:
         for job_id in out.start:
             try:
                 # Consent is checked again here; a job no longer allowed is cancelled.
-                if dispatch_job(self.storage.db, self.config, job_id) is None:
+                view = dispatch_job(self.storage.db, self.config, job_id)
+                if view is None:
                     continue
+                if view.attempts == 1 and view.started_at is not None:
+                    wait = view.started_at - view.submitted_at
+                    QUEUE_WAIT_SECONDS.labels(tier=view.tier).observe(max(0.0, wait))
             except Exception:
                 log.exception("could not dispatch %s", job_id)
                 continue
@@ -213,6 +258,8 @@ class Scheduler:
 
     def _run(self, job_id: str) -> None:
         db = self.storage.db
+        began = time.monotonic()
+        tier, ended = self._tier_of(job_id), "FAILED"
         try:
             view = get_job(db, job_id)
             job = RenderJob(
@@ -238,21 +285,19 @@ class Scheduler:
                     db, self.config, job_id, key, quality
                 ),
             )
-            done = get_job(db, job_id)
-            if done.started_at is not None and done.finished_at is not None:
-                JOB_SECONDS.labels(tier=view.tier).observe(done.finished_at - done.started_at)
-            JOBS_FINISHED.labels(tier=view.tier, status="SUCCEEDED").inc()
+            ended = "SUCCEEDED"
         except (JobCancelled, JobChanged) as exc:
             log.info("%s", exc)
-            JOBS_FINISHED.labels(tier=self._tier_of(job_id), status="CANCELLED").inc()
+            ended = "CANCELLED"
         except StageCallError as exc:
-            self._fail_or_retry(job_id, exc, exc.retryable)
+            ended = self._fail_or_retry(job_id, exc, exc.retryable)
         except StorageUnavailableError as exc:  # infrastructure, not the job's fault
             log.warning("job %s: %s", job_id, exc)
-            self._fail_or_retry(job_id, exc, True)
+            ended = self._fail_or_retry(job_id, exc, True)
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            self._fail_or_retry(job_id, exc, False)
+            ended = self._fail_or_retry(job_id, exc, False)
+        JOB_RUN_SECONDS.labels(tier=tier, status=ended).observe(time.monotonic() - began)
 
     def _tier_of(self, job_id: str) -> str:
         try:
@@ -260,14 +305,18 @@ class Scheduler:
         except LookupError:
             return "unknown"
 
-    def _fail_or_retry(self, job_id: str, exc: Exception, retryable: bool) -> None:
+    def _fail_or_retry(self, job_id: str, exc: Exception, retryable: bool) -> str:
+        """Record a failed run; return how it ended (FAILED, REQUEUED, or CANCELLED when the
+        job was cancelled meanwhile)."""
         try:
             max_attempts = self.config.scheduler.max_attempts
             ended = end_failed_attempt(self.storage.db, job_id, str(exc), retryable, max_attempts)
-            if ended is JobStatus.FAILED:
-                JOBS_FINISHED.labels(tier=self._tier_of(job_id), status="FAILED").inc()
         except Exception:
             log.exception("could not record the end of job %s", job_id)
+            return "FAILED"
+        if ended is None:
+            return "CANCELLED"
+        return "REQUEUED" if ended is JobStatus.QUEUED else ended.value
 
     # --- introspection ------------------------------------------------------------------
 
@@ -294,6 +343,7 @@ class Scheduler:
             "tick_errors": self.errors,
             "pid": os.getpid(),
             "recovered": self.recovered or [],
+            "metrics": self.metrics_url,
         }
 
     def ping(self) -> bool:

@@ -25,6 +25,7 @@ import time
 from cameofarm.cluster import egress
 from cameofarm.cluster.egress import AllowRule, DestinationRefused
 from cameofarm.configs import WebhookConfig
+from cameofarm.monitoring.metrics import WEBHOOK_ATTEMPTS
 from cameofarm.storage.db import Database, UserRow, WebhookDeliveryRow
 from sqlalchemy import select
 
@@ -105,12 +106,14 @@ def _attempt(db: Database, config: WebhookConfig, delivery_id: int) -> None:
         row.attempts += 1
         row.last_error = error
         if error is None:
-            row.status = "DELIVERED"
+            row.status, outcome = "DELIVERED", "delivered"
         elif refused or row.attempts >= config.max_attempts:
-            row.status = "FAILED"
+            row.status, outcome = "FAILED", "refused" if refused else "failed"
             log.warning("webhook for %s failed %d times: %s", event_job, row.attempts, error)
         else:
+            outcome = "retry"
             row.next_at = time.time() + config.backoff_seconds * 2 ** (row.attempts - 1)
+    WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
 
 
 def _status_of(body: bytes) -> str:

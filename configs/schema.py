@@ -54,6 +54,12 @@ class TierConfig(_Strict):
         default=0.5, gt=0, le=1, description="Share of farm job slots this tier is entitled to."
     )
     priority: int = Field(default=0, description="Higher tiers win ties when slots are scarce.")
+    wait_objective_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Queue wait the tier promises at the 95th percentile (exported as "
+        "cameofarm_tier_wait_objective_seconds; an alert fires past it).",
+    )
 
 
 _MODEL_REF = r"^[a-z0-9][a-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # as the model store
@@ -169,12 +175,6 @@ class SchedulerConfig(_Strict):
     max_running_jobs: int = Field(default=3, ge=1, description="Farm-wide concurrent jobs.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of one job before it fails.")
     chunk_frames: int = Field(default=25, ge=1, le=1000, description="Frames per work chunk.")
-    metrics_port: int = Field(
-        default=0,
-        ge=0,
-        le=65535,
-        description="Port of the scheduler's Prometheus /metrics (127.0.0.1); 0 = off.",
-    )
     call_first_seconds: float = Field(
         default=900.0,
         gt=0,
@@ -425,6 +425,43 @@ class ApiConfig(_Strict):
     )
 
 
+class MonitoringConfig(_Strict):
+    """Prometheus endpoints of the farm's processes, and what the scheduler watches for them."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface the metrics endpoints bind; 0.0.0.0 when a Prometheus on "
+        "another host scrapes the farm.",
+    )
+    scheduler_port: int = Field(
+        default=9640,
+        ge=0,
+        le=65535,
+        description="The scheduler's /metrics (jobs, queues, stages, replicas, GPUs, consent, "
+        "purges, webhooks); 0 = off.",
+    )
+    api_port: int = Field(
+        default=9641,
+        ge=0,
+        le=65535,
+        description="The API replica's /metrics (requests by route and status, latency, "
+        "rate-limit refusals); 0 = off.",
+    )
+    replica_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the scheduler asks every replica for its health (restarts, "
+        "model loads, GPU readings).",
+    )
+    audit_verify_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often the scheduler verifies the audit chain "
+        "(cameofarm_audit_chain_valid).",
+    )
+
+
 class WebhookConfig(_Strict):
     """Job-completion webhooks: HMAC-signed POSTs retried with exponential backoff."""
 
@@ -484,6 +521,7 @@ class FarmConfig(_Strict):
     content: ContentConfig = ContentConfig()
     api: ApiConfig = ApiConfig()
     webhooks: WebhookConfig = WebhookConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     prompt_scenes: PromptScenesConfig = PromptScenesConfig()
 
     @model_validator(mode="after")

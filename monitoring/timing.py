@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cameofarm.monitoring.metrics import STAGE_CALL_SECONDS, STAGE_SECONDS
+from cameofarm.monitoring.metrics import (
+    REPLICA_BUSY_SECONDS,
+    STAGE_CALL_SECONDS,
+    STAGE_FRAME_SECONDS,
+    STAGE_SECONDS,
+)
 from cameofarm.storage.db import Database, JobEventRow, StageTimingRow
 
 T = TypeVar("T")
@@ -57,11 +62,15 @@ class StageTiming:
 
 
 class StageRecorder:
-    """Writes one stage_timings row per actor call and observes the stage histograms."""
+    """Writes one stage_timings row per actor call and observes the stage histograms
+    (labelled with the stage's backend, from `backends`, stage name to backend name)."""
 
-    def __init__(self, db: Database, attempt: int = 1) -> None:
+    def __init__(
+        self, db: Database, attempt: int = 1, backends: Mapping[str, str] | None = None
+    ) -> None:
         self.db = db
         self.attempt = attempt
+        self.backends = dict(backends or {})
 
     def record(
         self,
@@ -106,9 +115,7 @@ class StageRecorder:
                             at=call.started_at,
                         )
                     )
-        for call in calls:
-            STAGE_CALL_SECONDS.labels(tier=tier, stage=stage).observe(call.seconds)
-        STAGE_SECONDS.labels(tier=tier, stage=stage).observe(finished_at - started_at)
+        observe_stage(tier, stage, self.backends.get(stage, ""), calls, finished_at - started_at)
         return StageTiming(job_id, tier, stage, started_at, finished_at, tuple(calls))
 
     @contextmanager
@@ -121,6 +128,20 @@ class StageRecorder:
         if calls:  # from submitting the calls to the last one returning
             finished = max(finished, max(c.finished_at for c in calls))
         self.record(job_id, tier, stage, calls, started, finished)
+
+
+def observe_stage(
+    tier: str, stage: str, backend: str, calls: Sequence[CallTiming], seconds: float
+) -> None:
+    """The stage's Prometheus samples: its wall time, each call's time and per-frame cost,
+    and the replica time each call took."""
+    labels = {"tier": tier, "stage": stage, "backend": backend}
+    for call in calls:
+        STAGE_CALL_SECONDS.labels(**labels).observe(call.seconds)
+        if call.frames > 0:
+            STAGE_FRAME_SECONDS.labels(**labels).observe(call.seconds / call.frames)
+        REPLICA_BUSY_SECONDS.labels(stage=stage, replica=call.replica).inc(max(0.0, call.seconds))
+    STAGE_SECONDS.labels(**labels).observe(seconds)
 
 
 def frames_of(result: Any) -> int:

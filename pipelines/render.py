@@ -222,7 +222,8 @@ def render_job(
     finalize: Finalize = lambda _key, _quality: None,
 ) -> RenderResult:
     """Run every stage of one job and publish its MP4; return where it was published."""
-    recorder = StageRecorder(storage.db, attempt=job.attempt)
+    backends = {stage.value: pool.backend for stage, pool in config.pools.items()}
+    recorder = StageRecorder(storage.db, attempt=job.attempt, backends=backends)
     started = time.time()
 
     def checkpoint(stage: str, fraction: float) -> None:

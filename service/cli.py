@@ -172,6 +172,11 @@ def status(obj: Ctx, as_json: bool) -> None:
                     f"device={p.get('device', '?')} provider={p.get('provider', '?')} "
                     f"gpu_ids=[{p['gpu_ids']}] calls={p['calls']} cached={len(p['cached'])}"
                 )
+                for g in p.get("gpus", ()):  # NVML readings, where a GPU is present
+                    line += (
+                        f" gpu{g['index']}={g['utilization']:.0%}"
+                        f" {g['memory_used'] / 2**30:.1f}/{g['memory_total'] / 2**30:.0f}GiB"
+                    )
             if not p.get("in_rotation", True):
                 line += (
                     f"  OUT OF ROTATION for {p['back_in_s']:.0f} s more after "
@@ -189,6 +194,8 @@ def status(obj: Ctx, as_json: bool) -> None:
         )
     for tier, why in info["waiting"].items():
         click.echo(f"waiting: {tier}: {why}")
+    served = info.get("metrics") or "not served (monitoring.scheduler_port is 0 or was taken)"
+    click.echo(f"metrics: {served}")
 
 
 # --- cameos --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from cameofarm.cameos.accounts import HANDLE
 from cameofarm.cameos.content import DISPLAY_TEXT_PATTERN
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.registry import voice_languages
+from cameofarm.service.api_metrics import RequestMetrics, count_refusal
 from cameofarm.service.farm_api import (
     ApiError,
     FarmAPI,
@@ -310,8 +311,9 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     async def _body_refused(_request: Request, exc: BodyRefused) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
-    # Outermost of our own layers: limits apply before any route reads the body.
+    # Limits apply before any route reads the body; outside them, every request is counted.
     app.add_middleware(IngressGuard, config=config)
+    app.add_middleware(RequestMetrics, routes=app.router.routes)
 
     def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Any:
         # Failed authentications are limited per client address (a guesser's random keys
@@ -319,6 +321,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         address = request.client.host if request.client else "unknown"
         blocked = failures.wait(address)
         if blocked > 0:
+            count_refusal("auth_failures")
             raise RateLimited(
                 f"too many failed authentications from {address}; retry in {blocked:.0f} s",
                 retry_after=blocked,
@@ -329,6 +332,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
         bucket = hashlib.sha256((token or "anonymous").encode()).hexdigest()
         wait = buckets.take(bucket)
         if wait > 0:
+            count_refusal("key")
             raise RateLimited(f"rate limit: retry in {wait:.1f} s", retry_after=wait)
         try:
             if token is None:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from cameofarm.configs import FarmConfig
+from cameofarm.monitoring.metrics import API_RATE_LIMITED
 from starlette.exceptions import HTTPException
 
 Scope = MutableMapping[str, Any]
@@ -74,6 +75,7 @@ class IngressGuard:
         client = scope.get("client")
         address = str(client[0]) if client else "unknown"
         if self.active[address] >= self.api.max_requests_per_client:
+            API_RATE_LIMITED.labels(limit="client_requests").inc()
             await _answer(
                 send,
                 429,

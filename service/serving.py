@@ -37,7 +37,14 @@ def api_up(config: FarmConfig, progress: Callable[[str], None] = print) -> str:
     )
     @serve.ingress(app)
     class ApiIngress:
-        """The FastAPI app, one replica (see service.http on rate limits)."""
+        """The FastAPI app, one replica (see service.http on rate limits). The replica serves
+        its request metrics on monitoring.api_port."""
+
+        def __init__(self) -> None:
+            from cameofarm.monitoring.metrics import declare_api_series, serve_metrics
+
+            declare_api_series()
+            serve_metrics(config.monitoring.host, config.monitoring.api_port, "api")
 
     serve.run(ApiIngress.bind(), name=APP_NAME, route_prefix="/", blocking=False)  # type: ignore[attr-defined]
     url = api_url(config)

@@ -24,6 +24,7 @@ from cameofarm.cluster.jobs import (
     list_jobs,
     submit_job,
 )
+from cameofarm.monitoring.metrics import API_RATE_LIMITED
 from cameofarm.service.areas.base import (
     Area,
     BadRequest,
@@ -66,6 +67,7 @@ class JobsArea(Area):
         times = jobs_submitted_since(self.db, principal.user, since)
         if len(times) >= limit:
             retry = max(1.0, times[-limit] + 86400 - time.time())
+            API_RATE_LIMITED.labels(limit="jobs_per_day").inc()
             raise RateLimited(
                 f"daily job quota reached ({limit} jobs in 24 h); try again in {retry:.0f} s",
                 retry_after=retry,
