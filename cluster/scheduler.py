@@ -259,9 +259,10 @@ class Scheduler:
     def _run(self, job_id: str) -> None:
         db = self.storage.db
         began = time.monotonic()
-        tier, ended = self._tier_of(job_id), "FAILED"
+        tier, ended = "unknown", "FAILED"
         try:
             view = get_job(db, job_id)
+            tier = view.tier
             job = RenderJob(
                 view.id,
                 view.tier,
@@ -298,12 +299,6 @@ class Scheduler:
             log.exception("job %s failed", job_id)
             ended = self._fail_or_retry(job_id, exc, False)
         JOB_RUN_SECONDS.labels(tier=tier, status=ended).observe(time.monotonic() - began)
-
-    def _tier_of(self, job_id: str) -> str:
-        try:
-            return get_job(self.storage.db, job_id).tier
-        except LookupError:
-            return "unknown"
 
     def _fail_or_retry(self, job_id: str, exc: Exception, retryable: bool) -> str:
         """Record a failed run; return how it ended (FAILED, REQUEUED, or CANCELLED when the
