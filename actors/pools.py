@@ -12,7 +12,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -24,6 +25,9 @@ from cameofarm.monitoring.timing import CallTiming
 from cameofarm.storage.objects import StorageUnavailableError
 
 log = logging.getLogger("cameofarm.pools")
+
+# Told how many of a map's calls have answered so far, each time that number grows.
+OnDone = Callable[[int], None]
 
 
 class StageCallError(RuntimeError):
@@ -39,7 +43,11 @@ class StagePools(Protocol):
     """Run a batch of calls on one stage's replicas and wait for all of them."""
 
     def map(
-        self, stage: StageName, method: str, calls: Sequence[tuple[Any, ...]]
+        self,
+        stage: StageName,
+        method: str,
+        calls: Sequence[tuple[Any, ...]],
+        on_done: OnDone | None = None,
     ) -> tuple[list[Any], list[CallTiming]]: ...
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
@@ -69,7 +77,11 @@ class LocalStagePools:
         self.actors = actors
 
     def map(
-        self, stage: StageName, method: str, calls: Sequence[tuple[Any, ...]]
+        self,
+        stage: StageName,
+        method: str,
+        calls: Sequence[tuple[Any, ...]],
+        on_done: OnDone | None = None,
     ) -> tuple[list[Any], list[CallTiming]]:
         outputs, timings = [], []
         for args in calls:
@@ -80,6 +92,8 @@ class LocalStagePools:
                 raise StageCallError(stage, f"{type(exc).__name__}: {exc}", retryable) from exc
             outputs.append(value)
             timings.append(timing)
+            if on_done is not None:
+                on_done(len(outputs))
         return outputs, timings
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
@@ -133,6 +147,7 @@ class RayStagePools:
         self._turn = itertools.count()
         # Moving average of seconds per call, by stage and method.
         self._cost: dict[tuple[StageName, str], float] = {}
+        self._in_flight: Counter[str] = Counter()  # calls sent and not yet answered, by replica
 
     def __getstate__(self) -> dict[str, Any]:
         return {"replicas": self.replicas, "deadlines": self.deadlines, "rotation": self.policy}
@@ -161,8 +176,9 @@ class RayStagePools:
     def _failed(self, stage: StageName, replica: str, reason: str) -> None:
         with self._lock:
             drained = self.rotation.failed(replica, reason)
+        where = {"stage": stage.value, "replica": replica}
         if drained:
-            REPLICAS_DRAINED.labels(stage=stage.value, replica=replica).inc()
+            REPLICAS_DRAINED.labels(**where).inc()
             log.warning(
                 "%s replica %s out of rotation for %.0f s after %d failures in a row: %s",
                 stage.value,
@@ -170,6 +186,11 @@ class RayStagePools:
                 self.policy.drain_seconds,
                 self.policy.failures_to_drain,
                 reason,
+                extra=where,
+            )
+        else:
+            log.warning(
+                "%s replica %s failed a call: %s", stage.value, replica, reason, extra=where
             )
 
     def _await_restart(self, actor: Any) -> bool:
@@ -192,7 +213,11 @@ class RayStagePools:
         return False
 
     def map(
-        self, stage: StageName, method: str, calls: Sequence[tuple[Any, ...]]
+        self,
+        stage: StageName,
+        method: str,
+        calls: Sequence[tuple[Any, ...]],
+        on_done: OnDone | None = None,
     ) -> tuple[list[Any], list[CallTiming]]:
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
@@ -201,6 +226,13 @@ class RayStagePools:
         timings: list[CallTiming | None] = [None] * len(calls)
         tried: list[list[str]] = [[] for _ in calls]  # "replica: what went wrong", per call
         failed_on: list[set[str]] = [set() for _ in calls]
+        answered_calls: set[int] = set()  # for on_done: a retried call counts again only once
+
+        def count_answer(i: int) -> None:
+            answered_calls.add(i)
+            if on_done is not None:
+                on_done(len(answered_calls))
+
         todo = list(range(len(calls)))
         while todo:
             sent = {}
@@ -215,11 +247,11 @@ class RayStagePools:
                     waited.add(name)
                 out, timing = getattr(actor, method).options(num_returns=2).remote(*calls[i])
                 sent[i] = (name, actor, out, timing)
-                REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=name).inc()
+                self._flying(stage, name, +1)
             # A replica works through its calls one at a time: its last may wait for the others.
             queued = math.ceil(len(todo) / max(1, len(self.replicas[stage])))
             timeout = self.deadline(stage, method) * max(1, queued)
-            answered = self._await_answers(stage, sent, timeout)
+            answered = self._await_answers(stage, sent, timeout, count_answer)
             killed: set[str] = set()
             todo = []
             for i, (name, actor, out, timing_ref) in sent.items():
@@ -245,6 +277,7 @@ class RayStagePools:
                         ) from exc
                     except (ActorDiedError, ActorUnavailableError) as exc:
                         reason, kind = f"replica lost ({type(exc).__name__})", "lost"
+                        answered_calls.discard(i)  # its answer was the replica's death
                 self._failed(stage, name, reason)
                 tried[i].append(f"{name}: {reason}")
                 failed_on[i].add(name)
@@ -265,14 +298,19 @@ class RayStagePools:
         return outputs, done
 
     def _await_answers(
-        self, stage: StageName, sent: dict[int, tuple[str, Any, Any, Any]], timeout: float
+        self,
+        stage: StageName,
+        sent: dict[int, tuple[str, Any, Any, Any]],
+        timeout: float,
+        on_answer: Callable[[int], None],
     ) -> set[Any]:
-        """Wait up to `timeout` for the calls' timings; return those that came. Each replica's
-        in-flight count drops as its calls answer (or, for the rest, when the wait ends)."""
+        """Wait up to `timeout` for the calls' timings; return those that came, telling
+        `on_answer` each call's index as it does. Each replica's in-flight count drops as its
+        calls answer (or, for the rest, when the wait ends)."""
         import ray
 
-        replica_of = {timing: name for name, _, _, timing in sent.values()}
-        pending = set(replica_of)
+        call_of = {timing: (i, name) for i, (name, _, _, timing) in sent.items()}
+        pending = set(call_of)
         answered: set[Any] = set()
         end = time.monotonic() + timeout
         while pending and (left := end - time.monotonic()) > 0:
@@ -280,10 +318,17 @@ class RayStagePools:
             for ref in ready:
                 pending.discard(ref)
                 answered.add(ref)
-                REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=replica_of[ref]).dec()
+                i, name = call_of[ref]
+                self._flying(stage, name, -1)
+                on_answer(i)
         for ref in pending:
-            REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=replica_of[ref]).dec()
+            self._flying(stage, call_of[ref][1], -1)
         return answered
+
+    def _flying(self, stage: StageName, replica: str, change: int) -> None:
+        with self._lock:
+            self._in_flight[replica] += change
+        REPLICA_IN_FLIGHT.labels(stage=stage.value, replica=replica).inc(change)
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         import ray
@@ -313,6 +358,7 @@ class RayStagePools:
                     info["error"] = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 info.update(self.rotation.report(name))
+                info["in_flight"] = self._in_flight[name]
             report.append(info)
         return report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-from cameofarm.configs import PoolConfig, StageName
+from cameofarm.configs import LogConfig, PoolConfig, StageName
 from cameofarm.models import codec
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import (
@@ -32,10 +33,12 @@ from cameofarm.models.placement import backend_context
 from cameofarm.models.registry import build_backend
 from cameofarm.models.store import ModelStore
 from cameofarm.monitoring.gpu import read_gpus
+from cameofarm.monitoring.logs import configure_process_logging
 from cameofarm.monitoring.timing import CallTiming, frames_of, timed_call
 from cameofarm.storage.fetch import ObjectFetcher
 
 T = TypeVar("T")
+log = logging.getLogger("cameofarm.replica")
 
 
 class _LRU:
@@ -83,7 +86,12 @@ class StageActor:
         fetcher: ObjectFetcher,
         gpu_ids: Callable[[], list[Any]] | None = None,
         settings: dict[str, Any] | None = None,
+        log_config: LogConfig | None = None,
     ) -> None:
+        """`log_config`, given to a replica in its own process (not to in-process pools), sets
+        up that process's logs: each record carries the replica's stage and name."""
+        if log_config is not None:
+            configure_process_logging(log_config, stage=stage.value, replica=replica)
         # Replicas are the unit of parallelism. OpenCV's own thread pool spin-waits between the
         # many small warps of a frame and, with several replicas per core, made face swap
         # ~100x slower (measured); one thread per replica avoids that.
@@ -105,8 +113,16 @@ class StageActor:
         self.cache = _LRU(pool.cache_cameos)
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self.calls = 0
+        self.busy_seconds = 0.0  # wall seconds spent in calls that answered
         # What the pool's config asked for when this replica was made (`up` compares it).
         self.settings = dict(settings or pool.model_dump(exclude={"replicas"}))
+        log.info(
+            "loaded %s on %s in %.2f s (gpu ids [%s])",
+            self.backend_name,
+            self.ctx.device,
+            self.load_seconds,
+            self.gpus,
+        )
 
     def health(self) -> dict[str, Any]:
         """Report who this replica is, what it holds and how much it has done."""
@@ -124,6 +140,7 @@ class StageActor:
             "settings": self.settings,
             "pid": os.getpid(),
             "calls": self.calls,
+            "busy_seconds": round(self.busy_seconds, 3),
             "load_seconds": round(self.load_seconds, 3),
             "cached": self.cache.keys(),
             "gpus": read_gpus(self.gpu_indices),
@@ -137,7 +154,9 @@ class StageActor:
     def _timed(self, fn: Callable[[], T], frames: int | None = None) -> tuple[T, CallTiming]:
         self.calls += 1
         count = frames_of if frames is None else (lambda _: frames)
-        return timed_call(self.replica, self.gpus, fn, count)
+        result, timing = timed_call(self.replica, self.gpus, fn, count)
+        self.busy_seconds += timing.seconds
+        return result, timing
 
     def _asset(self, key: str, decode: Callable[[bytes], T]) -> T:
         return self.cache.get(key, lambda: decode(self.fetcher.get_bytes(key)))

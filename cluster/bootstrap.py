@@ -19,6 +19,7 @@ from cameofarm.cluster.ray_head import (
     read_head,
     start_head,
     stop_head,
+    token_path,
     use_auth,
 )
 from cameofarm.configs import FarmConfig, StageName
@@ -98,7 +99,10 @@ def _find(name: str) -> Any | None:
 def pool_settings(config: FarmConfig, stage: StageName) -> dict[str, Any]:
     """What a replica is made with and cannot change while it lives: `up` replaces a replica
     whose settings differ from the config's."""
-    return config.pools[stage].model_dump(exclude={"replicas"})
+    return {
+        **config.pools[stage].model_dump(exclude={"replicas"}),
+        "log": config.monitoring.log.model_dump(),
+    }
 
 
 def _stage_replicas() -> dict[str, Any]:
@@ -197,7 +201,16 @@ def _create_pools(
                     max_restarts=-1,
                     # A chunk is retried on another replica by the pools, not here.
                     max_task_retries=0,
-                ).remote(stage, pool, name, data_dir / "keys", fetcher, ray.get_gpu_ids, settings)
+                ).remote(
+                    stage,
+                    pool,
+                    name,
+                    data_dir / "keys",
+                    fetcher,
+                    ray.get_gpu_ids,
+                    settings,
+                    config.monitoring.log,
+                )
             group[name] = actor
         pools[stage] = group
     for name, info in _loaded(pools).items():
@@ -281,6 +294,8 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     connect(config, start_if_missing=True)
     resources = ray.cluster_resources()
     progress(f"cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+    for what, where in farm_links(config).items():
+        progress(f"{what}: {where}")
     progress("stage pools:")
     pools, changed = _create_pools(config, progress)
     scheduler: Any = _find(SCHEDULER_NAME)
@@ -314,15 +329,40 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     return status
 
 
-def farm_status(config: FarmConfig) -> dict[str, Any]:
-    """Return the scheduler's status report, or raise FarmError if the farm is down."""
+def farm_links(config: FarmConfig) -> dict[str, str]:
+    """Where an operator looks on this machine: the farm processes' logs and, when
+    cluster.dashboard is on, Ray's dashboard (an embedded head's; a joined cluster has its
+    own, wherever its operators put it)."""
+    head = read_head(config) if _embedded(config) else None
+    if head is None:
+        return {"logs": "in Ray's session logs on each node (session_latest/logs/worker-*.err)"}
+    links = {"logs": f"{head.temp_dir}/session_latest/logs (scheduler, replicas: worker-*.err)"}
+    if config.cluster.dashboard and "dashboard" in head.ports:
+        links["Ray dashboard"] = (
+            f"http://127.0.0.1:{head.ports['dashboard']} (it asks for the farm's Ray token: "
+            f"the contents of {token_path(config).resolve()})"
+        )
+    return links
+
+
+def farm_status(config: FarmConfig, timeout: float = 60) -> dict[str, Any]:
+    """Return the scheduler's status report, or raise FarmError if the farm is down or the
+    scheduler does not answer within `timeout` seconds. Works from any process on the farm's
+    Ray cluster, an API replica (Serve's own namespace) included."""
     import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
 
     connect(config)
-    scheduler = _find(SCHEDULER_NAME)
-    if scheduler is None:
-        raise FarmError("Ray is up but the farm is not; run `cameofarm up`")
-    return dict(ray.get(scheduler.status.remote(), timeout=60))
+    try:
+        scheduler = ray.get_actor(SCHEDULER_NAME, namespace=config.cluster.namespace)
+    except ValueError:
+        raise FarmError("Ray is up but the farm is not; run `cameofarm up`") from None
+    try:
+        return dict(ray.get(scheduler.status.remote(), timeout=timeout))
+    except GetTimeoutError:
+        raise FarmError(f"the scheduler did not answer within {timeout:g} s") from None
+    except RayActorError as exc:
+        raise FarmError(f"the scheduler is not available ({type(exc).__name__})") from None
 
 
 def farm_down(config: FarmConfig, progress: Progress = print) -> None:

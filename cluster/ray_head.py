@@ -139,6 +139,15 @@ def reachable(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_ports(n: int) -> list[int]:
     socks: list[socket.socket] = []
     ports: list[int] = []
@@ -174,6 +183,13 @@ def _start_head_once(config: FarmConfig) -> Head:
     c = config.cluster
     names = ("gcs", "client", "dashboard", "agent_listen", "agent_grpc", "metrics", "runtime_env")
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    if c.dashboard and c.dashboard_port:
+        if not _port_free(c.dashboard_port):
+            raise HeadError(
+                f"port {c.dashboard_port} (cluster.dashboard_port) is taken; choose another, "
+                "or 0 for any free port"
+            )
+        ports["dashboard"] = c.dashboard_port
     temp_dir = temp_dir_of(config)
     cmd = [
         _ray_cli(),

@@ -22,6 +22,7 @@ from cameofarm.cameos.purge import run_due_purges
 from cameofarm.cluster.jobs import (
     JobChanged,
     JobStatus,
+    describe_running,
     dispatch_job,
     end_failed_attempt,
     ended_unpublished_since,
@@ -48,6 +49,7 @@ from cameofarm.monitoring.collectors import (
     FarmStateCollector,
     ReplicaWatch,
 )
+from cameofarm.monitoring.logs import add_log_fields, configure_process_logging, log_context
 from cameofarm.monitoring.metrics import (
     JOB_RUN_SECONDS,
     PURGES_DONE,
@@ -102,6 +104,9 @@ class Scheduler:
         self.audit_check: AuditCheck | None = None
         self.metrics_url: str | None = None
         self._due = {"replicas": float("-inf"), "audit": float("-inf")}
+        # Running jobs' stages, call by call: job id -> stage -> [calls answered, calls].
+        self._stages: dict[str, dict[str, list[int]]] = {}
+        self._stages_lock = threading.Lock()
 
     # --- the control loop ----------------------------------------------------------------
 
@@ -248,8 +253,9 @@ class Scheduler:
                     wait = view.started_at - view.submitted_at
                     QUEUE_WAIT_SECONDS.labels(tier=view.tier).observe(max(0.0, wait))
             except Exception:
-                log.exception("could not dispatch %s", job_id)
+                log.exception("could not dispatch %s", job_id, extra={"job": job_id})
                 continue
+            log.info("dispatched", extra={"job": job_id, "tier": view.tier})
             self.futures[job_id] = self.executor.submit(self._run, job_id)
             started.append(job_id)
         return started
@@ -257,12 +263,18 @@ class Scheduler:
     # --- one job ------------------------------------------------------------------------
 
     def _run(self, job_id: str) -> None:
+        with log_context(job=job_id):  # every record of this run names the job
+            self._run_job(job_id)
+
+    def _run_job(self, job_id: str) -> None:
         db = self.storage.db
         began = time.monotonic()
         tier, ended = "unknown", "FAILED"
         try:
             view = get_job(db, job_id)
             tier = view.tier
+            add_log_fields(tier=tier)
+            log.info("rendering (attempt %d)", view.attempts)
             job = RenderJob(
                 view.id,
                 view.tier,
@@ -285,12 +297,16 @@ class Scheduler:
                 finalize=lambda key, quality: finish_published(
                     db, self.config, job_id, key, quality
                 ),
+                stage_progress=lambda stage, done, total: self._note_stage(
+                    job_id, stage, done, total
+                ),
             )
             ended = "SUCCEEDED"
         except (JobCancelled, JobChanged) as exc:
             log.info("%s", exc)
             ended = "CANCELLED"
         except StageCallError as exc:
+            log.warning("%s", exc)
             ended = self._fail_or_retry(job_id, exc, exc.retryable)
         except StorageUnavailableError as exc:  # infrastructure, not the job's fault
             log.warning("job %s: %s", job_id, exc)
@@ -298,7 +314,15 @@ class Scheduler:
         except Exception as exc:
             log.exception("job %s failed", job_id)
             ended = self._fail_or_retry(job_id, exc, False)
-        JOB_RUN_SECONDS.labels(tier=tier, status=ended).observe(time.monotonic() - began)
+        seconds = time.monotonic() - began
+        JOB_RUN_SECONDS.labels(tier=tier, status=ended).observe(seconds)
+        log.info("run ended %s after %.1f s", ended, seconds)
+        with self._stages_lock:
+            self._stages.pop(job_id, None)
+
+    def _note_stage(self, job_id: str, stage: str, done: int, total: int) -> None:
+        with self._stages_lock:
+            self._stages.setdefault(job_id, {})[stage] = [done, total]
 
     def _fail_or_retry(self, job_id: str, exc: Exception, retryable: bool) -> str:
         """Record a failed run; return how it ended (FAILED, REQUEUED, or CANCELLED when the
@@ -316,23 +340,17 @@ class Scheduler:
     # --- introspection ------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Pools with replica GPU ids, queue depth per tier, running jobs, loop health."""
-        running = list_jobs(self.storage.db, {JobStatus.RUNNING})
+        """Pools with replica GPU ids, queue depth per tier, running jobs (with each stage's
+        calls answered so far), loop health."""
         depth = read_queues(self.storage.db, 0).depth
+        with self._stages_lock:
+            stages = {
+                job: {s: list(n) for s, n in each.items()} for job, each in self._stages.items()
+            }
         return {
             "pools": self.pools.health(),
             "queues": {tier: depth.get(tier, 0) for tier in self.tiers},
-            "running": [
-                {
-                    "id": j.id,
-                    "tier": j.tier,
-                    "stage": j.stage,
-                    "progress": round(j.progress, 3),
-                    "attempt": j.attempts,
-                    "running_s": round(self.clock() - (j.started_at or self.clock()), 1),
-                }
-                for j in running
-            ],
+            "running": describe_running(self.storage.db, self.clock(), stages),
             "waiting": dict(self.last_output.waiting),
             "ticks": self.ticks,
             "tick_errors": self.errors,
@@ -350,5 +368,6 @@ class FarmScheduler(Scheduler):
     starts at once, because after Ray restarts it (a crash) nobody else calls `start()`."""
 
     def __init__(self, config: FarmConfig, pools: StagePools) -> None:
+        configure_process_logging(config.monitoring.log)
         super().__init__(config, pools, open_farm_storage(config))
         self.start()

@@ -165,7 +165,14 @@ class ClusterConfig(_Strict):
         default=2, ge=0, le=64, description="GPUs the embedded node declares when it has none."
     )
     object_store_gb: float = Field(default=4.0, gt=0.1, le=1024)
-    dashboard: bool = False
+    dashboard: bool = Field(
+        default=False,
+        description="Start Ray's dashboard with the embedded head (on 127.0.0.1): nodes, "
+        "actors and their logs, tasks, the object store; `cameofarm up` prints its URL.",
+    )
+    dashboard_port: int = Field(
+        default=8265, ge=0, le=65535, description="The dashboard's port; 0 = any free port."
+    )
 
 
 class SchedulerConfig(_Strict):
@@ -425,8 +432,20 @@ class ApiConfig(_Strict):
     )
 
 
+class LogConfig(_Strict):
+    """The farm processes' logs (scheduler, stage replicas, API replica)."""
+
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line, "
+        "with job, tier, stage and replica fields where the record is about them.",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class MonitoringConfig(_Strict):
-    """Prometheus endpoints of the farm's processes, and what the scheduler watches for them."""
+    """Prometheus endpoints of the farm's processes, what the scheduler watches for them, and
+    the processes' logs."""
 
     host: str = Field(
         default="127.0.0.1",
@@ -460,6 +479,7 @@ class MonitoringConfig(_Strict):
         description="How often the scheduler verifies the audit chain "
         "(cameofarm_audit_chain_valid).",
     )
+    log: LogConfig = LogConfig()
 
 
 class WebhookConfig(_Strict):

@@ -1,13 +1,16 @@
-"""The one timing hook every stage runs inside: a benchmark row and a Prometheus sample."""
+"""The one timing hook every stage runs inside: a benchmark row, a Prometheus sample and a
+log record that names the stage."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cameofarm.monitoring.logs import log_context
 from cameofarm.monitoring.metrics import (
     REPLICA_BUSY_SECONDS,
     STAGE_CALL_SECONDS,
@@ -17,6 +20,7 @@ from cameofarm.monitoring.metrics import (
 from cameofarm.storage.db import Database, JobEventRow, StageTimingRow
 
 T = TypeVar("T")
+log = logging.getLogger("cameofarm.stages")
 
 
 @dataclass(frozen=True)
@@ -120,14 +124,20 @@ class StageRecorder:
 
     @contextmanager
     def stage(self, job_id: str, tier: str, stage: str) -> Iterator[list[CallTiming]]:
-        """Time a stage: the body appends each call's CallTiming to the yielded list."""
+        """Time a stage: the body appends each call's CallTiming to the yielded list. Records
+        logged inside carry the stage."""
         calls: list[CallTiming] = []
-        started = time.time()
-        yield calls
-        finished = time.time()
-        if calls:  # from submitting the calls to the last one returning
-            finished = max(finished, max(c.finished_at for c in calls))
-        self.record(job_id, tier, stage, calls, started, finished)
+        with log_context(stage=stage):
+            started = time.time()
+            yield calls
+            finished = time.time()
+            if calls:  # from submitting the calls to the last one returning
+                finished = max(finished, max(c.finished_at for c in calls))
+            self.record(job_id, tier, stage, calls, started, finished)
+            replicas = sorted({c.replica for c in calls})
+            log.info(
+                "%d calls in %.2f s on %s", len(calls), finished - started, ", ".join(replicas)
+            )
 
 
 def observe_stage(

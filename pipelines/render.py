@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cameofarm.actors.pools import StagePools
+from cameofarm.actors.pools import OnDone, StagePools
 from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
@@ -57,6 +57,8 @@ class RenderResult:
 
 
 Progress = Callable[[str, float], None]
+# (stage, calls answered, calls the stage makes): each stage's own progress, call by call.
+StageProgress = Callable[[str, int, int], None]
 StillWanted = Callable[[], bool]
 # Marks the job published with its output key, checking consent in the same transaction;
 # raises when the job may no longer be published (the pipeline then removes the object).
@@ -220,6 +222,7 @@ def render_job(
     progress: Progress = lambda _s, _p: None,
     still_wanted: StillWanted = lambda: True,
     finalize: Finalize = lambda _key, _quality: None,
+    stage_progress: StageProgress = lambda _s, _d, _t: None,
 ) -> RenderResult:
     """Run every stage of one job and publish its MP4; return where it was published."""
     backends = {stage.value: pool.backend for stage, pool in config.pools.items()}
@@ -230,6 +233,11 @@ def render_job(
         if not still_wanted():
             raise JobCancelled(f"job {job.job_id} was cancelled before {stage}")
         progress(stage, fraction)
+
+    def counting(stage: StageName, total: int, before: int = 0) -> OnDone:
+        """Report a stage's calls as they answer, after `before` made earlier in the stage."""
+        stage_progress(stage.value, before, total)
+        return lambda done: stage_progress(stage.value, before + done, total)
 
     # 1. Plan the output from the tier spec, for the cameo the scheduler dispatched (consent
     # was checked in that same transaction).
@@ -258,6 +266,7 @@ def render_job(
             StageName.VOICE,
             "voice",
             [(text, cameos[who].assets_key, job.language, emotion) for who, text in lines],
+            counting(StageName.VOICE, len(lines)),
         )
         calls += timings
     spoken: list[SpeechTrack] = pools.fetch(handles)
@@ -293,6 +302,8 @@ def render_job(
     checkpoint(StageName.BASE_VIDEO, 0.15)
     background_key = job.background_key
     with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
+        generating = int(prompt is not None)  # a prompt's scene is one call before the chunks
+        counting(StageName.BASE_VIDEO, len(chunks) + generating)
         if prompt is not None:
             generated = _generate_scene(config, pools, prompt, calls)
             quality["scene"] = {
@@ -304,7 +315,10 @@ def render_job(
                 background_key = generated["background_key"]
         if scene is not None:
             frames, timings = pools.map(
-                StageName.BASE_VIDEO, "scene_video", [(scene, spec, i, s, c) for i, s, c in chunks]
+                StageName.BASE_VIDEO,
+                "scene_video",
+                [(scene, spec, i, s, c) for i, s, c in chunks],
+                counting(StageName.BASE_VIDEO, len(chunks) + generating, generating),
             )
         else:
             frames, timings = pools.map(
@@ -314,6 +328,7 @@ def render_job(
                     (cameo.recording_key, cameo.summary, background_key, spec, i, s, c)
                     for i, s, c in chunks
                 ],
+                counting(StageName.BASE_VIDEO, len(chunks) + generating, generating),
             )
         calls += timings
 
@@ -322,7 +337,10 @@ def render_job(
     with recorder.stage(job.job_id, job.tier, StageName.FACE_SWAP) as calls:
         for actor, c in enumerate(cameos):
             frames, timings = pools.map(
-                StageName.FACE_SWAP, "face_swap", [(f, c.assets_key, actor) for f in frames]
+                StageName.FACE_SWAP,
+                "face_swap",
+                [(f, c.assets_key, actor) for f in frames],
+                counting(StageName.FACE_SWAP, len(cameos) * len(frames), actor * len(frames)),
             )
             calls += timings
 
@@ -334,6 +352,7 @@ def render_job(
                 StageName.LIP_SYNC,
                 "lip_sync",
                 [(f, own[actor], spec.fps, c.assets_key, actor) for f in frames],
+                counting(StageName.LIP_SYNC, len(cameos) * len(frames), actor * len(frames)),
             )
             calls += timings
 
@@ -351,12 +370,18 @@ def render_job(
         job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}", extra=extra
     )
     with recorder.stage(job.job_id, job.tier, StageName.COMPOSITE) as calls:
-        segments, timings = pools.map(StageName.COMPOSITE, "encode", [(f, spec) for f in frames])
+        segments, timings = pools.map(
+            StageName.COMPOSITE,
+            "encode",
+            [(f, spec) for f in frames],
+            counting(StageName.COMPOSITE, len(frames) + 1),  # and one call assembles them
+        )
         calls += timings
         mp4, timings = pools.map(
             StageName.COMPOSITE,
             "assemble",
             [(pools.fetch(segments), speech_arg, spec, claim, job.audio_bed)],
+            counting(StageName.COMPOSITE, len(frames) + 1, len(frames)),
         )
         calls += timings
     data: bytes = pools.fetch(mp4)[0]

@@ -18,6 +18,7 @@ from cameofarm.service.cli_consent import COMMANDS
 from cameofarm.service.cli_models import models
 from cameofarm.service.cli_quality import quality
 from cameofarm.service.cli_scenes import scenes
+from cameofarm.service.cli_top import top
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 _fail = fail
@@ -71,11 +72,22 @@ def cli(
     Commands that read or change users' data need an API key; they run in-process on this
     machine's farm, or over HTTP with --api-url (env CAMEOFARM_API_URL).
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     ctx.obj = Ctx(config_dir, api_url, api_key)
+    _log_to_terminal(ctx.obj, verbose)
+
+
+def _log_to_terminal(obj: Ctx, verbose: bool) -> None:
+    """The CLI's own records go to stderr: warnings (everything with -v), in the format of
+    monitoring.log (a config that does not load is reported by the command that needs it)."""
+    from cameofarm.configs import LogConfig
+    from cameofarm.monitoring.logs import make_handler
+
+    try:
+        fmt = obj.config.monitoring.log.format
+    except ConfigError:
+        fmt = "text"
+    log = LogConfig(format=fmt, level="DEBUG" if verbose else "WARNING")
+    logging.basicConfig(level=log.level, handlers=[make_handler(log)])
 
 
 def main() -> None:
@@ -148,7 +160,7 @@ def down(obj: Ctx) -> None:
 @click.pass_obj
 def status(obj: Ctx, as_json: bool) -> None:
     """Show pools (replicas and GPU ids), queue depth per tier and running jobs."""
-    from cameofarm.cluster.bootstrap import FarmError, farm_status
+    from cameofarm.cluster.bootstrap import FarmError, farm_links, farm_status
 
     try:
         info = farm_status(obj.config)
@@ -196,6 +208,8 @@ def status(obj: Ctx, as_json: bool) -> None:
         click.echo(f"waiting: {tier}: {why}")
     served = info.get("metrics") or "not served (monitoring.scheduler_port is 0 or was taken)"
     click.echo(f"metrics: {served}")
+    for what, where in farm_links(obj.config).items():
+        click.echo(f"{what}: {where}")
 
 
 # --- cameos --------------------------------------------------------------------------------
@@ -714,7 +728,7 @@ def demo(
         _fail(str(exc))
 
 
-for _command in (*COMMANDS, bench, models, quality, scenes):
+for _command in (*COMMANDS, bench, models, quality, scenes, top):
     cli.add_command(_command)
 
 

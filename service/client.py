@@ -255,3 +255,6 @@ class HttpClient:
 
     def audit_verify(self) -> dict[str, Any]:
         return self._call("GET", "/v1/audit/verify")
+
+    def farm_view(self, window_s: float = 300.0) -> dict[str, Any]:
+        return self._call("GET", "/v1/farm", params={"window_s": window_s})

@@ -620,4 +620,13 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     def audit_verify(who: Caller) -> dict[str, Any]:
         return farm().audit_verify(who)
 
+    # --- the farm (operators) ---------------------------------------------------------------
+
+    @app.get("/v1/farm", tags=["farm"])
+    def farm_view(
+        who: Caller, window_s: Annotated[float, Query(ge=10, le=86_400)] = 300.0
+    ) -> dict[str, Any]:
+        """Tiers, pools, replicas and running jobs with their stages (`cameofarm top`)."""
+        return farm().farm_view(who, window_s)
+
     return app

@@ -38,11 +38,13 @@ def api_up(config: FarmConfig, progress: Callable[[str], None] = print) -> str:
     @serve.ingress(app)
     class ApiIngress:
         """The FastAPI app, one replica (see service.http on rate limits). The replica serves
-        its request metrics on monitoring.api_port."""
+        its request metrics on monitoring.api_port and logs as monitoring.log says."""
 
         def __init__(self) -> None:
+            from cameofarm.monitoring.logs import configure_process_logging
             from cameofarm.monitoring.metrics import declare_api_series, serve_metrics
 
+            configure_process_logging(config.monitoring.log)
             declare_api_series()
             serve_metrics(config.monitoring.host, config.monitoring.api_port, "api")
 

@@ -155,12 +155,59 @@ SERIES = [
 ]
 
 
+def _farm_log_records(config) -> list[dict]:
+    """Every JSON record the farm's processes wrote into Ray's session logs."""
+    from cameofarm.cluster.ray_head import read_head
+
+    logs = Path(read_head(config).temp_dir) / "session_latest" / "logs"
+    records = []
+    for path in logs.glob("worker-*.err"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    records.append(json.loads(line))
+    return records
+
+
+def _wait_for_json(url: str, token: str, limit_s: float = 120.0):
+    """GET `url` with a bearer token until it answers with JSON (a service still starting
+    refuses at first)."""
+    deadline = time.monotonic() + limit_s
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.load(answer)
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _frame(view) -> str:
+    from cameofarm.service.cli_top import render_view
+    from rich.console import Console
+
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_view(view))
+    return console.export_text()
+
+
 @pytest.mark.integration
 def test_prometheus_scrapes_the_farm_and_every_panel_has_data(farm_config, cameo, tmp_path):
     import ray
     from cameofarm.cameos.accounts import Principal
-    from cameofarm.cluster.bootstrap import FarmError, connect, farm_down, farm_status, farm_up
-    from cameofarm.cluster.jobs import JobStatus
+    from cameofarm.cluster.bootstrap import (
+        FarmError,
+        connect,
+        farm_down,
+        farm_links,
+        farm_status,
+        farm_up,
+    )
+    from cameofarm.cluster.jobs import JobStatus, get_job
+    from cameofarm.cluster.ray_head import token_path
+    from cameofarm.configs import LogConfig
     from cameofarm.monitoring.dashboards import DASHBOARDS
     from cameofarm.monitoring.gpu import read_gpus
     from cameofarm.service.farm_api import FarmAPI
@@ -171,8 +218,12 @@ def test_prometheus_scrapes_the_farm_and_every_panel_has_data(farm_config, cameo
     monitoring = farm_config.monitoring.model_copy(
         update={"scheduler_port": _free_port(), "api_port": _free_port()}
     )
+    monitoring = monitoring.model_copy(update={"log": LogConfig(format="json")})
     api = farm_config.api.model_copy(update={"port": _free_port(), "burst": 5})
-    config = farm_config.model_copy(update={"monitoring": monitoring, "api": api})
+    cluster = farm_config.cluster.model_copy(update={"dashboard": True, "dashboard_port": 0})
+    config = farm_config.model_copy(
+        update={"monitoring": monitoring, "api": api, "cluster": cluster}
+    )
     prometheus = Prometheus(tmp_path, monitoring.scheduler_port, monitoring.api_port)
     try:
         farm_up(config, progress=lambda _: None)
@@ -189,9 +240,33 @@ def test_prometheus_scrapes_the_farm_and_every_panel_has_data(farm_config, cameo
         from cameofarm.service.jobs_api import submit_render, wait_for_job
 
         job = submit_render(config, storage, [cameo.id], "Metrics for everyone.", "plus", "tester")
+        # `cameofarm top`'s view while it renders: the job with its stages' calls, call by
+        # call (a Plus job spends seconds in each stage; the view is read many times a second).
+        ops = Principal("ops", "acme", operator=True)
+        staged = []
+        while not staged and get_job(storage.db, job.id).status in (
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+        ):
+            view = farm.farm_view(ops)
+            staged = [j for j in view["running"] if j["id"] == job.id and j["stages"]]
+        assert staged, "the job ended before the view ever showed its stages"
+        for done_calls, total in staged[0]["stages"].values():
+            assert 0 <= done_calls <= total
+        row = next(line for line in _frame(view).splitlines() if job.id in line)
+        assert any(f"{d}/{t}" in row for d, t in staged[0]["stages"].values()), row
         done = wait_for_job(storage, job.id, timeout=600)
         assert done.status is JobStatus.SUCCEEDED, done.error
         headers = {"Authorization": f"Bearer {key}"}
+        # Over the API, from the Serve replica: the scheduler answers there too.
+        request = urllib.request.Request(f"{url}/v1/farm", headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            remote = json.load(answer)
+        assert remote["scheduler_error"] is None, remote["scheduler_error"]
+        assert {p["stage"] for p in remote["pools"]} == {s.value for s in config.pools}
+        assert all("busy_seconds" in p and "in_flight" in p for p in remote["pools"])
+        (plus,) = [t for t in remote["tiers"] if t["tier"] == "plus"]
+        assert plus["finished"].get("SUCCEEDED", 0) >= 1
         codes = []
         urllib.request.urlopen(f"{url}/healthz", timeout=30).close()
         for _ in range(8):
@@ -213,6 +288,22 @@ def test_prometheus_scrapes_the_farm_and_every_panel_has_data(farm_config, cameo
             assert prometheus.query('{__name__=~"cameofarm_gpu_.*"}') == []
         stages = prometheus.query("sum by (stage) (cameofarm_stage_seconds_count)")
         assert {s["metric"]["stage"] for s in stages} == {s.value for s in config.pools}
+
+        # 3. The logs, in JSON: the job's records name it, its tier and each stage; each
+        # replica's records name its stage and replica.
+        records = _farm_log_records(config)
+        mine = [r for r in records if r.get("job") == job.id]
+        assert {r["tier"] for r in mine} == {"plus"}
+        assert {r.get("stage") for r in mine} >= {s.value for s in config.pools}
+        assert any(r["message"].startswith("run ended SUCCEEDED") for r in mine)
+        loaded = {r["replica"]: r["stage"] for r in records if r["message"].startswith("loaded")}
+        assert set(loaded.values()) == {s.value for s in config.pools}
+
+        # 4. Ray's dashboard, turned on by config, answers where `farm_links` says.
+        dashboard = farm_links(config)["Ray dashboard"].split()[0]
+        token = token_path(config).read_text().strip()
+        version = _wait_for_json(f"{dashboard}/api/version", token)
+        assert version["ray_version"] == ray.__version__
     finally:
         prometheus.stop()
         with contextlib.suppress(FarmError):  # the farm may not have come up at all

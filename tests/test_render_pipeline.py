@@ -30,7 +30,7 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     from cameofarm.models.media import probe_mp4
     from cameofarm.models.reference.provenance import verify_mp4
 
-    seen = []
+    seen, counts = [], {}
     job = _job(storage, farm_config, cameo, "Short and sweet.")
     result = render_job(
         job,
@@ -38,6 +38,9 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
         pools,
         storage,
         progress=lambda stage, frac: seen.append((str(stage), frac)),
+        stage_progress=lambda stage, done, total: counts.setdefault(stage, []).append(
+            (done, total)
+        ),
     )
     assert result.output_key == f"outputs/{job.job_id}.mp4"
     path = storage.objects.locate(result.output_key)
@@ -55,6 +58,15 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
         assert r.seconds > 0
         assert r.seconds == pytest.approx(r.finished_at - r.started_at, abs=0.01)
     assert sum(r.frames for r in rows if r.stage == "face_swap") == result.frames
+    # Each stage reported its calls as they answered, from none to all (what `top` shows).
+    chunks = -(-result.frames // farm_config.scheduler.chunk_frames)
+    calls = {"voice": 1, "base_video": chunks, "face_swap": chunks, "lip_sync": chunks}
+    calls["composite"] = chunks + 1  # and the call that assembles the segments
+    assert list(counts) == ["voice", "base_video", "face_swap", "lip_sync", "composite"]
+    for stage, reports in counts.items():
+        assert {t for _, t in reports} == {calls[stage]}, stage
+        assert [d for d, _ in reports] == sorted(d for d, _ in reports), stage
+        assert reports[0][0] == 0 and reports[-1][0] == calls[stage], stage
 
 
 def test_cancelled_job_publishes_nothing(farm_config, storage, cameo, pools):

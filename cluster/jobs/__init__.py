@@ -29,6 +29,7 @@ from cameofarm.cluster.jobs.model import (
 )
 from cameofarm.cluster.jobs.queries import (
     QueueSnapshot,
+    describe_running,
     ended_unpublished_since,
     get_job,
     job_history,
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownJobError",
     "cancel_job",
     "cancel_unpermitted",
+    "describe_running",
     "dispatch_job",
     "end_failed_attempt",
     "ended_unpublished_since",

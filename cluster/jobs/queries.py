@@ -67,6 +67,25 @@ def list_jobs(
         return [JobView.from_row(r) for r in rows]
 
 
+def describe_running(
+    db: Database, now: float, stages: dict[str, dict[str, list[int]]] | None = None
+) -> list[dict[str, Any]]:
+    """The running jobs as status reports show them; `stages` adds each job's per-stage
+    [calls answered, calls], which only the scheduler knows."""
+    return [
+        {
+            "id": j.id,
+            "tier": j.tier,
+            "stage": j.stage,
+            "progress": round(j.progress, 3),
+            "attempt": j.attempts,
+            "running_s": round(now - (j.started_at or now), 1),
+            "stages": (stages or {}).get(j.id, {}),
+        }
+        for j in list_jobs(db, {JobStatus.RUNNING})
+    ]
+
+
 @dataclass(frozen=True)
 class QueueSnapshot:
     """What the scheduler reads of the queues each tick."""
