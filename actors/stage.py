@@ -113,7 +113,10 @@ class StageActor:
         self.cache = _LRU(pool.cache_cameos)
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self.calls = 0
-        self.busy_seconds = 0.0  # wall seconds spent in calls that answered
+        # Seconds spent in calls: those done, plus the one running since _busy_since (a
+        # replica runs one chunk call at a time), so a long call shows as busy while it runs.
+        self.busy_seconds = 0.0
+        self._busy_since: float | None = None
         # What the pool's config asked for when this replica was made (`up` compares it).
         self.settings = dict(settings or pool.model_dump(exclude={"replicas"}))
         log.info(
@@ -140,7 +143,7 @@ class StageActor:
             "settings": self.settings,
             "pid": os.getpid(),
             "calls": self.calls,
-            "busy_seconds": round(self.busy_seconds, 3),
+            "busy_seconds": round(self._busy_so_far(), 3),
             "load_seconds": round(self.load_seconds, 3),
             "cached": self.cache.keys(),
             "gpus": read_gpus(self.gpu_indices),
@@ -154,9 +157,16 @@ class StageActor:
     def _timed(self, fn: Callable[[], T], frames: int | None = None) -> tuple[T, CallTiming]:
         self.calls += 1
         count = frames_of if frames is None else (lambda _: frames)
-        result, timing = timed_call(self.replica, self.gpus, fn, count)
-        self.busy_seconds += timing.seconds
-        return result, timing
+        self._busy_since = time.time()
+        try:
+            return timed_call(self.replica, self.gpus, fn, count)
+        finally:
+            started, self._busy_since = self._busy_since, None
+            self.busy_seconds += time.time() - started
+
+    def _busy_so_far(self) -> float:
+        since = self._busy_since  # read once: the call may end meanwhile
+        return self.busy_seconds + (time.time() - since if since is not None else 0.0)
 
     def _asset(self, key: str, decode: Callable[[bytes], T]) -> T:
         return self.cache.get(key, lambda: decode(self.fetcher.get_bytes(key)))

@@ -284,3 +284,29 @@ def test_a_failed_refresh_is_shown_and_the_next_one_recovers():
     text = console.export_text()
     assert "cannot read the farm: cannot reach the API" in text
     assert "job0001" in text and not answers
+
+
+def test_a_replica_counts_a_running_call_as_busy(pools):
+    """`top`'s busy share moves while a long chunk runs, not only when it ends."""
+    import threading
+
+    from cameofarm.configs import StageName
+
+    replica = pools.actors[StageName.COMPOSITE]
+    started, release = threading.Event(), threading.Event()
+
+    def long_call():
+        started.set()
+        assert release.wait(60)
+        return []
+
+    worker = threading.Thread(target=replica._timed, args=(long_call,))
+    worker.start()
+    assert started.wait(60)
+    first = replica.health()["busy_seconds"]
+    while replica.health()["busy_seconds"] <= first:  # the running call's time grows
+        assert worker.is_alive()
+    release.set()
+    worker.join(60)
+    done = replica.health()["busy_seconds"]
+    assert done > first and replica.health()["busy_seconds"] == done  # idle: it stops growing
