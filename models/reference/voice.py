@@ -276,12 +276,19 @@ def analyze_voice(samples: np.ndarray, sr: int) -> VoiceProfile:
 _LANGUAGE_SWITCH = re.compile(r"^\([a-z-]+\)$")
 
 
+_LATIN_WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ'’.,!?;:-]+")
+
+
 def spelled_out(track: SpeechTrack) -> list[str]:
     """Words espeak-ng could not read in the voice's language and spelled out character by
     character in another one ("Japanese letter..."): it marks each switch as "(en)"."""
     marks = [p.start for p in track.phonemes if _LANGUAGE_SWITCH.match(p.symbol)]
     hit = [w.text for w in track.words if any(w.start - 1e-3 <= t <= w.end + 1e-3 for t in marks)]
-    return list(dict.fromkeys(hit)) or (["(the script)"] if marks else [])
+    if not hit:
+        return ["(the script)"] if marks else []
+    # A word of Latin letters read in another language is a loanword ("Team" in German is
+    # read as English), not spelled out: only other scripts are named letter by letter.
+    return list(dict.fromkeys(w for w in hit if not _LATIN_WORD.fullmatch(w)))
 
 
 def plain_speech(script: str, language: str) -> SpeechTrack:
