@@ -23,6 +23,7 @@ from cameofarm.cameos import audit
 from cameofarm.cameos.registry import CameoStatus, UnknownCameoError, transition_cameo
 from cameofarm.storage.db import CameoGrantRow, CameoRow, JobRow, PurgeRow
 from cameofarm.storage.farm import FarmStorage
+from cameofarm.storage.keys import caption_keys
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -62,7 +63,7 @@ def _output_keys(session: Session, cameo_id: str) -> list[str]:
     keys = []
     for job in session.scalars(select(JobRow)):
         if cameo_id in (job.cameo_ids or []) and job.output_key:
-            keys.append(job.output_key)
+            keys += [job.output_key, *caption_keys(job.output_key).values()]
     return keys
 
 

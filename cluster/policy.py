@@ -4,8 +4,11 @@ Which queued jobs start now, given what runs and the tiers' limits:
 - never more than `max_running_jobs` farm-wide, nor a tier's `max_running`;
 - free slots go to the tier furthest below its capacity share (running / share), ties to the
   higher-priority tier;
-- inside a tier: higher job priority first, then the customer with fewest running jobs
-  (fairness), then submission order.
+- inside a tier: higher job priority first, then the organisation with fewest running jobs,
+  then the one served least recently (fair share: one organisation's thousand-row batch
+  waits while another's single job takes the next free slot, even when the batch's last job
+  has just ended), then its customer with fewest running jobs, then submission order. A job
+  without an organisation is its customer's own share.
 
 The policy is fed *heads*, not the whole queue: for every (tier, customer) the first jobs in
 (priority, submission) order, as many as could start now (`heads_needed`). Whatever lies
@@ -20,6 +23,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
+def share_of(org: str, customer: str) -> str:
+    """The fair-share key of a customer's jobs: their organisation, or themselves alone."""
+    return org or f"customer:{customer}"
+
+
 @dataclass(frozen=True)
 class QueuedJob:
     job_id: str
@@ -27,6 +35,12 @@ class QueuedJob:
     submitted_at: float
     priority: int = 0
     customer: str = ""
+    org: str = ""
+
+    @property
+    def share(self) -> str:
+        """Whose share of the farm the job runs under: its organisation's."""
+        return share_of(self.org, self.customer)
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,11 @@ class RunningJob:
     job_id: str
     tier: str
     customer: str = ""
+    org: str = ""
+
+    @property
+    def share(self) -> str:
+        return share_of(self.org, self.customer)
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,8 @@ class SchedulerInput:
     running: tuple[RunningJob, ...]
     tiers: dict[str, TierLimits]
     max_running_jobs: int
+    # When each share (`share_of`) last had a job dispatched; absent: not recently.
+    last_started: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,16 +98,37 @@ def _order(job: QueuedJob) -> tuple[int, float, str]:
     return (-job.priority, job.submitted_at, job.job_id)
 
 
-# A heap entry: (-priority, customer's running count when pushed, submitted_at, job id,
-# customer). The running count only grows, so an entry whose count is stale sorts too early;
-# it is re-pushed with the current count when it surfaces (lazy update).
-_Entry = tuple[int, int, float, str, str]
+# A heap entry: (-priority, the share's running count and last dispatch, the customer's
+# running count, submitted_at, job id, customer). Counts only grow and dispatch times only
+# move later, so an entry whose figures are stale sorts too early; it is re-pushed with the
+# current figures when it surfaces (lazy update).
+_Entry = tuple[int, int, float, int, float, str, str]
+_NOW = float("inf")  # a share picked in this round was served after any recorded time
+
+
+class _Running:
+    """Running jobs per share (organisation) and per customer, and each share's last
+    dispatch."""
+
+    def __init__(self, running: tuple[RunningJob, ...], last_started: dict[str, float]) -> None:
+        self.shares: Counter[str] = Counter(j.share for j in running)
+        self.customers: Counter[str] = Counter(j.customer for j in running)
+        self.last = dict(last_started)
+
+    def of(self, job: QueuedJob) -> tuple[int, float, int]:
+        last = self.last.get(job.share, float("-inf"))
+        return self.shares[job.share], last, self.customers[job.customer]
+
+    def add(self, job: QueuedJob) -> None:
+        self.shares[job.share] += 1
+        self.customers[job.customer] += 1
+        self.last[job.share] = _NOW
 
 
 class _TierQueue:
     """One tier's candidates: each customer's heads in order, the best of each in a heap."""
 
-    def __init__(self, jobs: list[QueuedJob], customer_running: Counter[str]) -> None:
+    def __init__(self, jobs: list[QueuedJob], running: _Running) -> None:
         by_customer: dict[str, list[QueuedJob]] = {}
         for job in jobs:
             by_customer.setdefault(job.customer, []).append(job)
@@ -95,40 +137,33 @@ class _TierQueue:
         for customer, own in by_customer.items():
             own.sort(key=_order, reverse=True)  # best last: pop() is O(1)
             self._next[customer] = own
-            self._push(customer, customer_running)
-        heapq.heapify(self._heap)
-
-    def _push(self, customer: str, customer_running: Counter[str]) -> None:
-        own = self._next[customer]
-        if own:
             job = own[-1]
-            entry = (-job.priority, customer_running[customer], job.submitted_at, job.job_id)
-            self._heap.append((*entry, customer))
+            self._heap.append(
+                (-job.priority, *running.of(job), job.submitted_at, job.job_id, customer)
+            )
+        heapq.heapify(self._heap)
 
     def __bool__(self) -> bool:
         return bool(self._heap)
 
-    def pop_best(self, customer_running: Counter[str]) -> QueuedJob:
+    def pop_best(self, running: _Running) -> QueuedJob:
         """Take the job that starts next in this tier (the heap must not be empty)."""
         while True:
             entry = heapq.heappop(self._heap)
-            customer = entry[4]
-            if entry[1] != customer_running[customer]:  # stale count: re-rank it
-                heapq.heappush(self._heap, (entry[0], customer_running[customer], *entry[2:]))
-                continue
-            job = self._next[customer].pop()
+            customer = entry[6]
             own = self._next[customer]
+            now = running.of(own[-1])
+            if entry[1:4] != now:  # stale figures: re-rank it
+                heapq.heappush(self._heap, (entry[0], *now, *entry[4:]))
+                continue
+            job = own.pop()
             if own:
                 nxt = own[-1]
+                share, _, mine = running.of(nxt)
+                # This pick is about to count: one more running, served now.
+                figures = (share + 1, _NOW, mine + 1)
                 heapq.heappush(
-                    self._heap,
-                    (
-                        -nxt.priority,
-                        customer_running[customer] + 1,  # this pick is about to count
-                        nxt.submitted_at,
-                        nxt.job_id,
-                        customer,
-                    ),
+                    self._heap, (-nxt.priority, *figures, nxt.submitted_at, nxt.job_id, customer)
                 )
             return job
 
@@ -136,7 +171,7 @@ class _TierQueue:
 def schedule(inp: SchedulerInput) -> SchedulerOutput:
     """Return the jobs to start now, in order, and why any tier's head must wait."""
     running_by_tier: Counter[str] = Counter(j.tier for j in inp.running)
-    customer_running: Counter[str] = Counter(j.customer for j in inp.running)
+    running = _Running(inp.running, inp.last_started)
     by_tier: dict[str, list[QueuedJob]] = {}
     waiting: dict[str, str] = {}
     for job in inp.queued:
@@ -144,7 +179,7 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
             waiting[job.tier] = f"unknown tier {job.tier!r}"
             continue
         by_tier.setdefault(job.tier, []).append(job)
-    pending = {tier: _TierQueue(jobs, customer_running) for tier, jobs in by_tier.items()}
+    pending = {tier: _TierQueue(jobs, running) for tier, jobs in by_tier.items()}
     free = inp.max_running_jobs - len(inp.running)
     started: list[str] = []
     while free > 0:
@@ -161,10 +196,10 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
                 t,
             ),
         )
-        best = pending[tier].pop_best(customer_running)
+        best = pending[tier].pop_best(running)
         started.append(best.job_id)
         running_by_tier[tier] += 1
-        customer_running[best.customer] += 1
+        running.add(best)
         free -= 1
     for tier, queue in pending.items():
         if not queue:

@@ -28,7 +28,9 @@ from cameofarm.cluster.jobs import (
     ended_unpublished_since,
     finish_published,
     get_job,
+    last_dispatches,
     list_jobs,
+    orgs_of,
     read_queues,
     record_progress,
     requeue_interrupted,
@@ -59,6 +61,7 @@ from cameofarm.monitoring.metrics import (
 )
 from cameofarm.pipelines.render import JobCancelled, RenderJob, output_key, render_job
 from cameofarm.storage import FarmStorage, open_farm_storage
+from cameofarm.storage.keys import caption_keys
 from cameofarm.storage.objects import StorageUnavailableError
 
 log = logging.getLogger("cameofarm.scheduler")
@@ -104,6 +107,9 @@ class Scheduler:
         self.audit_check: AuditCheck | None = None
         self.metrics_url: str | None = None
         self._due = {"replicas": float("-inf"), "audit": float("-inf")}
+        # When each share (organisation) last had a job dispatched: fair share's memory, read
+        # from the database (the last day) at the first tick, then kept here.
+        self._served: dict[str, float] | None = None
         # Running jobs' stages, call by call: job id -> stage -> [calls answered, calls].
         self._stages: dict[str, dict[str, list[int]]] = {}
         self._stages_lock = threading.Lock()
@@ -203,10 +209,11 @@ class Scheduler:
         removed = 0
         for job_id in ended_unpublished_since(self.storage.db, since):
             key = output_key(job_id)
-            if self.storage.objects.exists(key):
-                self.storage.objects.delete(key)
-                log.warning("removed %s: its job %s ended without being published", key, job_id)
-                removed += 1
+            for each in (key, *caption_keys(key).values()):
+                if self.storage.objects.exists(each):
+                    self.storage.objects.delete(each)
+                    log.warning("removed %s: its job %s ended unpublished", each, job_id)
+                    removed += 1
         self._swept_at = now
         return removed
 
@@ -233,17 +240,25 @@ class Scheduler:
         running = list_jobs(self.storage.db, {JobStatus.RUNNING})
         max_running = self.config.scheduler.max_running_jobs
         queues = read_queues(self.storage.db, heads_needed(self.tiers, len(running), max_running))
+        orgs = orgs_of(self.storage.db, {j.customer for j in running})
+        if self._served is None:
+            self._served = last_dispatches(self.storage.db, self.clock() - 86_400.0)
         out = schedule(
             SchedulerInput(
                 queued=queues.heads,
-                running=tuple(RunningJob(j.id, j.tier, j.customer) for j in running),
+                running=tuple(
+                    RunningJob(j.id, j.tier, j.customer, orgs.get(j.customer, "")) for j in running
+                ),
                 tiers=self.tiers,
                 max_running_jobs=max_running,
+                last_started=dict(self._served),
             )
         )
         self.last_output = out
+        heads = {h.job_id: h for h in queues.heads}
         started = []
         for job_id in out.start:
+            self._served[heads[job_id].share] = self.clock()  # served, even if refused now
             try:
                 # Consent is checked again here; a job no longer allowed is cancelled.
                 view = dispatch_job(self.storage.db, self.config, job_id)

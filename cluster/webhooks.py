@@ -1,10 +1,11 @@
 """Job-completion webhooks: HMAC-SHA256 signed POSTs, retried with exponential backoff.
 
 When a job ends, `cluster.jobs` queues a delivery for its customer's webhook URL (in the same
-transaction). The scheduler calls `deliver_due` on its own thread; each delivery is POSTed
+transaction), and one more when it was the last open job of a batch. The scheduler calls
+`deliver_due` on its own thread; each delivery is POSTed
 with
 
-    X-Cameofarm-Event:     job.succeeded | job.failed | job.cancelled
+    X-Cameofarm-Event:     job.succeeded | job.failed | job.cancelled | batch.completed
     X-Cameofarm-Delivery:  the delivery id (the same on every retry: deduplicate on it)
     X-Cameofarm-Signature: t=UNIX_SECONDS,v1=HEX(HMAC_SHA256(secret, "T.BODY"))
 
@@ -80,7 +81,7 @@ def _attempt(db: Database, config: WebhookConfig, delivery_id: int) -> None:
         url, body, event_job = row.url, row.body.encode(), row.job_id
         secret = (user.webhook_secret if user else None) or ""
     timestamp = int(time.time())
-    event = "job." + _status_of(body)
+    event = _event_of(body)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "cameofarm-webhooks/1",
@@ -116,11 +117,11 @@ def _attempt(db: Database, config: WebhookConfig, delivery_id: int) -> None:
     WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
 
 
-def _status_of(body: bytes) -> str:
+def _event_of(body: bytes) -> str:
     import json
 
     try:
-        return str(json.loads(body)["status"]).lower()
+        return str(json.loads(body)["event"])
     except (ValueError, KeyError, TypeError):
         return "unknown"
 

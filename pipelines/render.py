@@ -17,9 +17,11 @@ from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
 from cameofarm.monitoring.timing import CallTiming, StageRecorder
 from cameofarm.pipelines.audio_beds import bed_id
+from cameofarm.pipelines.captions import CAPTION_TYPES, captions_for
 from cameofarm.pipelines.dialogue import SPEAKERS, DialogueError, join_lines, parse_dialogue
 from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
 from cameofarm.storage import FarmStorage
+from cameofarm.storage.keys import caption_keys
 
 TAIL_SECONDS = 0.3  # a beat of silence after the last word
 OUTPUT_PREFIX = "outputs"
@@ -293,6 +295,8 @@ def render_job(
             for k, c in enumerate(cameos)
         ]
         quality["dialogue"] = _dialogue_report(spoken, speakers)
+    # Captions from the words as spoken (WebVTT and SRT sidecars, referenced by the manifest).
+    captions = captions_for(" ".join(text for _, text in lines), speech.words, job.language)
     n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
     chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
 
@@ -366,6 +370,9 @@ def render_job(
     if prompt is not None:  # what the scene was generated from, and by which model
         made = quality["scene"]
         extra.update(prompt=made["prompt"], generator=made["generator"], seed=made["seed"])
+    key = output_key(job.job_id)
+    sidecars = caption_keys(key)
+    extra["captions"] = {**sidecars, **captions.digests()}  # the manifest covers their text
     claim = ProvenanceClaim(
         job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}", extra=extra
     )
@@ -403,12 +410,16 @@ def render_job(
     # verification lapsed a moment ago) the object is removed and nothing is published. A
     # revocation cancels the job at once, which the checkpoint here sees.
     checkpoint("publish", 0.95)
-    key = output_key(job.job_id)
-    storage.objects.put_bytes(key, data, "video/mp4")
+    written = [key]
     try:
+        storage.objects.put_bytes(key, data, "video/mp4")
+        for fmt, text in (("vtt", captions.vtt), ("srt", captions.srt)):
+            written.append(sidecars[fmt])
+            storage.objects.put_bytes(sidecars[fmt], text.encode(), CAPTION_TYPES[fmt])
         finalize(key, quality)
     except BaseException:
-        storage.objects.delete(key)
+        for each in written:
+            storage.objects.delete(each)
         raise
     progress("published", 1.0)
     return RenderResult(key, n_frames, time.time() - started)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from cameofarm.configs import ConfigError
 from cameofarm.service.areas.base import ApiError
+from cameofarm.service.cli_batch import batch
 from cameofarm.service.cli_bench import bench
 from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
@@ -728,7 +729,7 @@ def demo(
         _fail(str(exc))
 
 
-for _command in (*COMMANDS, bench, models, quality, scenes, top):
+for _command in (*COMMANDS, batch, bench, models, quality, scenes, top):
     cli.add_command(_command)
 
 

@@ -27,6 +27,26 @@ def _error_for(status: int, message: str, retry_after: float | None) -> ApiError
     return err
 
 
+def _raise_refusal(response: Any) -> None:
+    """Raise the ApiError an HTTP error answer stands for (a batch's bad rows included)."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:500]}
+    if "problems" in body:  # a batch's bad rows
+        from cameofarm.cluster.batches import RowProblem
+        from cameofarm.service.areas.batches import BatchRefused
+
+        rows = [RowProblem(int(p["row"]), str(p["reason"])) for p in body["problems"]]
+        raise BatchRefused(str(body.get("error", "")), rows)
+    retry = response.headers.get("retry-after")
+    raise _error_for(
+        response.status_code, str(body.get("error", body)), float(retry) if retry else None
+    )
+
+
 class LocalClient:
     """In-process: the caller's key is checked against the farm database directly."""
 
@@ -49,6 +69,10 @@ class LocalClient:
     def store_background(self, path: str) -> dict[str, Any]:
         return self.api.store_background(self.principal, Path(path).read_bytes())
 
+    def submit_batch(self, path: str, skip_invalid: bool = False) -> dict[str, Any]:
+        data = Path(path).read_bytes()
+        return self.api.submit_batch(self.principal, data, Path(path).name, skip_invalid)
+
 
 class HttpClient:
     """Over HTTP with `Authorization: Bearer KEY`."""
@@ -59,25 +83,18 @@ class HttpClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
 
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the API at {self.http.base_url}: {exc}") from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": response.text[:500]}
-        if response.status_code >= 400:
-            retry = response.headers.get("retry-after")
-            raise _error_for(
-                response.status_code,
-                str(body.get("error", body)),
-                float(retry) if retry else None,
-            )
-        return dict(body)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._send(method, path, **kwargs)
+        _raise_refusal(response)
+        return dict(response.json())
 
     def whoami(self) -> dict[str, Any]:
         return self._call("GET", "/v1/me")
@@ -247,6 +264,11 @@ class HttpClient:
     def download(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}/download")
 
+    def captions(self, job_id: str, fmt: str = "vtt") -> str:
+        response = self._send("GET", f"/v1/jobs/{job_id}/captions", params={"format": fmt})
+        _raise_refusal(response)
+        return str(response.text)
+
     def takedown(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{job_id}/takedown")
 
@@ -258,3 +280,24 @@ class HttpClient:
 
     def farm_view(self, window_s: float = 300.0) -> dict[str, Any]:
         return self._call("GET", "/v1/farm", params={"window_s": window_s})
+
+    def submit_batch(self, path: str, skip_invalid: bool = False) -> dict[str, Any]:
+        params = {"filename": Path(path).name, "skip_invalid": skip_invalid}
+        headers = {"Content-Type": "application/octet-stream"}
+        data = Path(path).read_bytes()
+        return self._call("POST", "/v1/batches", params=params, content=data, headers=headers)
+
+    def list_batches(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/batches")
+
+    def batch_status(self, batch_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/batches/{batch_id}")
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/batches/{batch_id}/cancel")
+
+    def retry_failed(self, batch_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/batches/{batch_id}/retry-failed")
+
+    def batch_results(self, batch_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/batches/{batch_id}/results")

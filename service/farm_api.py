@@ -5,9 +5,9 @@ method here with the authenticated `Principal`. Methods answer plain JSON-ready 
 raise `ApiError` subclasses whose `status` is the HTTP status code, so both front ends say
 the same thing for the same mistake.
 
-The operations live by area in `service.areas` (accounts, cameos, enrollment, jobs, scenes,
-audit, farm); `FarmAPI` is all of them over one farm's config and storage. A new area
-(batches, models) is a new module there and one more base here.
+The operations live by area in `service.areas` (accounts, cameos, enrollment, jobs,
+batches, scenes, audit, farm); `FarmAPI` is all of them over one farm's config and storage. A
+new area (models) is a new module there and one more base here.
 
 Visibility rule: a job is visible to its customer and to the owners of the cameos it casts;
 to anyone else it does not exist (404, never 403). A cameo's settings are visible only to its
@@ -32,6 +32,7 @@ from cameofarm.service.areas.base import (
     TooLarge,
     Unauthorized,
 )
+from cameofarm.service.areas.batches import BatchesArea
 from cameofarm.service.areas.cameos import CameosArea
 from cameofarm.service.areas.enrollment import EnrollmentArea
 from cameofarm.service.areas.farm import FarmArea
@@ -53,7 +54,16 @@ __all__ = [
 ]
 
 
-class FarmAPI(AccountsArea, CameosArea, EnrollmentArea, JobsArea, ScenesArea, AuditArea, FarmArea):
+class FarmAPI(
+    AccountsArea,
+    CameosArea,
+    EnrollmentArea,
+    BatchesArea,
+    JobsArea,
+    ScenesArea,
+    AuditArea,
+    FarmArea,
+):
     """Operations on one farm's storage, each checked against the caller."""
 
 

@@ -26,6 +26,7 @@ from cameofarm.cameos.content import DISPLAY_TEXT_PATTERN
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.registry import voice_languages
 from cameofarm.service.api_metrics import RequestMetrics, count_refusal
+from cameofarm.service.areas.batches import BatchRefused
 from cameofarm.service.farm_api import (
     ApiError,
     FarmAPI,
@@ -35,12 +36,13 @@ from cameofarm.service.farm_api import (
     TooLarge,
     Unauthorized,
 )
+from cameofarm.service.http_batches import add_batch_routes
 from cameofarm.service.http_scenes import add_scene_routes
 from cameofarm.service.ingress import BodyRefused, IngressGuard
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -280,7 +282,11 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.retry_after)
+        response = _error(exc.status, exc.message, exc.retry_after)
+        if isinstance(exc, BatchRefused):  # each bad row with its number and reason
+            body = {"error": exc.message, "problems": [p.to_json() for p in exc.problems]}
+            response = JSONResponse(body, status_code=exc.status)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -539,6 +545,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             path.unlink(missing_ok=True)
 
     add_scene_routes(app, farm, Caller, _spool)
+    add_batch_routes(app, farm, Caller, _spool)
 
     @app.post(
         "/v1/jobs",
@@ -583,6 +590,14 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])
     def cancel(who: Caller, job_id: str) -> dict[str, Any]:
         return farm().cancel(who, job_id)
+
+    @app.get("/v1/jobs/{job_id}/captions", tags=["jobs"])
+    def captions(
+        who: Caller, job_id: str, format: Annotated[Literal["vtt", "srt"], Query()] = "vtt"
+    ) -> Response:
+        """The published video's captions: WebVTT (text/vtt) or SRT."""
+        media = {"vtt": "text/vtt", "srt": "application/x-subrip"}[format]
+        return Response(farm().captions(who, job_id, format), media_type=f"{media}; charset=utf-8")
 
     @app.get("/v1/jobs/{job_id}/download", tags=["jobs"])
     def download(who: Caller, job_id: str, request: Request) -> dict[str, Any]:

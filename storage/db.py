@@ -159,7 +159,7 @@ class WebhookDeliveryRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(64), index=True)
-    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)  # or the batch's id
     url: Mapped[str] = mapped_column(String(2048))
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True)  # PENDING|DELIVERED|FAILED
@@ -282,6 +282,36 @@ class JobRow(Base):
     )
 
 
+class BatchRow(Base):
+    """A manifest of render requests submitted at once; its jobs are its items."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer: Mapped[str] = mapped_column(String(64), index=True)
+    org_id: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(200))  # the manifest's file name
+    # sha256 of the manifest's bytes: the same file submitted again is the same batch.
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    rows: Mapped[int] = mapped_column(Integer)  # rows in the file
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # --skip-invalid
+    cancelled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When its last open job ended (batch.completed sent); cleared when rows are retried.
+    completed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (UniqueConstraint("customer", "digest", name="uq_batch_digest"),)
+
+
+class BatchItemRow(Base):
+    """One row of a batch and its current job (a retried row gets a new job)."""
+
+    __tablename__ = "batch_items"
+    batch_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    row: Mapped[int] = mapped_column(Integer, primary_key=True)  # as the manifest numbers it
+    output: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    earlier_jobs: Mapped[list[str]] = mapped_column(JSON, default=list)  # before retries
+
+
 class SceneRow(Base):
     """A template scene: a clip of a stand-in actor whose uploader attests the rights to it;
     visible to its organisation."""
@@ -335,9 +365,9 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 7  # 3: API keys expire and record who revoked them; 4: jobs' language,
+SCHEMA_VERSION = 8  # 3: API keys expire and record who revoked them; 4: jobs' language,
 # speech length and quality report; 5: template scenes (their table is created on start);
-# 6: jobs' prompt scenes; 7: jobs' audio beds
+# 6: jobs' prompt scenes; 7: jobs' audio beds; 8: batches (tables created on start)
 # Additive steps from an older schema to the next: (version they upgrade, SQL statements).
 _MIGRATIONS = {
     3: (
@@ -348,6 +378,7 @@ _MIGRATIONS = {
     4: ("ALTER TABLE jobs ADD COLUMN scene_id VARCHAR(32)",),
     5: ("ALTER TABLE jobs ADD COLUMN prompt JSON",),
     6: ("ALTER TABLE jobs ADD COLUMN audio_bed JSON",),
+    7: (),
 }
 
 

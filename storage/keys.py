@@ -37,3 +37,13 @@ def validate_prefix(prefix: str) -> str:
         return prefix
     validate_key(prefix.rstrip("/"))
     return prefix
+
+
+CAPTION_FORMATS = ("vtt", "srt")
+
+
+def caption_keys(output_key: str) -> dict[str, str]:
+    """The captions published beside a video, by format: outputs/job.mp4 → outputs/job.vtt
+    and outputs/job.srt. Whatever removes a video removes these too."""
+    stem = validate_key(output_key).rsplit(".", 1)[0]
+    return {fmt: f"{stem}.{fmt}" for fmt in CAPTION_FORMATS}

@@ -23,15 +23,17 @@ EXAMPLES = 25  # per operation
 # Operations whose rules no schema can state, so a schema-valid request may still be refused
 # (422, with the reason): a webhook URL whose host resolves to an internal address (SSRF
 # guard), uploads whose bytes must decode as a real image or video of usable size (a scene's
-# must show one stand-in actor throughout; an audio bed's must decode and carry no speech),
-# and a job
-# whose script, spoken, runs over its tier or holds words its language's voice cannot read.
+# must show one stand-in actor throughout; an audio bed's must decode and carry no speech; a
+# batch manifest's must be UTF-8 CSV or JSONL whose every row is a job the farm accepts), and
+# a job whose script, spoken, runs over its tier or holds words its language's voice cannot
+# read.
 BEYOND_THE_SCHEMA = {
     "POST /v1/jobs",
     "PUT /v1/me/webhook",
     "POST /v1/backgrounds",
     "POST /v1/scenes",
     "POST /v1/audio-beds",
+    "POST /v1/batches",
     "PUT /v1/enrollment/sessions/{session_id}/id-photo",
     "POST /v1/enrollment/sessions/{session_id}/recording",
 }

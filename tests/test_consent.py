@@ -163,11 +163,16 @@ def test_delete_purges_every_object_and_the_scan_proves_it(api, people, cameo, p
     with pytest.raises(NotFound):
         api.takedown(ada, sub["id"])
     assert api.download(owner, sub["id"], "http://farm")["url"]
+    assert api.captions(owner, sub["id"], "srt").startswith("1\n00:00:")
+    assert f"outputs/{sub['id']}.vtt" in before["remaining"]  # captions are the video's too
     down = api.takedown(owner, sub["id"])
     assert down["taken_down_at"] and not down["published"]
-    assert not storage.objects.exists(f"outputs/{sub['id']}.mp4")
+    for ext in ("mp4", "vtt", "srt"):  # the video and its captions come down together
+        assert not storage.objects.exists(f"outputs/{sub['id']}.{ext}")
     with pytest.raises(Gone):
         api.download(owner, sub["id"], "http://farm")
+    with pytest.raises(Gone):
+        api.captions(owner, sub["id"])
 
     with pytest.raises(NotFound):  # only the owner deletes (others see no such cameo)
         api.delete_cameo(ada, cameo.id)

@@ -75,11 +75,13 @@ def test_unknown_tier_waits_with_reason_and_nothing_free_starts_nothing():
 
 
 def _reference(inp):
-    """The old policy, written plainly over the whole queue: the heads-fed one must agree."""
+    """The policy written plainly over the whole queue: the heads-fed one must agree."""
     from collections import Counter
 
     by_tier = Counter(j.tier for j in inp.running)
+    share = Counter(j.share for j in inp.running)
     cust = Counter(j.customer for j in inp.running)
+    last = dict(inp.last_started)
     pending = {}
     for job in inp.queued:
         if job.tier in inp.tiers:
@@ -94,12 +96,22 @@ def _reference(inp):
             key=lambda t: (by_tier[t] / inp.tiers[t].capacity_share, -inp.tiers[t].priority, t),
         )
         best = min(
-            pending[tier], key=lambda j: (-j.priority, cust[j.customer], j.submitted_at, j.job_id)
+            pending[tier],
+            key=lambda j: (
+                -j.priority,
+                share[j.share],
+                last.get(j.share, float("-inf")),
+                cust[j.customer],
+                j.submitted_at,
+                j.job_id,
+            ),
         )
         pending[tier].remove(best)
         started.append(best.job_id)
         by_tier[tier] += 1
+        share[best.share] += 1
         cust[best.customer] += 1
+        last[best.share] = float("inf")
         free -= 1
     return tuple(started)
 
@@ -126,24 +138,21 @@ def test_heads_give_the_same_decision_as_the_whole_queue():
     }
     for trial in range(300):
         customers = [f"c{i}" for i in range(rng.randint(1, 6))]
-        queued = [
-            q(
-                f"j{trial}_{i}",
-                rng.choice(["plus", "pro"]),
-                rng.random() * 100,
-                rng.choice([0, 0, 0, 1, 5]),
-                rng.choice(customers),
-            )
-            for i in range(rng.randint(0, 60))
-        ]
-        running = [
-            RunningJob(f"r{i}", rng.choice(["plus", "pro"]), rng.choice(customers))
-            for i in range(rng.randint(0, 4))
-        ]
+        org = {c: rng.choice(["", "o1", "o2"]) for c in customers}  # some share an org
+        queued = []
+        for i in range(rng.randint(0, 60)):
+            who = rng.choice(customers)
+            tier, at, prio = rng.choice(["plus", "pro"]), rng.random() * 100, rng.choice([0, 1, 5])
+            queued.append(QueuedJob(f"j{trial}_{i}", tier, at, prio, who, org[who]))
+        running = []
+        for i in range(rng.randint(0, 4)):
+            who = rng.choice(customers)
+            running.append(RunningJob(f"r{i}", rng.choice(["plus", "pro"]), who, org[who]))
+        last = {j.share: rng.random() * 100 for j in running if rng.random() < 0.7}
         max_running = rng.randint(1, 8)
-        whole = SchedulerInput(tuple(queued), tuple(running), tiers, max_running)
+        whole = SchedulerInput(tuple(queued), tuple(running), tiers, max_running, last)
         n = heads_needed(tiers, len(running), max_running)
-        heads = SchedulerInput(tuple(_heads(queued, n)), tuple(running), tiers, max_running)
+        heads = SchedulerInput(tuple(_heads(queued, n)), tuple(running), tiers, max_running, last)
         assert schedule(heads).start == _reference(whole), trial
 
 
@@ -154,3 +163,29 @@ def test_a_pro_job_behind_5000_plus_jobs_gets_the_pro_slot():
     out = run(queued, running=running, max_running=3)
     assert out.start == ("pro-last",)
     assert "tier at its limit" in out.waiting["plus"]
+
+
+def test_an_organisations_batch_does_not_delay_another_organisations_job():
+    """Org X's 1,000-row batch fills the farm; org Y's single Plus job, submitted after all of
+    it, takes the next free slot (its two customers count as one share)."""
+    tiers = {"plus": TierLimits(max_running=3, capacity_share=1.0)}
+    batch = [QueuedJob(f"x{i}", "plus", float(i), 0, f"x-user{i % 2}", "x") for i in range(1000)]
+    single = QueuedJob("y0", "plus", 5000.0, 0, "y-user", "y")
+    running = [RunningJob(f"xr{i}", "plus", f"x-user{i % 2}", "x") for i in range(2)]
+    # One slot frees (3 - 2 running): Y's job takes it, not X's oldest row.
+    assert run([*batch, single], running, max_running=3, tiers=tiers).start == ("y0",)
+    # With Y running and no other org waiting, X's rows take what frees next, in order.
+    running.append(RunningJob("y0", "plus", "y-user", "y"))
+    assert run(batch, running[1:], max_running=3, tiers=tiers).start == ("x0",)
+    # One slot, and X's last batch job has just ended: nothing of X runs, yet Y (never served
+    # lately) still goes first, because X was served more recently.
+    inp = SchedulerInput((*batch, single), (), tiers, 1, {"x": 4999.0})
+    assert schedule(inp).start == ("y0",)
+    inp = SchedulerInput((*batch, single), (), tiers, 1, {"x": 4999.0, "y": 5001.0})
+    assert schedule(inp).start == ("x0",)  # Y was served since: X's turn
+
+
+def test_a_job_without_an_organisation_is_its_customers_own_share():
+    running = [RunningJob("r", "plus", "a")]
+    queued = [q("a1", "plus", 1, cust="a"), q("b1", "plus", 2, cust="b")]
+    assert run(queued, running, max_running=2).start == ("b1",)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import cv2
 import numpy as np
 import pytest
@@ -47,7 +49,17 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     rep = probe_mp4(path)
     assert (rep.width, rep.height, rep.frames) == (1280, 720, result.frames)
     data = storage.objects.get_bytes(result.output_key)
-    assert verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes()).valid
+    manifest = verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes())
+    assert manifest.valid
+    # Captions beside the video, their text covered by its manifest.
+    vtt = storage.objects.get_bytes(f"outputs/{job.job_id}.vtt")
+    srt = storage.objects.get_bytes(f"outputs/{job.job_id}.srt")
+    assert vtt.startswith(b"WEBVTT\n\n00:00:00.") and b"Short and sweet." in vtt
+    assert srt.startswith(b"1\n00:00:00,") and b"Short and sweet." in srt
+    referenced = manifest.extra["captions"]
+    assert referenced["vtt"] == f"outputs/{job.job_id}.vtt"
+    assert referenced["vtt_sha256"] == hashlib.sha256(vtt).hexdigest()
+    assert referenced["srt_sha256"] == hashlib.sha256(srt).hexdigest()
     assert [s for s, _ in seen][-1] == "published"
     with storage.db.session() as s:
         rows = s.query(StageTimingRow).filter_by(job_id=job.job_id).all()
@@ -117,6 +129,9 @@ def test_hostile_script_is_spoken_not_interpreted(farm_config, storage, cameo, p
     # Rendered and signed like any script, and spoken: the audio lasts as long as the words.
     data = storage.objects.get_bytes(result.output_key)
     assert verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes()).valid
+    # Its captions show the words as plain text: nothing in them is markup or a command.
+    vtt = storage.objects.get_bytes(f"outputs/{job.job_id}.vtt").decode()
+    assert vtt.splitlines()[3] == "Robert'); DROP TABLE jobs;--"
     report = probe_mp4(storage.objects.locate(result.output_key))
     assert report.audio_codec == "aac" and report.audio_seconds > 1.0
     with storage.db.session() as s:  # the tables it names are all still there

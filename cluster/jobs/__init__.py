@@ -35,7 +35,9 @@ from cameofarm.cluster.jobs.queries import (
     job_history,
     jobs_submitted_since,
     jobs_using,
+    last_dispatches,
     list_jobs,
+    orgs_of,
     read_queues,
 )
 from cameofarm.cluster.jobs.submit import job_for_token, request_hash, submit_job
@@ -63,7 +65,9 @@ __all__ = [
     "job_history",
     "jobs_submitted_since",
     "jobs_using",
+    "last_dispatches",
     "list_jobs",
+    "orgs_of",
     "read_queues",
     "record_progress",
     "request_hash",

@@ -9,8 +9,8 @@ from typing import Any
 
 from cameofarm.cameos.permissions import cameos_of
 from cameofarm.cluster.jobs.model import JobStatus, JobView, UnknownJobError
-from cameofarm.cluster.policy import QueuedJob
-from cameofarm.storage.db import Database, JobEventRow, JobRow
+from cameofarm.cluster.policy import QueuedJob, share_of
+from cameofarm.storage.db import Database, JobEventRow, JobRow, UserRow
 from sqlalchemy import CompoundSelect, Select, func, select, union_all
 from sqlalchemy.orm import Session
 
@@ -134,8 +134,46 @@ def read_queues(db: Database, per_customer: int) -> QueueSnapshot:
             )
             ranked = select(*columns, rank.label("rank")).where(queued).subquery()
             query = select(*(ranked.c[c.key] for c in columns)).where(ranked.c.rank <= per_customer)
-        heads = tuple(QueuedJob(*row) for row in s.execute(query))
+        rows = s.execute(query).all()
+        orgs = _orgs(s, {row[4] for row in rows})
+        heads = tuple(
+            QueuedJob(job_id, tier, at, priority, customer, orgs.get(customer, ""))
+            for job_id, tier, at, priority, customer in rows
+        )
     return QueueSnapshot(depth, heads)
+
+
+def _orgs(s: Session, customers: set[str]) -> dict[str, str]:
+    if not customers:
+        return {}
+    found = s.execute(select(UserRow.id, UserRow.org_id).where(UserRow.id.in_(customers)))
+    return {user: org for user, org in found}
+
+
+def last_dispatches(db: Database, since: float) -> dict[str, float]:
+    """When each share (`policy.share_of`: an organisation, or a customer without one) last
+    had a job dispatched, for dispatches at or after `since`."""
+    with db.session() as s:
+        rows = s.execute(
+            select(JobRow.customer, func.max(JobRow.started_at))
+            .where(JobRow.started_at >= since)
+            .group_by(JobRow.customer)
+        ).all()
+        orgs = _orgs(s, {customer for customer, _ in rows})
+    last: dict[str, float] = {}
+    for customer, at in rows:
+        if at is None:
+            continue
+        share = share_of(orgs.get(customer, ""), customer)
+        last[share] = max(float(at), last.get(share, float(at)))
+    return last
+
+
+def orgs_of(db: Database, customers: set[str]) -> dict[str, str]:
+    """Each customer's organisation (absent for a name that is no user's): whose share of
+    the farm their jobs run under."""
+    with db.session() as s:
+        return _orgs(s, customers)
 
 
 # SQLite allows 500 terms in one compound SELECT.

@@ -6,7 +6,9 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from cameofarm.cameos import UnknownCameoError
 from cameofarm.cameos.content import ContentError, check_script
@@ -120,30 +122,58 @@ def job_for_token(db: Database, customer: str, token: str) -> JobView | None:
         return JobView.from_row(row) if row is not None else None
 
 
-def submit_job(
-    db: Database,
-    config: FarmConfig,
-    *,
-    cameo_ids: list[str],
-    script: str,
-    tier: str,
-    customer: str,
-    priority: int = 0,
-    background_key: str | None = None,
-    client_token: str | None = None,
-    background_digest: str | None = None,
-    language: str | None = None,
-    scene_id: str | None = None,
-    org: str | None = None,
-    prompt: ScenePrompt | None = None,
-    audio_bed: dict[str, object] | None = None,
-) -> JobView:
-    """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
+@dataclass(frozen=True)
+class JobRequest:
+    """What a customer asks to render, as `submit_job` takes it (see there)."""
 
-    With a client token, a repeat of the same request returns the first job (replayed=True);
-    the same token with a different request raises IdempotencyConflict. Raises JobError
-    (ConsentError/ContentError/UnknownCameoError wrapped) saying what was wrong.
-    """
+    cameo_ids: list[str]
+    script: str
+    tier: str
+    customer: str
+    priority: int = 0
+    background_key: str | None = None
+    client_token: str | None = None
+    background_digest: str | None = None
+    language: str | None = None
+    scene_id: str | None = None
+    org: str | None = None
+    prompt: ScenePrompt | None = None
+    audio_bed: dict[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A render request that passed every check (`plan_job`), ready to store as a job."""
+
+    cameo_ids: tuple[str, ...]
+    script: str  # cleaned; a dialogue as "A: ... / B: ..."
+    tier: str
+    customer: str
+    priority: int
+    background_key: str | None
+    client_token: str | None
+    request_hash: str
+    language: str
+    speech_seconds: float
+    scene_id: str | None
+    prompt: dict[str, object] | None
+    audio_bed: dict[str, object] | None
+    # For the checks that read the database (content, consent, scene): who asks, and where.
+    org: str | None = None
+    prompt_text: str | None = None
+
+
+def _plan_request(config: FarmConfig, request: JobRequest) -> JobPlan:
+    """Every check that needs no database: tier, cast, script, settings, speech length."""
+    r = request
+    cameo_ids, script, tier, prompt, audio_bed = (
+        r.cameo_ids,
+        r.script,
+        r.tier,
+        r.prompt,
+        r.audio_bed,
+    )
+    language, scene_id, background_key = r.language, r.scene_id, r.background_key
     try:
         tier_cfg = config.tier(tier)
     except KeyError as exc:
@@ -197,78 +227,61 @@ def submit_job(
         cameo_ids,
         script,
         tier,
-        priority,
-        background_digest,
+        r.priority,
+        r.background_digest,
         language,
         scene_id,
         asked_prompt,
         audio_bed,
     )
-    spoken = " ".join(text for _, text in lines)  # outside the transaction
+    spoken = " ".join(text for _, text in lines)
     code, seconds = speech_plan(spoken, language, tier, config, LINE_GAP * (len(lines) - 1))
-    if client_token is not None and not (0 < len(client_token) <= 128):
+    if r.client_token is not None and not (0 < len(r.client_token) <= 128):
         raise JobError("client_token must be 1-128 characters")
+    return JobPlan(
+        cameo_ids=tuple(cameo_ids),
+        script=script,
+        tier=tier,
+        customer=r.customer,
+        priority=r.priority,
+        background_key=background_key,
+        client_token=r.client_token,
+        request_hash=digest,
+        language=code,
+        speech_seconds=round(seconds, 3),
+        scene_id=scene_id,
+        prompt=asked_prompt,
+        audio_bed=audio_bed,
+        org=r.org,
+        prompt_text=prompt.text if prompt is not None else None,
+    )
+
+
+def _check_access(s: Session, plan: JobPlan, config: FarmConfig) -> None:
+    """The checks that read the database: content rules, consent, the scene."""
+    check_script(plan.script, config.content)
+    if plan.prompt_text is not None:  # the scene is held to the same rules as the words
+        check_script(plan.prompt_text, config.content, "prompt")
+    cast_text = plan.script if plan.prompt_text is None else f"{plan.script}\n{plan.prompt_text}"
+    may_cast(s, plan.customer, list(plan.cameo_ids), cast_text, config)
+    if plan.scene_id is not None:
+        tier = config.tier(plan.tier)
+        view = scene_for_job(s, plan.org or plan.customer, plan.scene_id, tier.width, tier.height)
+        if view.actors != len(plan.cameo_ids):
+            n = len(plan.cameo_ids)
+            raise JobError(
+                f"scene {plan.scene_id} has {view.actors} stand-in actor"
+                f"{'s' if view.actors > 1 else ''} and this video casts "
+                f"{n} cameo{'s' if n > 1 else ''}: each actor "
+                "is cast by one cameo — name as many cameos as the scene has actors"
+            )
+
+
+@contextmanager
+def _as_job_errors() -> Iterator[None]:
+    """The domain's refusals as JobError, with the kind the API maps to a status."""
     try:
-        with db.session() as s:
-            if client_token is not None:
-                existing = _by_token(s, customer, client_token)
-                if existing is not None:
-                    return _replay(existing, digest, client_token)
-            check_script(script, config.content)
-            if prompt is not None:  # the scene is held to the same rules as the words
-                check_script(prompt.text, config.content, "prompt")
-            may_cast(s, customer, cameo_ids, _cast_text(script, prompt), config)
-            if scene_id is not None:
-                view = scene_for_job(s, org or customer, scene_id, tier_cfg.width, tier_cfg.height)
-                if view.actors != len(cameo_ids):
-                    raise JobError(
-                        f"scene {scene_id} has {view.actors} stand-in actor"
-                        f"{'s' if view.actors > 1 else ''} and this video casts "
-                        f"{len(cameo_ids)} cameo{'s' if len(cameo_ids) > 1 else ''}: each actor "
-                        "is cast by one cameo — name as many cameos as the scene has actors"
-                    )
-            depth = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(JobRow)
-                    .where(JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)
-                )
-                or 0
-            )
-            if depth >= tier_cfg.max_queued:
-                raise JobError(f"the {tier} queue is full ({depth} jobs); try again later")
-            row = JobRow(
-                id="job_" + uuid.uuid4().hex[:12],
-                tier=tier,
-                status="",
-                customer=customer,
-                priority=priority,
-                cameo_ids=list(cameo_ids),
-                script=script,
-                background_key=background_key,
-                submitted_at=time.time(),
-                attempts=0,
-                progress=0.0,
-                stage="",
-                client_token=client_token,
-                request_hash=digest,
-                language=code,
-                speech_seconds=round(seconds, 3),
-                scene_id=scene_id,
-                prompt=asked_prompt,
-                audio_bed=audio_bed,
-            )
-            s.add(row)
-            s.flush()
-            transition_job(s, row, JobStatus.QUEUED, "submitted", row.submitted_at, customer)
-            return JobView.from_row(row)
-    except IntegrityError:
-        # A concurrent submit with the same client token won the race: answer with its job.
-        with db.session() as s:
-            existing = _by_token(s, customer, client_token or "")
-            if existing is None:
-                raise
-            return _replay(existing, digest, client_token or "")
+        yield
     except ConsentError as exc:
         raise JobError(str(exc), "forbidden") from exc
     except UnknownCameoError as exc:
@@ -281,9 +294,130 @@ def submit_job(
         raise JobError(str(exc)) from exc
 
 
-def _cast_text(script: str, prompt: ScenePrompt | None) -> str:
-    """What a cameo's owner's restrictions are checked against: the words and the scene."""
-    return script if prompt is None else f"{script}\n{prompt.text}"
+def check_access(s: Session, plan: JobPlan, config: FarmConfig) -> None:
+    """Content, consent and scene checks of a plan in the caller's session; JobError."""
+    with _as_job_errors():
+        _check_access(s, plan, config)
+
+
+def plan_job(db: Database, config: FarmConfig, request: JobRequest) -> JobPlan:
+    """Check a render request as `submit_job` would, storing nothing; return the plan
+    `store_planned` stores, or raise JobError saying what was wrong."""
+    plan = _plan_request(config, request)
+    with db.session() as s:
+        check_access(s, plan, config)
+    return plan
+
+
+def queue_room(s: Session, config: FarmConfig, tier: str) -> int:
+    """How many more jobs the tier's queue takes (tiers.*.max_queued)."""
+    depth = (
+        s.scalar(
+            select(func.count())
+            .select_from(JobRow)
+            .where(JobRow.tier == tier, JobRow.status == JobStatus.QUEUED.value)
+        )
+        or 0
+    )
+    return max(0, config.tier(tier).max_queued - depth)
+
+
+def store_planned(s: Session, plan: JobPlan, now: float | None = None) -> JobRow:
+    """Store a checked request as a QUEUED job, in the caller's transaction."""
+    row = JobRow(
+        id="job_" + uuid.uuid4().hex[:12],
+        tier=plan.tier,
+        status="",
+        customer=plan.customer,
+        priority=plan.priority,
+        cameo_ids=list(plan.cameo_ids),
+        script=plan.script,
+        background_key=plan.background_key,
+        submitted_at=now or time.time(),
+        attempts=0,
+        progress=0.0,
+        stage="",
+        client_token=plan.client_token,
+        request_hash=plan.request_hash,
+        language=plan.language,
+        speech_seconds=plan.speech_seconds,
+        scene_id=plan.scene_id,
+        prompt=plan.prompt,
+        audio_bed=plan.audio_bed,
+    )
+    s.add(row)
+    s.flush()
+    transition_job(s, row, JobStatus.QUEUED, "submitted", row.submitted_at, plan.customer)
+    return row
+
+
+def submit_job(
+    db: Database,
+    config: FarmConfig,
+    *,
+    cameo_ids: list[str],
+    script: str,
+    tier: str,
+    customer: str,
+    priority: int = 0,
+    background_key: str | None = None,
+    client_token: str | None = None,
+    background_digest: str | None = None,
+    language: str | None = None,
+    scene_id: str | None = None,
+    org: str | None = None,
+    prompt: ScenePrompt | None = None,
+    audio_bed: dict[str, object] | None = None,
+) -> JobView:
+    """`submit_request` with the request's fields as keywords."""
+    return submit_request(
+        db,
+        config,
+        JobRequest(
+            cameo_ids,
+            script,
+            tier,
+            customer,
+            priority,
+            background_key,
+            client_token,
+            background_digest,
+            language,
+            scene_id,
+            org,
+            prompt,
+            audio_bed,
+        ),
+    )
+
+
+def submit_request(db: Database, config: FarmConfig, request: JobRequest) -> JobView:
+    """Validate a render request (tier, script, content policy, consent) and store it QUEUED.
+
+    With a client token, a repeat of the same request returns the first job (replayed=True);
+    the same token with a different request raises IdempotencyConflict. Raises JobError
+    (ConsentError/ContentError/UnknownCameoError wrapped) saying what was wrong.
+    """
+    customer, client_token, tier = request.customer, request.client_token, request.tier
+    plan = _plan_request(config, request)
+    try:
+        with _as_job_errors(), db.session() as s:
+            if client_token is not None:
+                existing = _by_token(s, customer, client_token)
+                if existing is not None:
+                    return _replay(existing, plan.request_hash, client_token)
+            _check_access(s, plan, config)
+            if queue_room(s, config, tier) < 1:
+                depth = config.tier(tier).max_queued
+                raise JobError(f"the {tier} queue is full ({depth} jobs); try again later")
+            return JobView.from_row(store_planned(s, plan))
+    except IntegrityError:
+        # A concurrent submit with the same client token won the race: answer with its job.
+        with db.session() as s:
+            existing = _by_token(s, customer, client_token or "")
+            if existing is None:
+                raise
+            return _replay(existing, plan.request_hash, client_token or "")
 
 
 def _replay(row: JobRow, digest: str, token: str) -> JobView:

@@ -1,5 +1,5 @@
-"""The one function that changes a job's status (history, audit and webhook in the same
-transaction)."""
+"""The one function that changes a job's status (history, audit and webhooks in the same
+transaction: the job's, and its batch's when it was the batch's last open job)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import time
 
 from cameofarm.cameos import audit
 from cameofarm.cluster.jobs.model import TERMINAL, JobError, JobStatus
-from cameofarm.storage.db import JobEventRow, JobRow, UserRow, WebhookDeliveryRow
+from cameofarm.storage.db import (
+    BatchItemRow,
+    BatchRow,
+    JobEventRow,
+    JobRow,
+    UserRow,
+    WebhookDeliveryRow,
+)
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 ALLOWED_MOVES: dict[JobStatus | None, set[JobStatus]] = {
@@ -71,31 +79,68 @@ def transition_job(
         reason=reason,
     )
     if to in TERMINAL:
-        _queue_webhook(session, row, at)
+        _queue_webhook(
+            session,
+            row.customer,
+            row.id,
+            {
+                "event": f"job.{row.status.lower()}",
+                "job_id": row.id,
+                "status": row.status,
+                "tier": row.tier,
+                "cameo_ids": list(row.cameo_ids),
+                "error": row.error,
+                "finished_at": row.finished_at,
+            },
+            at,
+        )
+        _complete_batch(session, row, at)
 
 
-def _queue_webhook(session: Session, row: JobRow, at: float) -> None:
-    user = session.get(UserRow, row.customer)
+def _complete_batch(session: Session, row: JobRow, at: float) -> None:
+    """Mark the job's batch completed when no job of it is left to run, and tell its
+    customer (batch.completed). The batch row is locked first: of two last jobs ending at
+    once, the second to commit sees the first one ended."""
+    batch_id = session.scalar(select(BatchItemRow.batch_id).where(BatchItemRow.job_id == row.id))
+    if batch_id is None:
+        return
+    batch = session.get(BatchRow, batch_id, with_for_update=True)
+    if batch is None or batch.completed_at is not None:
+        return
+    counts = dict(
+        session.execute(
+            select(JobRow.status, func.count())
+            .join(BatchItemRow, BatchItemRow.job_id == JobRow.id)
+            .where(BatchItemRow.batch_id == batch_id)
+            .group_by(JobRow.status)
+        ).all()
+    )
+    if counts.get(JobStatus.QUEUED.value) or counts.get(JobStatus.RUNNING.value):
+        return
+    batch.completed_at = at
+    body = {
+        "event": "batch.completed",
+        "batch_id": batch_id,
+        "status": "completed",
+        "name": batch.name,
+        "counts": {s.value: int(counts.get(s.value, 0)) for s in TERMINAL},
+        "finished_at": at,
+    }
+    _queue_webhook(session, batch.customer, batch_id, body, at)
+
+
+def _queue_webhook(
+    session: Session, customer: str, about: str, event: dict[str, object], at: float
+) -> None:
+    user = session.get(UserRow, customer)
     if user is None or not user.webhook_url:
         return
-    body = json.dumps(
-        {
-            "event": f"job.{row.status.lower()}",
-            "job_id": row.id,
-            "status": row.status,
-            "tier": row.tier,
-            "cameo_ids": list(row.cameo_ids),
-            "error": row.error,
-            "finished_at": row.finished_at,
-        },
-        sort_keys=True,
-    )
     session.add(
         WebhookDeliveryRow(
             user_id=user.id,
-            job_id=row.id,
+            job_id=about,
             url=user.webhook_url,
-            body=body,
+            body=json.dumps(event, sort_keys=True),
             status="PENDING",
             attempts=0,
             next_at=at,

@@ -22,8 +22,8 @@ from cameofarm.cluster.jobs import (
     job_history,
     jobs_submitted_since,
     list_jobs,
-    submit_job,
 )
+from cameofarm.cluster.jobs.submit import JobRequest, submit_request
 from cameofarm.monitoring.metrics import API_RATE_LIMITED
 from cameofarm.service.areas.base import (
     Area,
@@ -36,6 +36,7 @@ from cameofarm.service.areas.base import (
     job_error,
 )
 from cameofarm.storage.db import JobRow
+from cameofarm.storage.keys import CAPTION_FORMATS, caption_keys
 from sqlalchemy.orm import Session
 
 MAX_SCRIPT_CHARS = 4000
@@ -88,6 +89,45 @@ class JobsArea(Area):
         audio_bed_id: str | None = None,
         bed_level_db: float | None = None,
     ) -> dict[str, Any]:
+        request = self._job_request(
+            principal,
+            cameo_ids,
+            script,
+            tier,
+            priority,
+            client_token,
+            background_id,
+            language,
+            scene_id,
+            prompt,
+            audio_bed_id,
+            bed_level_db,
+        )
+        if client_token is None or job_for_token(self.db, principal.user, client_token) is None:
+            self._quota(principal)  # a replay of an accepted job is not a new job
+        try:
+            job = submit_request(self.db, self.config, request)
+        except JobError as exc:
+            raise job_error(exc) from None
+        return {**job.to_json(), "replayed": job.replayed}
+
+    def _job_request(
+        self,
+        principal: Principal,
+        cameo_ids: list[str],
+        script: str,
+        tier: str | None = None,
+        priority: int = 0,
+        client_token: str | None = None,
+        background_id: str | None = None,
+        language: str | None = None,
+        scene_id: str | None = None,
+        prompt: dict[str, Any] | None = None,
+        audio_bed_id: str | None = None,
+        bed_level_db: float | None = None,
+    ) -> JobRequest:
+        """The caller's request with its shapes checked, its prompt read, its background and
+        audio bed found among the caller's uploads (ApiError)."""
         if not isinstance(cameo_ids, list) or not all(isinstance(c, str) for c in cameo_ids):
             raise BadRequest("cameo_ids must be a list of cameo ids")
         if not isinstance(script, str) or len(script) > MAX_SCRIPT_CHARS:
@@ -136,29 +176,21 @@ class JobsArea(Area):
                 key = None
             if key is None:
                 raise NotFound(f"you have no background {background_id[:40]!r}")
-        if client_token is None or job_for_token(self.db, principal.user, client_token) is None:
-            self._quota(principal)  # a replay of an accepted job is not a new job
-        try:
-            job = submit_job(
-                self.db,
-                self.config,
-                cameo_ids=cameo_ids,
-                script=script,
-                tier=tier or next(iter(self.config.tiers)),
-                customer=principal.user,
-                priority=priority,
-                background_key=key,
-                client_token=client_token,
-                background_digest=background_id,
-                language=language,
-                scene_id=scene_id,
-                org=principal.org,
-                prompt=scene_prompt,
-                audio_bed=audio_bed,
-            )
-        except JobError as exc:
-            raise job_error(exc) from None
-        return {**job.to_json(), "replayed": job.replayed}
+        return JobRequest(
+            cameo_ids=cameo_ids,
+            script=script,
+            tier=tier or next(iter(self.config.tiers)),
+            customer=principal.user,
+            priority=priority,
+            background_key=key,
+            client_token=client_token,
+            background_digest=background_id,
+            language=language,
+            scene_id=scene_id,
+            org=principal.org,
+            prompt=scene_prompt,
+            audio_bed=audio_bed,
+        )
 
     def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
         return self._visible(principal, job_id).to_json()
@@ -213,6 +245,20 @@ class JobsArea(Area):
             audit.record(s, principal.user, "job.download", job_id, cameo_ids=list(job.cameo_ids))
         return {"job_id": job_id, "url": url, "expires_at": expires}
 
+    def captions(self, principal: Principal, job_id: str, fmt: str = "vtt") -> str:
+        """The published video's captions (WebVTT or SRT), as its viewers may read them."""
+        if fmt not in CAPTION_FORMATS:
+            raise BadRequest(f"captions come as {' or '.join(CAPTION_FORMATS)}")
+        job = self._visible(principal, job_id)
+        if job.taken_down_at is not None:
+            raise Gone(f"job {job_id}'s video was taken down")
+        if job.status is not JobStatus.SUCCEEDED or job.output_key is None:
+            raise Conflict(f"job {job_id} is {job.status.value}; nothing is published yet")
+        key = caption_keys(job.output_key)[fmt]
+        if not self.storage.objects.exists(key):  # published before captions were made
+            raise NotFound(f"job {job_id} was published without captions")
+        return self.storage.objects.get_bytes(key).decode()
+
     def _url_key(self) -> bytes:
         path = self.storage.keys_dir / "download-url.key"
         if not path.is_file():  # first use: written aside, then moved into place atomically
@@ -250,5 +296,7 @@ class JobsArea(Area):
 
         # Marked first, then removed: a failed delete leaves a taken-down row whose object the
         # download route already refuses (410), never a published row without its object.
-        self.storage.objects.delete(self.db.transact(decide))
+        key = self.db.transact(decide)
+        for each in (key, *caption_keys(key).values()):
+            self.storage.objects.delete(each)
         return self._visible(principal, job_id).to_json()
