@@ -293,3 +293,4 @@ class ProvenanceReport:
     problems: tuple[str, ...]
     # The render assertion's other fields (the scene and its rights; a prompt, model and seed).
     extra: dict[str, Any] = field(default_factory=dict)
+    manifest_id: str | None = None  # the active manifest's label (urn:c2pa:...)

@@ -15,6 +15,7 @@ from cameofarm.actors.pools import OnDone, StagePools
 from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
+from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
 from cameofarm.monitoring.timing import CallTiming, StageRecorder
 from cameofarm.pipelines.audio_beds import bed_id
 from cameofarm.pipelines.captions import CAPTION_TYPES, captions_for
@@ -392,6 +393,11 @@ def render_job(
         )
         calls += timings
     data: bytes = pools.fetch(mp4)[0]
+    # The manifest as a viewer reads it, against the farm's root; its id goes in the results.
+    signed = verify_mp4(data, ensure_signing_chain(storage.keys_dir).root_cert.read_bytes())
+    if not signed.valid:
+        raise RenderError(f"the signed output does not verify: {'; '.join(signed.problems)}")
+    quality["c2pa"] = {"manifest_id": signed.manifest_id, "state": signed.state}
 
     # 7. Measure the faces the viewer will see; a video in which one is not its cameo's is not
     # published.

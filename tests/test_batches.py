@@ -379,6 +379,7 @@ def test_a_batch_renders_on_the_farm_and_another_organisation_gets_the_next_slot
         assert r["status"] == "SUCCEEDED" and r["captions_vtt"] and r["captions_srt"]
         manifest = verify_mp4(storage.objects.get_bytes(r["output_key"]), root)
         assert manifest.valid and manifest.extra["captions"]["vtt"] == r["captions_vtt"]
+        assert r["c2pa_manifest"] == manifest.manifest_id
     ja = storage.objects.get_bytes(results[2]["captions_vtt"]).decode()
     assert "ようこそ、はなこさん。" in ja
 

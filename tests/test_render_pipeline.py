@@ -32,7 +32,7 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     from cameofarm.models.media import probe_mp4
     from cameofarm.models.reference.provenance import verify_mp4
 
-    seen, counts = [], {}
+    seen, counts, quality = [], {}, {}
     job = _job(storage, farm_config, cameo, "Short and sweet.")
     result = render_job(
         job,
@@ -40,6 +40,7 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
         pools,
         storage,
         progress=lambda stage, frac: seen.append((str(stage), frac)),
+        finalize=lambda _key, report: quality.update(report),
         stage_progress=lambda stage, done, total: counts.setdefault(stage, []).append(
             (done, total)
         ),
@@ -56,6 +57,8 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     srt = storage.objects.get_bytes(f"outputs/{job.job_id}.srt")
     assert vtt.startswith(b"WEBVTT\n\n00:00:00.") and b"Short and sweet." in vtt
     assert srt.startswith(b"1\n00:00:00,") and b"Short and sweet." in srt
+    assert manifest.manifest_id.startswith("urn:c2pa:")
+    assert quality["c2pa"] == {"manifest_id": manifest.manifest_id, "state": "Trusted"}
     referenced = manifest.extra["captions"]
     assert referenced["vtt"] == f"outputs/{job.job_id}.vtt"
     assert referenced["vtt_sha256"] == hashlib.sha256(vtt).hexdigest()

@@ -213,6 +213,7 @@ def verify_mp4(data: bytes, trust_anchor_pem: bytes | None = None) -> Provenance
         ai_generated=ai,
         problems=problems,
         extra={k: v for k, v in render.items() if k not in ("job_id", "tier", "cameo_ids")},
+        manifest_id=manifest.get("label"),
     )
 
 
