@@ -16,17 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-COLUMNS = (
-    "cameo",
-    "script",
-    "tier",
-    "scene",
-    "prompt",
-    "background",
-    "language",
-    "output",
-    "client_token",
-)
 MAX_ROWS = 10_000
 MAX_FIELD_CHARS = 4000
 _OUTPUT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
