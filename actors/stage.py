@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import (
     AnyVoiceProfile,
     BackgroundVideo,
+    Cue,
     FaceIdentity,
     FrameSpec,
     GenerationRequest,
@@ -320,8 +321,11 @@ class StageActor:
             lambda: focused.refocus(self.backend.sync(focused, speech, fps, atlas), actor)
         )
 
-    def encode(self, chunk: VideoChunk, spec: FrameSpec) -> tuple[bytes, CallTiming]:
-        return self._timed(lambda: self.backend.encode(chunk, spec), frames=len(chunk))
+    def encode(
+        self, chunk: VideoChunk, spec: FrameSpec, cues: Sequence[Cue] = ()
+    ) -> tuple[bytes, CallTiming]:
+        """The chunk encoded, watermarked, with `cues` (burned-in captions) drawn in."""
+        return self._timed(lambda: self.backend.encode(chunk, spec, cues), frames=len(chunk))
 
     def assemble(
         self,

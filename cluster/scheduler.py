@@ -301,6 +301,7 @@ class Scheduler:
                 scene_id=view.scene_id,
                 prompt=view.prompt,
                 audio_bed=view.audio_bed,
+                captions=view.captions,
             )
             render_job(
                 job,

@@ -3,12 +3,14 @@ contract, and the farm talks to backends only through these."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 from cameofarm.models.data import (
     AnyVoiceProfile,
     BackgroundVideo,
+    Cue,
     FaceIdentity,
     FaceObservation,
     FrameSpec,
@@ -138,9 +140,10 @@ class LipSyncBackend(Protocol):
 
 
 class CompositorBackend(Protocol):
-    """Encodes watermarked chunks and assembles the signed, muxed MP4."""
+    """Encodes watermarked chunks (captions burned in when cues are given) and assembles the
+    signed, muxed MP4."""
 
-    def encode(self, chunk: VideoChunk, spec: FrameSpec) -> bytes: ...
+    def encode(self, chunk: VideoChunk, spec: FrameSpec, cues: Sequence[Cue] = ()) -> bytes: ...
     def assemble(
         self, segments: list[bytes], speech: SpeechTrack, spec: FrameSpec, claim: ProvenanceClaim
     ) -> bytes: ...

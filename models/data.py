@@ -145,6 +145,15 @@ class WordTiming:
 
 
 @dataclass(frozen=True)
+class Cue:
+    """A caption shown from `start` to `end` seconds; `text` may hold one line break."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
 class SpeechTrack:
     """Synthesized speech: mono float32 samples in [-1, 1] with phoneme and word timings."""
 

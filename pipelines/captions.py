@@ -11,9 +11,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cameofarm.models.data import WordTiming
+from cameofarm.models.data import Cue, WordTiming
 
 CAPTION_TYPES = {"vtt": "text/vtt", "srt": "application/x-subrip"}
+# Every video gets sidecars; "burned" draws the same cues into its frames as well.
+CAPTION_MODES = ("sidecar", "burned")
 LINE_CHARS = 42  # one comfortable caption line; a cue has at most two
 MAX_CHARS = 2 * LINE_CHARS
 MAX_SECONDS = 6.0
@@ -22,20 +24,13 @@ _SENTENCE_END = (".", "!", "?", "。", "！", "？", "…")
 
 
 @dataclass(frozen=True)
-class Cue:
-    """A caption shown from `start` to `end` seconds."""
-
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True)
 class Captions:
-    """A video's captions in both formats, and their digests (for its C2PA manifest)."""
+    """A video's captions in both formats, and their digests (for its C2PA manifest); `cues`
+    as a player shows them (on one or two lines), for burning into the frames."""
 
     vtt: str
     srt: str
+    cues: tuple[Cue, ...] = ()
 
     def digests(self) -> dict[str, str]:
         return {
@@ -111,7 +106,7 @@ def _clock(seconds: float, decimal: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
 
 
-def _plain(text: str) -> str:
+def caption_text(text: str) -> str:
     """Caption text as plain text on one or two lines: no blank lines (they end a cue) and
     no markup; a long cue breaks at the space nearest its middle."""
     cleaned = " ".join(text.split()).replace("-->", "->").replace("<", "‹").replace(">", "›")
@@ -126,7 +121,11 @@ def _plain(text: str) -> str:
 def to_webvtt(cues: Sequence[Cue]) -> str:
     lines = ["WEBVTT", ""]
     for cue in cues:
-        lines += [f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}", _plain(cue.text), ""]
+        lines += [
+            f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}",
+            caption_text(cue.text),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -134,11 +133,19 @@ def to_srt(cues: Sequence[Cue]) -> str:
     lines = []
     for n, cue in enumerate(cues, start=1):
         lines += [str(n), f"{_clock(cue.start, ',')} --> {_clock(cue.end, ',')}"]
-        lines += [_plain(cue.text), ""]
+        lines += [caption_text(cue.text), ""]
     return "\n".join(lines)
 
 
 def captions_for(script: str, words: Sequence[WordTiming], language: str) -> Captions:
     """The captions of the script as spoken with these word timings."""
     cues = make_cues(display_words(script, words), language)
-    return Captions(to_webvtt(cues), to_srt(cues))
+    shown = tuple(Cue(c.start, c.end, caption_text(c.text)) for c in cues)
+    return Captions(to_webvtt(cues), to_srt(cues), shown)
+
+
+def unburnable(script: str) -> list[str]:
+    """The script's characters that burned-in captions cannot draw (none: it can be burned)."""
+    from cameofarm.models.reference.subtitles import undrawable
+
+    return undrawable(script)

@@ -50,6 +50,7 @@ class RenderJob:
     scene_id: str | None = None  # a template scene to cast the cameo into
     prompt: dict[str, Any] | None = None  # a scene to generate (ScenePrompt.to_json())
     audio_bed: dict[str, Any] | None = None  # {"key", "level_db"}: music under the speech
+    captions: str = "sidecar"  # or "burned": drawn into the frames as well
 
 
 @dataclass(frozen=True)
@@ -373,7 +374,9 @@ def render_job(
         extra.update(prompt=made["prompt"], generator=made["generator"], seed=made["seed"])
     key = output_key(job.job_id)
     sidecars = caption_keys(key)
-    extra["captions"] = {**sidecars, **captions.digests()}  # the manifest covers their text
+    burned = job.captions == "burned"
+    # The manifest covers the sidecars' text, and says whether the frames show it too.
+    extra["captions"] = {**sidecars, **captions.digests(), "burned": burned}
     claim = ProvenanceClaim(
         job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}", extra=extra
     )
@@ -381,7 +384,7 @@ def render_job(
         segments, timings = pools.map(
             StageName.COMPOSITE,
             "encode",
-            [(f, spec) for f in frames],
+            [(f, spec, captions.cues) if burned else (f, spec) for f in frames],
             counting(StageName.COMPOSITE, len(frames) + 1),  # and one call assembles them
         )
         calls += timings

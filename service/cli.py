@@ -492,6 +492,14 @@ def protected_list(obj: Ctx) -> None:
     help="The script's language code (en, de, ja...). Default: detected from the script. "
     "The farm refuses one its voice cannot speak and lists those it can.",
 )
+@click.option(
+    "--captions",
+    type=click.Choice(["sidecar", "burned"]),
+    default="sidecar",
+    show_default=True,
+    help="Every video gets WebVTT and SRT captions beside it; 'burned' also draws them into "
+    "the frames (refused for characters the caption font lacks, such as Japanese).",
+)
 @click.option("--priority", type=click.IntRange(-10, 10), default=0, show_default=True)
 @click.option(
     "--client-token",
@@ -514,6 +522,7 @@ def submit(
     bed_level: float | None,
     background: str | None,
     language: str | None,
+    captions: str,
     priority: int,
     client_token: str | None,
     as_json: bool,
@@ -543,6 +552,7 @@ def submit(
             scene_prompt,
             bed,
             bed_level,
+            captions,
         )
     except ApiError as exc:
         _fail(exc.message)

@@ -201,6 +201,7 @@ class HttpClient:
         prompt: dict[str, Any] | None = None,
         audio_bed_id: str | None = None,
         bed_level_db: float | None = None,
+        captions: str = "sidecar",
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "cameo_ids": cameo_ids,
@@ -221,6 +222,8 @@ class HttpClient:
             body["tier"] = tier
         if language is not None:  # else detected from the script
             body["language"] = language
+        if captions != "sidecar":
+            body["captions"] = captions
         return self._call("POST", "/v1/jobs", json=body)
 
     def add_scene(

@@ -159,6 +159,12 @@ class NewJob(_Body):
         description="The script's language (en, de, ja...); detected from the script if absent. "
         "A language the farm's voice does not speak is refused, listing those it does.",
     )
+    captions: Literal["sidecar", "burned"] = Field(
+        default="sidecar",
+        description="Every video gets WebVTT and SRT captions beside it; 'burned' also draws "
+        "them into the frames (scripts whose characters the caption font lacks, such as "
+        "Japanese, are refused).",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -571,6 +577,7 @@ def build_app(config: FarmConfig, api_factory: Callable[[], FarmAPI] | None = No
             body.prompt.model_dump() if body.prompt is not None else None,
             body.audio_bed_id,
             body.bed_level_db,
+            body.captions,
         )
         return JSONResponse(out, status_code=200 if out.get("replayed") else 201)
 

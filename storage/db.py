@@ -245,6 +245,8 @@ class JobRow(Base):
     prompt: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Music or ambience under the dialogue: {"key", "level_db"} (None: speech alone).
     audio_bed: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # "sidecar": WebVTT and SRT beside the video; "burned": those, and drawn into the frames.
+    captions: Mapped[str] = mapped_column(String(16), default="sidecar")
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -365,9 +367,10 @@ class StageTimingRow(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
-SCHEMA_VERSION = 8  # 3: API keys expire and record who revoked them; 4: jobs' language,
+SCHEMA_VERSION = 9  # 3: API keys expire and record who revoked them; 4: jobs' language,
 # speech length and quality report; 5: template scenes (their table is created on start);
-# 6: jobs' prompt scenes; 7: jobs' audio beds; 8: batches (tables created on start)
+# 6: jobs' prompt scenes; 7: jobs' audio beds; 8: batches (tables created on start); 9: jobs'
+# burned-in captions
 # Additive steps from an older schema to the next: (version they upgrade, SQL statements).
 _MIGRATIONS = {
     3: (
@@ -379,6 +382,7 @@ _MIGRATIONS = {
     5: ("ALTER TABLE jobs ADD COLUMN prompt JSON",),
     6: ("ALTER TABLE jobs ADD COLUMN audio_bed JSON",),
     7: (),
+    8: ("ALTER TABLE jobs ADD COLUMN captions VARCHAR(16) NOT NULL DEFAULT 'sidecar'",),
 }
 
 

@@ -402,6 +402,14 @@ def test_hostile_input(farm, cameo, published):
         json={"cameo_ids": ["cam_x"], "script": "今日は安全研修です。", "language": "ja"},
     )
     assert kanji.status_code == 422 and "spell the characters out" in kanji.json()["error"]
+    for captions, why in (("burned", "captions cannot show こ"), ("yes", "'burned'")):
+        refused = farm.call(
+            "olive",
+            "POST",
+            "/v1/jobs",
+            json={"cameo_ids": ["cam_x"], "script": "こんにちは。", "captions": captions},
+        )
+        assert refused.status_code == 422 and why in refused.json()["error"], refused.json()
     assert farm.call(None, "GET", "/v1/me").status_code == 401
     assert (
         farm.call(None, "GET", "/v1/me", headers={"Authorization": "Bearer cf_forged"}).status_code

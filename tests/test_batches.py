@@ -147,6 +147,24 @@ def test_a_batch_with_bad_rows_queues_nothing_and_names_exactly_those_rows(api, 
     assert len(_jobs(storage)) == 3
 
 
+def test_a_row_asks_for_burned_captions_its_font_must_draw(api, storage):
+    from cameofarm.service.areas.batches import BatchRefused
+
+    rows = [{**row, "captions": ""} for row in _good_rows(4)]
+    rows[0]["captions"] = "Burned"
+    rows[1].update(script="こんにちは、みなさん。", language="ja", captions="burned")
+    rows[2]["captions"] = "on"
+    with pytest.raises(BatchRefused) as refused:
+        api.submit_batch(TESTER, _csv(rows), "captions.csv")
+    assert [p.row for p in refused.value.problems] == [3, 4]
+    assert "burned-in captions cannot show こ" in refused.value.problems[0].reason
+    assert "captions must be one of sidecar, burned" in refused.value.problems[1].reason
+    rows[1].update(captions="")  # sidecar captions show Japanese in the player's font
+    rows[2].update(captions="sidecar")
+    api.submit_batch(TESTER, _csv(rows), "captions.csv")
+    assert sorted(j.captions for j in _jobs(storage)) == ["burned", "sidecar", "sidecar", "sidecar"]
+
+
 def test_the_same_file_again_is_the_same_batch(api, storage):
     rows = _good_rows(4)
     rows[1].update(script="Willkommen im Team, {name}!", language="de")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from cameofarm.models.data import WordTiming
+import numpy as np
+from cameofarm.models.data import Cue, VideoChunk, WordTiming
 from cameofarm.pipelines.captions import captions_for, display_words, make_cues
 
 
@@ -70,3 +71,38 @@ def test_a_word_spoken_differently_keeps_the_voices_text_and_markup_is_neutralis
     words = _words(("now", 0.0, 0.3), ("go", 0.4, 0.6))
     vtt = captions_for(script, words, "en").vtt
     assert "<" not in vtt.split("\n", 2)[2] and "-->" not in vtt.splitlines()[3]
+
+
+def test_burned_captions_draw_each_cue_in_its_frames_only_above_the_watermark():
+    from cameofarm.models.reference.compositor import caption_bottom, finish_frames, watermark_mask
+    from cameofarm.models.reference.subtitles import caption_patch, undrawable
+
+    fps, grey = 25, 120
+    frames = np.full((10, 720, 1280, 3), grey, np.uint8)
+    words = _words(("Robert');", 0.0, 0.12), ("DROP", 0.12, 0.2), ("TABLE", 0.2, 0.28))
+    cues = captions_for("Robert'); DROP TABLE", words, "en").cues
+    assert cues == (Cue(0.0, 0.3, "Robert'); DROP TABLE"),)  # shown at least 0.3 s
+    chunk = VideoChunk(index=1, start=2, frames=frames[:8])  # frames 2..9: 0.08 s to 0.36 s
+    out = list(finish_frames(chunk, fps, cues))
+    bottom = caption_bottom(1280, 720)
+    patch, x, y = caption_patch(cues[0].text, 1280, 720, bottom)
+    h, w = patch.shape[:2]
+    _, (_, top, _, _) = watermark_mask(1280, 720)
+    assert y + h <= top and x == (1280 - w) // 2  # centred, clear of the watermark
+    shown = [i for i, f in enumerate(out) if not (f[y : y + h, x : x + w] == grey).all()]
+    assert shown == [0, 1, 2, 3, 4, 5]  # frames 2-7 start before 0.3 s; 8 and 9 after
+    box = out[0][y : y + h, x : x + w].astype(int)
+    dark = (box < grey * 0.5).all(axis=2).mean()
+    white = (box > 230).all(axis=2).mean()
+    assert dark > 0.6 and 0.02 < white < 0.4  # white text on a darkened box
+    outside = np.ones((720, 1280), bool)
+    outside[y : y + h, x : x + w] = False
+    outside[watermark_mask(1280, 720)[1][1] :, :] = False
+    assert (out[0][outside] == grey).all()  # nothing else in the picture changed
+    # A portrait frame gets a smaller font, never text past its edges.
+    tall, tx, _ = caption_patch(
+        "A caption line of about forty-two chars!\nand a second", 720, 1280, 1100
+    )
+    assert tx >= 0 and tall.shape[1] <= 720
+    assert undrawable("Grüße, Ада, Ωμέγα") == []
+    assert undrawable("日本語 テスト") == ["日", "本", "語", "テ", "ス", "ト"]

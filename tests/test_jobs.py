@@ -122,6 +122,27 @@ def test_languages_are_detected_spoken_or_refused_never_spelled(storage, farm_co
     assert len(list_jobs(storage.db)) == 2
 
 
+def test_burned_captions_are_refused_for_characters_their_font_lacks(
+    storage, farm_config, cameo_row
+):
+    from cameofarm.cluster.jobs import IdempotencyConflict, list_jobs
+
+    german = _submit(
+        storage, farm_config, cameo_row, script="Grüß Gott, Straße!", captions="burned"
+    )
+    assert german.captions == "burned" and german.to_json()["captions"] == "burned"
+    assert _submit(storage, farm_config, cameo_row).captions == "sidecar"  # the default
+    with pytest.raises(JobError, match=r"burned-in captions cannot show こ ん に ち は"):
+        _submit(storage, farm_config, cameo_row, script="こんにちは、みなさん。", captions="burned")
+    with pytest.raises(JobError, match="captions must be one of sidecar, burned"):
+        _submit(storage, farm_config, cameo_row, captions="subtitles")
+    # Burned captions are part of what was asked: the same token cannot ask for both.
+    _submit(storage, farm_config, cameo_row, client_token="t-1")
+    with pytest.raises(IdempotencyConflict):
+        _submit(storage, farm_config, cameo_row, client_token="t-1", captions="burned")
+    assert len(list_jobs(storage.db)) == 3
+
+
 def test_a_voice_that_speaks_english_only_refuses_german_at_submit(storage, farm_config, cameo_row):
     from cameofarm.configs import StageName
 

@@ -12,13 +12,19 @@ from cameofarm.pipelines.render import JobCancelled, RenderError, RenderJob, pla
 from cameofarm.storage.db import StageTimingRow
 
 
-def _job(storage, farm_config, cameo, script):
+def _job(storage, farm_config, cameo, script, captions="sidecar"):
     from cameofarm.cluster.jobs import submit_job
 
     view = submit_job(
-        storage.db, farm_config, cameo_ids=[cameo.id], script=script, tier="plus", customer="tester"
+        storage.db,
+        farm_config,
+        cameo_ids=[cameo.id],
+        script=script,
+        tier="plus",
+        customer="tester",
+        captions=captions,
     )
-    return RenderJob(view.id, "plus", (cameo.id,), view.script)
+    return RenderJob(view.id, "plus", (cameo.id,), view.script, captions=view.captions)
 
 
 def test_plan_frames_enforces_the_tier_limit():
@@ -63,6 +69,7 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     assert referenced["vtt"] == f"outputs/{job.job_id}.vtt"
     assert referenced["vtt_sha256"] == hashlib.sha256(vtt).hexdigest()
     assert referenced["srt_sha256"] == hashlib.sha256(srt).hexdigest()
+    assert referenced["burned"] is False
     assert [s for s, _ in seen][-1] == "published"
     with storage.db.session() as s:
         rows = s.query(StageTimingRow).filter_by(job_id=job.job_id).all()
@@ -120,18 +127,23 @@ def test_submit_stores_background_and_refuses_bad_ones(farm_config, storage, cam
     assert set(storage.objects.list("backgrounds/")) == before  # refused: nothing left behind
 
 
-def test_hostile_script_is_spoken_not_interpreted(farm_config, storage, cameo, pools):
-    from cameofarm.models.media import probe_mp4
+def test_hostile_script_is_spoken_not_interpreted_and_burned_in_as_text(
+    farm_config, storage, cameo, pools
+):
+    from cameofarm.models.media import probe_mp4, read_frames
+    from cameofarm.models.reference.compositor import caption_bottom
     from cameofarm.models.reference.provenance import verify_mp4
+    from cameofarm.models.reference.subtitles import caption_patch
     from cameofarm.models.reference.voice import clean_script
 
     text = clean_script("'; DROP TABLE jobs; -- <speak><audio src='x'/></speak>\x1b[2J")
     assert "<" not in text and "\x1b" not in text
-    job = _job(storage, farm_config, cameo, "Robert'); DROP TABLE jobs;--")
+    job = _job(storage, farm_config, cameo, "Robert'); DROP TABLE jobs;--", captions="burned")
     result = render_job(job, farm_config, pools, storage)
     # Rendered and signed like any script, and spoken: the audio lasts as long as the words.
     data = storage.objects.get_bytes(result.output_key)
-    assert verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes()).valid
+    manifest = verify_mp4(data, (storage.keys_dir / "root.pem").read_bytes())
+    assert manifest.valid and manifest.extra["captions"]["burned"] is True
     # Its captions show the words as plain text: nothing in them is markup or a command.
     vtt = storage.objects.get_bytes(f"outputs/{job.job_id}.vtt").decode()
     assert vtt.splitlines()[3] == "Robert'); DROP TABLE jobs;--"
@@ -139,6 +151,16 @@ def test_hostile_script_is_spoken_not_interpreted(farm_config, storage, cameo, p
     assert report.audio_codec == "aac" and report.audio_seconds > 1.0
     with storage.db.session() as s:  # the tables it names are all still there
         assert s.query(StageTimingRow).filter_by(job_id=job.job_id).count() > 0
+    # The same words are burned into the frames while they are spoken: the caption's box
+    # darkens the picture under it, with white text, and is gone in the silent tail.
+    patch, x, y = caption_patch(vtt.splitlines()[3], 1280, 720, caption_bottom(1280, 720))
+    h, w = patch.shape[:2]
+    last = result.frames - 1
+    frames = read_frames(storage.objects.locate(result.output_key), [10, last])
+    during, tail = (frames[i][y : y + h, x : x + w].astype(float) for i in (10, last))
+    darkened = (during.mean(axis=2) < 0.55 * tail.mean(axis=2)).mean()
+    white = (during > 215).all(axis=2).mean()
+    assert darkened > 0.5 and white > 0.03, (darkened, white)
 
 
 def test_every_output_gets_a_voice_report_that_cameofarm_quality_reproduces(

@@ -91,13 +91,22 @@ def test_a_version_3_database_is_upgraded_in_place_and_a_newer_one_refused(tmp_p
     url = f"sqlite:///{tmp_path / 'farm.db'}"
     db = Database(url)
     with db.engine.begin() as conn:  # what a farm made before jobs had a language
-        for column in ("audio_bed", "prompt", "scene_id", "quality", "speech_seconds", "language"):
+        for column in (
+            "captions",
+            "audio_bed",
+            "prompt",
+            "scene_id",
+            "quality",
+            "speech_seconds",
+            "language",
+        ):
             conn.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
         conn.execute(text("UPDATE schema_version SET version = 3"))
     db.engine.dispose()
     upgraded = Database(url)
     columns = {c["name"] for c in inspect(upgraded.engine).get_columns("jobs")}
-    assert {"language", "speech_seconds", "quality", "scene_id", "prompt", "audio_bed"} <= columns
+    added = {"language", "speech_seconds", "quality", "scene_id", "prompt", "audio_bed", "captions"}
+    assert added <= columns
     with upgraded.engine.begin() as conn:
         assert conn.execute(text("SELECT version FROM schema_version")).scalar() == SCHEMA_VERSION
         conn.execute(text("UPDATE schema_version SET version = 99"))

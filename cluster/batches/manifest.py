@@ -2,9 +2,10 @@
 
 A row names its cameo(s) (`cameo`, several separated by `;`), a `script` (a template where
 `{column}` is filled from the row's other columns, `{{` and `}}` for braces), and optionally
-`tier`, `scene`, `prompt`, `background`, `language`, `output` (the video's name; default
-`row-N`) and `client_token`. Other columns are the template's values. Rows are numbered as a
-spreadsheet shows them: in a CSV the header is row 1, in JSONL each line is its own row.
+`tier`, `scene`, `prompt`, `background`, `language`, `captions` (`burned` draws them into
+the video too), `output` (the video's name; default `row-N`) and `client_token`. Other
+columns are the template's values. Rows are numbered as a spreadsheet shows them: in a CSV
+the header is row 1, in JSONL each line is its own row.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ManifestRow:
     background: str | None = None
     language: str | None = None
     client_token: str | None = None
+    captions: str | None = None  # "sidecar" (the default) or "burned"
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def parse_manifest(data: bytes, filename: str) -> tuple[list[ManifestRow], list[
                 background=values.get("background") or None,
                 language=values.get("language") or None,
                 client_token=token,
+                captions=values.get("captions", "").lower() or None,
             )
         )
     return rows, problems

@@ -212,6 +212,7 @@ def retry_failed(
                 scene_id=job.scene_id,
                 prompt=job.prompt,
                 audio_bed=job.audio_bed,
+                captions=job.captions,
                 org=batch.org_id or None,
                 prompt_text=str(job.prompt["text"]) if job.prompt else None,
             )

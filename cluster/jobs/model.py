@@ -76,6 +76,7 @@ class JobView:
     scene_id: str | None = None
     prompt: dict[str, Any] | None = None
     audio_bed: dict[str, Any] | None = None
+    captions: str = "sidecar"
     replayed: bool = False  # an idempotent resubmission returned this existing job
 
     @classmethod
@@ -105,6 +106,7 @@ class JobView:
             r.scene_id,
             r.prompt,
             r.audio_bed,
+            r.captions,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -125,6 +127,7 @@ class JobView:
                 if self.audio_bed
                 else None
             ),
+            "captions": self.captions,
             "speech_seconds": self.speech_seconds,
             "quality": self.quality,
             "submitted_at": self.submitted_at,

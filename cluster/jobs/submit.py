@@ -19,6 +19,7 @@ from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.reference.voice import clean_script
 from cameofarm.models.registry import SCENE_GENERATORS
 from cameofarm.pipelines.audio_beds import LEVEL_RANGE
+from cameofarm.pipelines.captions import CAPTION_MODES, unburnable
 from cameofarm.pipelines.dialogue import LINE_GAP, dialogue_script, parse_dialogue
 from cameofarm.pipelines.prompt_scenes import ScenePrompt
 from cameofarm.pipelines.scene_library import UnknownSceneError, scene_for_job
@@ -43,6 +44,7 @@ def request_hash(
     scene: str | None = None,
     prompt: dict[str, object] | None = None,
     audio_bed: dict[str, object] | None = None,
+    captions: str = "sidecar",
 ) -> str:
     """A digest of what a submit asked for: a reused client token must ask the same."""
     asked: list[object] = [list(cameo_ids), script, tier, priority, bg]
@@ -52,8 +54,10 @@ def request_hash(
         asked.append(scene)
     if prompt is not None or audio_bed is not None:
         asked.append(prompt)
-    if audio_bed is not None:
+    if audio_bed is not None or captions != "sidecar":
         asked.append(audio_bed)
+    if captions != "sidecar":
+        asked.append(captions)
     body = json.dumps(asked, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -139,6 +143,7 @@ class JobRequest:
     org: str | None = None
     prompt: ScenePrompt | None = None
     audio_bed: dict[str, object] | None = None
+    captions: str = "sidecar"  # or "burned" (see CAPTION_MODES)
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class JobPlan:
     scene_id: str | None
     prompt: dict[str, object] | None
     audio_bed: dict[str, object] | None
+    captions: str
     # For the checks that read the database (content, consent, scene): who asks, and where.
     org: str | None = None
     prompt_text: str | None = None
@@ -223,6 +229,15 @@ def _plan_request(config: FarmConfig, request: JobRequest) -> JobPlan:
             or not low <= level <= high
         ):
             raise JobError(f"the audio bed's level must be {low:g} to {high:g} dB under the speech")
+    if r.captions not in CAPTION_MODES:
+        raise JobError(f"captions must be one of {', '.join(CAPTION_MODES)}")
+    spoken = " ".join(text for _, text in lines)
+    if r.captions == "burned" and (missing := unburnable(spoken)):
+        raise JobError(
+            f"burned-in captions cannot show {' '.join(missing[:12])} (their font has no "
+            "glyphs for them); the video still gets WebVTT and SRT captions, which players "
+            "draw in their own fonts — submit without burned captions"
+        )
     digest = request_hash(
         cameo_ids,
         script,
@@ -233,8 +248,8 @@ def _plan_request(config: FarmConfig, request: JobRequest) -> JobPlan:
         scene_id,
         asked_prompt,
         audio_bed,
+        r.captions,
     )
-    spoken = " ".join(text for _, text in lines)
     code, seconds = speech_plan(spoken, language, tier, config, LINE_GAP * (len(lines) - 1))
     if r.client_token is not None and not (0 < len(r.client_token) <= 128):
         raise JobError("client_token must be 1-128 characters")
@@ -252,6 +267,7 @@ def _plan_request(config: FarmConfig, request: JobRequest) -> JobPlan:
         scene_id=scene_id,
         prompt=asked_prompt,
         audio_bed=audio_bed,
+        captions=r.captions,
         org=r.org,
         prompt_text=prompt.text if prompt is not None else None,
     )
@@ -344,6 +360,7 @@ def store_planned(s: Session, plan: JobPlan, now: float | None = None) -> JobRow
         scene_id=plan.scene_id,
         prompt=plan.prompt,
         audio_bed=plan.audio_bed,
+        captions=plan.captions,
     )
     s.add(row)
     s.flush()
@@ -368,6 +385,7 @@ def submit_job(
     org: str | None = None,
     prompt: ScenePrompt | None = None,
     audio_bed: dict[str, object] | None = None,
+    captions: str = "sidecar",
 ) -> JobView:
     """`submit_request` with the request's fields as keywords."""
     return submit_request(
@@ -387,6 +405,7 @@ def submit_job(
             org,
             prompt,
             audio_bed,
+            captions,
         ),
     )
 

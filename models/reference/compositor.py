@@ -4,13 +4,15 @@ through the ffmpeg binary that imageio-ffmpeg installs."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack, VideoChunk
+from cameofarm.models.data import Cue, FrameSpec, ProvenanceClaim, SpeechTrack, VideoChunk
 from cameofarm.models.media import MediaError, encode_h264, mux_mp4, write_wav
 from cameofarm.models.reference.provenance import SigningChain, sign_mp4, verify_mp4
+from cameofarm.models.reference.subtitles import active_cue, burn_cue
 
 WATERMARK_TEXT = "AI-GENERATED  cameofarm"
 
@@ -57,18 +59,35 @@ def draw_watermark(frame: np.ndarray) -> np.ndarray:
     return out
 
 
+def caption_bottom(width: int, height: int) -> int:
+    """The row burned captions sit on: just above the watermark's box."""
+    _, _, _, (_, top, _, _) = _watermark_layout(width, height)
+    return top - max(4, height // 90)
+
+
+def finish_frames(chunk: VideoChunk, fps: int, cues: Sequence[Cue] = ()) -> Iterator[np.ndarray]:
+    """The chunk's frames as published: the cue on screen at each frame burned in (when
+    given), then the watermark on top of everything."""
+    _, h, w, _ = chunk.frames.shape
+    bottom = caption_bottom(w, h)
+    for i, frame in enumerate(chunk.frames):
+        cue = active_cue(cues, (chunk.start + i) / fps) if cues else None
+        yield draw_watermark(burn_cue(frame, cue, bottom) if cue is not None else frame)
+
+
 class FfmpegCompositor:
     """Encodes watermarked chunks in parallel, then muxes audio and signs the MP4."""
 
     def __init__(self, chain: SigningChain) -> None:
         self.chain = chain
 
-    def encode(self, chunk: VideoChunk, spec: FrameSpec) -> bytes:
-        """Return the chunk as watermarked raw H.264 that concatenates with its neighbours."""
+    def encode(self, chunk: VideoChunk, spec: FrameSpec, cues: Sequence[Cue] = ()) -> bytes:
+        """Return the chunk as watermarked raw H.264 that concatenates with its neighbours,
+        with `cues` burned in."""
         _, h, w, _ = chunk.frames.shape
         if (w, h) != (spec.width, spec.height):
             raise MediaError(f"chunk {chunk.index} is {w}x{h}, expected {spec.width}x{spec.height}")
-        frames = (draw_watermark(f) for f in chunk.frames)
+        frames = finish_frames(chunk, spec.fps, cues)
         with tempfile.TemporaryDirectory(prefix="cameofarm-enc-") as tmp:
             out = encode_h264(
                 frames, (w, h), spec.fps, spec.video_bitrate_kbps, Path(tmp) / "c.h264"

@@ -104,6 +104,7 @@ class BatchesArea(JobsArea):
             language=row.language,
             scene_id=row.scene,
             prompt=prompt,
+            captions=row.captions or "sidecar",
         )
         if row.client_token is not None:
             used = job_for_token(self.db, principal.user, row.client_token)

@@ -88,6 +88,7 @@ class JobsArea(Area):
         prompt: dict[str, Any] | None = None,
         audio_bed_id: str | None = None,
         bed_level_db: float | None = None,
+        captions: str = "sidecar",
     ) -> dict[str, Any]:
         request = self._job_request(
             principal,
@@ -102,6 +103,7 @@ class JobsArea(Area):
             prompt,
             audio_bed_id,
             bed_level_db,
+            captions,
         )
         if client_token is None or job_for_token(self.db, principal.user, client_token) is None:
             self._quota(principal)  # a replay of an accepted job is not a new job
@@ -125,6 +127,7 @@ class JobsArea(Area):
         prompt: dict[str, Any] | None = None,
         audio_bed_id: str | None = None,
         bed_level_db: float | None = None,
+        captions: str = "sidecar",
     ) -> JobRequest:
         """The caller's request with its shapes checked, its prompt read, its background and
         audio bed found among the caller's uploads (ApiError)."""
@@ -190,6 +193,7 @@ class JobsArea(Area):
             org=principal.org,
             prompt=scene_prompt,
             audio_bed=audio_bed,
+            captions=captions,
         )
 
     def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
