@@ -24,8 +24,8 @@ def batch() -> None:
     \b
     A row: cameo (ids separated by ;), script (a template: {column} is filled from the row's
     other columns, {{ and }} for braces), and optionally tier, scene, prompt, background,
-    language, output (the video's name) and client_token. Rows are numbered as a
-    spreadsheet shows them (the CSV header is row 1).
+    language, captions (burned: drawn into the video too), output (the video's name) and
+    client_token. Rows are numbered as a spreadsheet shows them (the CSV header is row 1).
     """
 
 
