@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cameofarm.cluster.jobs import read_queues
 from cameofarm.cluster.policy import (
-    QueuedJob,
+    QueueIndex,
     SchedulerInput,
     TierLimits,
     heads_needed,
@@ -65,12 +65,17 @@ def measure_policy(
     customers: int = 100,
     repeats: int = 20,
     echo: Callable[[str], None] = print,
+    slots: int | None = None,
 ) -> list[PolicyTiming]:
-    """Time reading queue heads and deciding, at each queue size; print one line each."""
+    """Time reading queue heads and deciding, at each queue size; print one line each.
+
+    `slots`: free slots to fill in each decision (default: the farm's max_running_jobs); a
+    tier may then run up to that many too, so every slot is filled."""
+    max_running = slots or config.scheduler.max_running_jobs
     tiers = {
-        n: TierLimits(t.max_running, t.capacity_share, t.priority) for n, t in config.tiers.items()
+        n: TierLimits(max(t.max_running, slots or 0), t.capacity_share, t.priority)
+        for n, t in config.tiers.items()
     }
-    max_running = config.scheduler.max_running_jobs
     results = []
     echo(
         f"dispatch policy, {customers} customers, farm limit {max_running} running, {repeats} ticks"
@@ -83,12 +88,12 @@ def measure_policy(
             _fill(db, size, customers)
             reads, decides = [], []
             out = None
-            heads: list[QueuedJob] = []
+            heads = QueueIndex({})
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                heads = list(read_queues(db, heads_needed(tiers, 0, max_running)).heads)
+                heads = read_queues(db, heads_needed(tiers, 0, max_running)).heads
                 t1 = time.perf_counter()
-                out = schedule(SchedulerInput(tuple(heads), (), tiers, max_running))
+                out = schedule(SchedulerInput(heads, (), tiers, max_running))
                 t2 = time.perf_counter()
                 reads.append((t1 - t0) * 1000)
                 decides.append((t2 - t1) * 1000)
@@ -96,7 +101,7 @@ def measure_policy(
         assert out is not None
         timing = PolicyTiming(
             size,
-            len(heads),
+            sum(len(line) for line in heads.lines.values()),
             len(out.start),
             statistics.median(reads),
             statistics.median(decides),

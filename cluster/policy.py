@@ -13,13 +13,17 @@ Which queued jobs start now, given what runs and the tiers' limits:
 The policy is fed *heads*, not the whole queue: for every (tier, customer) the first jobs in
 (priority, submission) order, as many as could start now (`heads_needed`). Whatever lies
 behind them could not be chosen in this round anyway, so a Pro job queued behind 100,000 Plus
-jobs is seen, and the decision costs O(heads · log heads) whatever the queue's depth.
+jobs is seen. The heads come indexed (`QueueIndex`: one ordered line per tier and customer,
+as the database reads them), so a decision looks only at each line's first job and at the
+jobs it starts: O(lines + started · log lines), whatever the queue's depth or the heads'
+number.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -62,15 +66,42 @@ class TierLimits:
     priority: int = 0
 
 
+def _order(job: QueuedJob) -> tuple[int, float, str]:
+    return (-job.priority, job.submitted_at, job.job_id)
+
+
+@dataclass(frozen=True)
+class QueueIndex:
+    """Queued jobs indexed by (tier, customer): each line in start order, best first."""
+
+    lines: Mapping[tuple[str, str], Sequence[QueuedJob]]
+
+    @classmethod
+    def of(cls, jobs: Iterable[QueuedJob]) -> QueueIndex:
+        """Index jobs in any order (groups and sorts them)."""
+        lines: dict[tuple[str, str], list[QueuedJob]] = {}
+        for job in jobs:
+            lines.setdefault((job.tier, job.customer), []).append(job)
+        for line in lines.values():
+            line.sort(key=_order)
+        return cls(lines)
+
+    def __iter__(self) -> Iterator[QueuedJob]:
+        for line in self.lines.values():
+            yield from line
+
+
 @dataclass(frozen=True)
 class SchedulerInput:
     """What the policy decides on.
 
     `queued` holds at least the first `heads_needed(...)` jobs of every (tier, customer) in
-    (priority desc, submitted_at) order; more are allowed and change nothing.
+    (priority desc, submitted_at) order; more are allowed and change nothing. Given as a
+    `QueueIndex` (lines already in order) the decision never touches the jobs behind each
+    line's first; given as plain jobs they are indexed first.
     """
 
-    queued: tuple[QueuedJob, ...]
+    queued: QueueIndex | tuple[QueuedJob, ...]
     running: tuple[RunningJob, ...]
     tiers: dict[str, TierLimits]
     max_running_jobs: int
@@ -82,6 +113,7 @@ class SchedulerInput:
 class SchedulerOutput:
     start: tuple[str, ...]
     waiting: dict[str, str] = field(default_factory=dict)  # tier → why its head waits
+    jobs: tuple[QueuedJob, ...] = ()  # the started jobs, in `start`'s order
 
 
 def heads_needed(tiers: dict[str, TierLimits], running: int, max_running_jobs: int) -> int:
@@ -92,10 +124,6 @@ def heads_needed(tiers: dict[str, TierLimits], running: int, max_running_jobs: i
     free = max_running_jobs - running
     widest = max((t.max_running for t in tiers.values()), default=0)
     return max(1, min(free, widest))
-
-
-def _order(job: QueuedJob) -> tuple[int, float, str]:
-    return (-job.priority, job.submitted_at, job.job_id)
 
 
 # A heap entry: (-priority, the share's running count and last dispatch, the customer's
@@ -126,18 +154,15 @@ class _Running:
 
 
 class _TierQueue:
-    """One tier's candidates: each customer's heads in order, the best of each in a heap."""
+    """One tier's candidates: each customer's line (best first) and a position in it; the
+    line's current job of each customer in a heap."""
 
-    def __init__(self, jobs: list[QueuedJob], running: _Running) -> None:
-        by_customer: dict[str, list[QueuedJob]] = {}
-        for job in jobs:
-            by_customer.setdefault(job.customer, []).append(job)
-        self._next: dict[str, list[QueuedJob]] = {}
+    def __init__(self, lines: dict[str, Sequence[QueuedJob]], running: _Running) -> None:
+        self._lines = lines
+        self._at = dict.fromkeys(lines, 0)
         self._heap: list[_Entry] = []
-        for customer, own in by_customer.items():
-            own.sort(key=_order, reverse=True)  # best last: pop() is O(1)
-            self._next[customer] = own
-            job = own[-1]
+        for customer, own in lines.items():
+            job = own[0]
             self._heap.append(
                 (-job.priority, *running.of(job), job.submitted_at, job.job_id, customer)
             )
@@ -151,14 +176,15 @@ class _TierQueue:
         while True:
             entry = heapq.heappop(self._heap)
             customer = entry[6]
-            own = self._next[customer]
-            now = running.of(own[-1])
+            own, at = self._lines[customer], self._at[customer]
+            now = running.of(own[at])
             if entry[1:4] != now:  # stale figures: re-rank it
                 heapq.heappush(self._heap, (entry[0], *now, *entry[4:]))
                 continue
-            job = own.pop()
-            if own:
-                nxt = own[-1]
+            job = own[at]
+            self._at[customer] = at = at + 1
+            if at < len(own):
+                nxt = own[at]
                 share, _, mine = running.of(nxt)
                 # This pick is about to count: one more running, served now.
                 figures = (share + 1, _NOW, mine + 1)
@@ -172,16 +198,19 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
     """Return the jobs to start now, in order, and why any tier's head must wait."""
     running_by_tier: Counter[str] = Counter(j.tier for j in inp.running)
     running = _Running(inp.running, inp.last_started)
-    by_tier: dict[str, list[QueuedJob]] = {}
+    index = inp.queued if isinstance(inp.queued, QueueIndex) else QueueIndex.of(inp.queued)
+    by_tier: dict[str, dict[str, Sequence[QueuedJob]]] = {}
     waiting: dict[str, str] = {}
-    for job in inp.queued:
-        if job.tier not in inp.tiers:
-            waiting[job.tier] = f"unknown tier {job.tier!r}"
+    for (tier, customer), line in index.lines.items():
+        if not line:
             continue
-        by_tier.setdefault(job.tier, []).append(job)
-    pending = {tier: _TierQueue(jobs, running) for tier, jobs in by_tier.items()}
+        if tier not in inp.tiers:
+            waiting[tier] = f"unknown tier {tier!r}"
+            continue
+        by_tier.setdefault(tier, {})[customer] = line
+    pending = {tier: _TierQueue(lines, running) for tier, lines in by_tier.items()}
     free = inp.max_running_jobs - len(inp.running)
-    started: list[str] = []
+    started: list[QueuedJob] = []
     while free > 0:
         eligible = [
             t for t, q in pending.items() if q and running_by_tier[t] < inp.tiers[t].max_running
@@ -197,7 +226,7 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
             ),
         )
         best = pending[tier].pop_best(running)
-        started.append(best.job_id)
+        started.append(best)
         running_by_tier[tier] += 1
         running.add(best)
         free -= 1
@@ -208,4 +237,4 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
             waiting[tier] = f"tier at its limit of {inp.tiers[tier].max_running} running"
         else:
             waiting[tier] = f"farm at its limit of {inp.max_running_jobs} running"
-    return SchedulerOutput(tuple(started), waiting)
+    return SchedulerOutput(tuple(j.job_id for j in started), waiting, tuple(started))

@@ -255,10 +255,10 @@ class Scheduler:
             )
         )
         self.last_output = out
-        heads = {h.job_id: h for h in queues.heads}
         started = []
-        for job_id in out.start:
-            self._served[heads[job_id].share] = self.clock()  # served, even if refused now
+        for head in out.jobs:
+            job_id = head.job_id
+            self._served[head.share] = self.clock()  # served, even if refused now
             try:
                 # Consent is checked again here; a job no longer allowed is cancelled.
                 view = dispatch_job(self.storage.db, self.config, job_id)

@@ -80,6 +80,58 @@ def test_a_pro_job_behind_5000_queued_plus_jobs_starts_at_once(farm_config, stor
     assert read_queues(storage.db, 0).depth["plus"] == 5000 - len(plus)
 
 
+@pytest.mark.parametrize("compound_limit", [400, 0], ids=["limit-scans", "window"])
+def test_queue_heads_are_read_as_ordered_lines_and_decide_as_the_whole_queue_would(
+    storage, monkeypatch, compound_limit
+):
+    import random
+
+    from cameofarm.cluster.jobs import queries
+    from cameofarm.cluster.policy import QueuedJob, SchedulerInput, TierLimits, schedule
+
+    monkeypatch.setattr(queries, "_COMPOUND_LIMIT", compound_limit)
+    rng = random.Random(3)
+    jobs = [
+        QueuedJob(
+            f"job_{i:05d}",
+            rng.choice(["plus", "pro"]),
+            float(rng.randint(0, 50)),  # ties: the id decides
+            rng.choice([0, 0, 1, 5]),
+            f"c{rng.randint(0, 30)}",
+        )
+        for i in range(1500)
+    ]
+    with storage.db.session() as s:
+        s.add_all(
+            JobRow(
+                id=j.job_id,
+                tier=j.tier,
+                status="QUEUED",
+                customer=j.customer,
+                priority=j.priority,
+                cameo_ids=["cam_x"],
+                script="Hello.",
+                submitted_at=j.submitted_at,
+                attempts=0,
+                progress=0.0,
+                stage="",
+            )
+            for j in jobs
+        )
+    heads = read_queues(storage.db, 7).heads
+    for (tier, customer), line in heads.lines.items():
+        own = sorted(
+            (j for j in jobs if (j.tier, j.customer) == (tier, customer)),
+            key=lambda j: (-j.priority, j.submitted_at, j.job_id),
+        )
+        assert [j.job_id for j in line] == [j.job_id for j in own[:7]]
+    assert {k for k in heads.lines} == {(j.tier, j.customer) for j in jobs}
+    tiers = {"plus": TierLimits(12, 0.6), "pro": TierLimits(8, 0.4, priority=1)}
+    indexed = schedule(SchedulerInput(heads, (), tiers, 7))
+    assert indexed.start == schedule(SchedulerInput(tuple(jobs), (), tiers, 7)).start
+    assert [j.job_id for j in indexed.jobs] == list(indexed.start) and len(indexed.start) == 7
+
+
 def test_a_pro_job_starts_as_soon_as_a_pro_slot_frees(farm_config, storage, cameo_row):
     from cameofarm.cluster.jobs import set_job_status
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from cameofarm.cameos.permissions import cameos_of
 from cameofarm.cluster.jobs.model import JobStatus, JobView, UnknownJobError
-from cameofarm.cluster.policy import QueuedJob, share_of
+from cameofarm.cluster.policy import QueuedJob, QueueIndex, share_of
 from cameofarm.storage.db import Database, JobEventRow, JobRow, UserRow
 from sqlalchemy import CompoundSelect, Select, func, select, union_all
 from sqlalchemy.orm import Session
@@ -91,7 +91,7 @@ class QueueSnapshot:
     """What the scheduler reads of the queues each tick."""
 
     depth: dict[str, int]  # tier → queued jobs
-    heads: tuple[QueuedJob, ...]  # the first jobs of every (tier, customer), in order
+    heads: QueueIndex  # the first jobs of every (tier, customer), each line in order
 
 
 def read_queues(db: Database, per_customer: int) -> QueueSnapshot:
@@ -115,7 +115,7 @@ def read_queues(db: Database, per_customer: int) -> QueueSnapshot:
         for tier, _customer, n in pairs:
             depth[tier] = depth.get(tier, 0) + int(n)
         if per_customer <= 0 or not pairs:
-            return QueueSnapshot(depth, ())
+            return QueueSnapshot(depth, QueueIndex({}))
         if len(pairs) <= _COMPOUND_LIMIT:
             scans = [
                 select(*columns)
@@ -134,13 +134,16 @@ def read_queues(db: Database, per_customer: int) -> QueueSnapshot:
             )
             ranked = select(*columns, rank.label("rank")).where(queued).subquery()
             query = select(*(ranked.c[c.key] for c in columns)).where(ranked.c.rank <= per_customer)
+        # Each line comes out whole and in order: the index needs no sorting of its own.
+        c = query.selected_columns
+        query = query.order_by(c.tier, c.customer, c.priority.desc(), c.submitted_at, c.id)
         rows = s.execute(query).all()
         orgs = _orgs(s, {row[4] for row in rows})
-        heads = tuple(
-            QueuedJob(job_id, tier, at, priority, customer, orgs.get(customer, ""))
-            for job_id, tier, at, priority, customer in rows
-        )
-    return QueueSnapshot(depth, heads)
+    lines: dict[tuple[str, str], list[QueuedJob]] = {}
+    for job_id, tier, at, priority, customer in rows:
+        job = QueuedJob(job_id, tier, at, priority, customer, orgs.get(customer, ""))
+        lines.setdefault((tier, customer), []).append(job)
+    return QueueSnapshot(depth, QueueIndex(lines))
 
 
 def _orgs(s: Session, customers: set[str]) -> dict[str, str]:
