@@ -19,6 +19,7 @@ from cameofarm.service.cli_consent import COMMANDS
 from cameofarm.service.cli_models import models
 from cameofarm.service.cli_quality import quality
 from cameofarm.service.cli_scenes import scenes
+from cameofarm.service.cli_simulate import simulate
 from cameofarm.service.cli_top import top
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -739,7 +740,7 @@ def demo(
         _fail(str(exc))
 
 
-for _command in (*COMMANDS, batch, bench, models, quality, scenes, top):
+for _command in (*COMMANDS, batch, bench, models, quality, scenes, simulate, top):
     cli.add_command(_command)
 
 
