@@ -71,10 +71,12 @@ def control(method: Any) -> Any:
 
 
 class LocalStagePools:
-    """In-process pools: one StageActor per stage, called directly."""
+    """In-process pools: one StageActor per stage, called directly, one call at a time each
+    (as a Ray replica serves its calls), from however many threads."""
 
     def __init__(self, actors: dict[StageName, StageActor]) -> None:
         self.actors = actors
+        self._serving = {stage: threading.Lock() for stage in actors}
 
     def map(
         self,
@@ -86,7 +88,8 @@ class LocalStagePools:
         outputs, timings = [], []
         for args in calls:
             try:
-                value, timing = getattr(self.actors[stage], method)(*args)
+                with self._serving[stage]:
+                    value, timing = getattr(self.actors[stage], method)(*args)
             except Exception as exc:
                 retryable = isinstance(exc, StorageUnavailableError)
                 raise StageCallError(stage, f"{type(exc).__name__}: {exc}", retryable) from exc

@@ -329,13 +329,15 @@ class StageActor:
 
     def assemble(
         self,
-        segments: list[bytes],
         speech: SpeechTrack,
         spec: FrameSpec,
         claim: ProvenanceClaim,
-        audio_bed: dict[str, Any] | None = None,
+        audio_bed: dict[str, Any] | None,
+        *segments: bytes,
     ) -> tuple[bytes, CallTiming]:
-        """The signed MP4; with an audio bed, mixed under the speech at its level first."""
+        """The signed MP4 of the encoded segments, in order (each its own argument, so Ray
+        hands them over from the replicas that encoded them); with an audio bed, mixed
+        under the speech at its level first."""
         if audio_bed is not None:
             from cameofarm.models.media import read_audio
             from cameofarm.pipelines.audio_beds import mix_bed
@@ -344,4 +346,5 @@ class StageActor:
             bed = read_audio(path, speech.sample_rate)
             mixed = mix_bed(speech.samples, speech.sample_rate, bed, float(audio_bed["level_db"]))
             speech = SpeechTrack(mixed, speech.sample_rate, speech.phonemes, speech.words)
-        return self._timed(lambda: self.backend.assemble(segments, speech, spec, claim), frames=0)
+        parts = list(segments)
+        return self._timed(lambda: self.backend.assemble(parts, speech, spec, claim), frames=0)

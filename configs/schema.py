@@ -182,6 +182,13 @@ class SchedulerConfig(_Strict):
     max_running_jobs: int = Field(default=3, ge=1, description="Farm-wide concurrent jobs.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of one job before it fails.")
     chunk_frames: int = Field(default=25, ge=1, le=1000, description="Frames per work chunk.")
+    chunks_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Chunks of one job streaming through the stages at once: more keeps more "
+        "replicas busy for a lone job; fewer holds fewer frames in the object store.",
+    )
     call_first_seconds: float = Field(
         default=900.0,
         gt=0,

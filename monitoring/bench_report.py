@@ -162,6 +162,9 @@ def report_figures(
         "span_seconds": end - start,
         "stages": [asdict(s) for s in report.stages],
         "tiers": [asdict(t) for t in report.tiers],
+        "job_runs": [
+            {**asdict(j), "overhead": j.overhead, "streaming": j.streaming} for j in report.jobs
+        ],
         "replicas": [asdict(r) for r in replica_use(calls, start, end)],
         "failed": report.failed,
     }

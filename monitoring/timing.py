@@ -26,7 +26,10 @@ log = logging.getLogger("cameofarm.stages")
 @dataclass(frozen=True)
 class CallTiming:
     """How one actor call went: who ran it, on which GPU, when, over how many frames, and
-    the replicas it failed on before ("replica: what went wrong"), if any."""
+    the replicas it failed on before ("replica: what went wrong"), if any. The pipeline adds
+    when it asked for the call and which chunk of the job it was (-1: work before the chunks,
+    such as generating a prompt's scene; 0 and None: not said, and the stage's start and the
+    call's place among the stage's calls stand in)."""
 
     replica: str
     gpu_ids: str
@@ -34,6 +37,8 @@ class CallTiming:
     finished_at: float
     frames: int
     retried: tuple[str, ...] = ()
+    submitted_at: float = 0.0
+    chunk: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -87,11 +92,13 @@ class StageRecorder:
     ) -> StageTiming:
         """Persist the calls of one stage and return the stage's timing.
 
-        started_at is when the pipeline entered the stage and submitted its calls: time a call
-        then spends waiting for a busy replica is part of the stage, not pipeline overhead.
+        started_at is when the pipeline entered the stage and submitted its calls (a call that
+        says when it was submitted keeps its own time): time a call then spends waiting for a
+        busy replica is part of the stage, not pipeline overhead.
         """
         with self.db.session() as s:
-            for chunk, call in enumerate(calls):
+            for n, call in enumerate(calls):
+                chunk = call.chunk if call.chunk is not None else n
                 s.add(
                     StageTimingRow(
                         job_id=job_id,
@@ -101,7 +108,7 @@ class StageRecorder:
                         chunk=chunk,
                         replica=call.replica,
                         gpu_ids=call.gpu_ids,
-                        submitted_at=started_at,
+                        submitted_at=call.submitted_at or started_at,
                         started_at=call.started_at,
                         finished_at=call.finished_at,
                         seconds=call.seconds,
@@ -122,6 +129,26 @@ class StageRecorder:
         observe_stage(tier, stage, self.backends.get(stage, ""), calls, finished_at - started_at)
         return StageTiming(job_id, tier, stage, started_at, finished_at, tuple(calls))
 
+    def record_calls(
+        self, job_id: str, tier: str, stage: str, calls: Sequence[CallTiming]
+    ) -> StageTiming | None:
+        """Persist a stage's calls that each say when they were asked for (chunks streaming
+        through the stages): the stage's wall runs from its first call asked to its last
+        answered. Logs the stage like `stage` does; None when it made no calls."""
+        if not calls:
+            return None
+        started = min(c.submitted_at or c.started_at for c in calls)
+        finished = max(c.finished_at for c in calls)
+        with log_context(stage=stage):
+            timing = self.record(job_id, tier, stage, calls, started, finished)
+            self._log(calls, started, finished)
+        return timing
+
+    @staticmethod
+    def _log(calls: Sequence[CallTiming], started: float, finished: float) -> None:
+        replicas = sorted({c.replica for c in calls})
+        log.info("%d calls in %.2f s on %s", len(calls), finished - started, ", ".join(replicas))
+
     @contextmanager
     def stage(self, job_id: str, tier: str, stage: str) -> Iterator[list[CallTiming]]:
         """Time a stage: the body appends each call's CallTiming to the yielded list. Records
@@ -134,10 +161,7 @@ class StageRecorder:
             if calls:  # from submitting the calls to the last one returning
                 finished = max(finished, max(c.finished_at for c in calls))
             self.record(job_id, tier, stage, calls, started, finished)
-            replicas = sorted({c.replica for c in calls})
-            log.info(
-                "%d calls in %.2f s on %s", len(calls), finished - started, ", ".join(replicas)
-            )
+            self._log(calls, started, finished)
 
 
 def observe_stage(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,24 @@ from cameofarm.pipelines.audio_beds import bed_id
 from cameofarm.pipelines.captions import CAPTION_TYPES, captions_for
 from cameofarm.pipelines.dialogue import SPEAKERS, DialogueError, join_lines, parse_dialogue
 from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
+from cameofarm.pipelines.streaming import (
+    FRAMES,
+    Step,
+    StreamCancelled,
+    StreamProgress,
+    stream_chunks,
+)
 from cameofarm.storage import FarmStorage
 from cameofarm.storage.keys import caption_keys
 
 TAIL_SECONDS = 0.3  # a beat of silence after the last word
+# How far along a job is while its slowest chunk is in each stage.
+_FRACTION = {
+    StageName.BASE_VIDEO: 0.15,
+    StageName.FACE_SWAP: 0.3,
+    StageName.LIP_SYNC: 0.6,
+    StageName.COMPOSITE: 0.75,
+}
 OUTPUT_PREFIX = "outputs"
 
 
@@ -176,14 +192,16 @@ def _read_prompt(prompt: dict[str, Any] | None) -> ScenePrompt | None:
 def _generate_scene(
     config: FarmConfig, pools: StagePools, prompt: ScenePrompt, calls: list[CallTiming]
 ) -> dict[str, Any]:
-    """Generate (or reuse) a prompt's scene on a base-video replica; return how to use it."""
+    """Generate (or reuse) a prompt's scene on a base-video replica; return how to use it.
+    Its call is timed as work before the chunks (chunk -1)."""
     request = generation_request(prompt, config.prompt_scenes)
+    asked = time.time()
     made, timings = pools.map(
         StageName.BASE_VIDEO,
         "prompt_scene",
         [(request, config.enrollment.max_identity_distance)],
     )
-    calls += timings
+    calls += [replace(t, submitted_at=asked, chunk=-1) for t in timings]
     generated: dict[str, Any] = pools.fetch(made)[0]
     return generated
 
@@ -278,92 +296,58 @@ def render_job(
     if len(cameos) == 1:
         speech, speech_arg = spoken[0], handles[0]  # the stages read the stored track
         own: list[Any] = [handles[0]]
-        quality["voice"] = _voice_report(storage, cameo, job.script, job.language, speech)
+
+        def voice_reports() -> dict[str, Any]:
+            return {"voice": _voice_report(storage, cameo, job.script, job.language, speech)}
+
     else:  # the lines one after another; each actor's lips follow its own lines only
         speech, tracks = join_lines(spoken, speakers, len(cameos))
         speech_arg, own = speech, list(tracks)
-        quality["cast"] = [
-            {
-                "cameo": c.id,
-                "speaker": SPEAKERS[k],
-                "voice": _voice_report(
-                    storage,
-                    c,
-                    " ".join(text for who, text in lines if who == k),
-                    job.language,
-                    tracks[k],
-                ),
-            }
-            for k, c in enumerate(cameos)
-        ]
-        quality["dialogue"] = _dialogue_report(spoken, speakers)
+
+        def voice_reports() -> dict[str, Any]:
+            cast = [
+                {
+                    "cameo": c.id,
+                    "speaker": SPEAKERS[k],
+                    "voice": _voice_report(
+                        storage,
+                        c,
+                        " ".join(text for who, text in lines if who == k),
+                        job.language,
+                        tracks[k],
+                    ),
+                }
+                for k, c in enumerate(cameos)
+            ]
+            return {"cast": cast, "dialogue": _dialogue_report(spoken, speakers)}
+
+    # The speech's speaker similarity is measured here while the chunks render.
+    measuring = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{job.job_id}-voice")
+    voice_measured = measuring.submit(contextvars.copy_context().run, voice_reports)
+    measuring.shutdown(wait=False)
     # Captions from the words as spoken (WebVTT and SRT sidecars, referenced by the manifest).
     captions = captions_for(" ".join(text for _, text in lines), speech.words, job.language)
     n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
     chunks = chunk_ranges(n_frames, config.scheduler.chunk_frames)
 
-    # 3. Base video: the scene at the tier's size and length, chunk by chunk — a template's
-    # clip with its tracked actor, or the cameo presenting over a background. A prompt's scene
-    # is generated first (once per prompt, seed and model) and is then one or the other.
+    # 3. Base video's scene: a prompt's scene is generated first (once per prompt, seed and
+    # model) and is then a template scene or a background.
     checkpoint(StageName.BASE_VIDEO, 0.15)
     background_key = job.background_key
-    with recorder.stage(job.job_id, job.tier, StageName.BASE_VIDEO) as calls:
-        generating = int(prompt is not None)  # a prompt's scene is one call before the chunks
+    generating = int(prompt is not None)  # a prompt's scene is one call before the chunks
+    generation: list[CallTiming] = []
+    if prompt is not None:
         counting(StageName.BASE_VIDEO, len(chunks) + generating)
-        if prompt is not None:
-            generated = _generate_scene(config, pools, prompt, calls)
-            quality["scene"] = {
-                k: generated.get(k) for k in ("kind", "generator", "seed", "prompt", "track_key")
-            }
-            if generated["kind"] == "template":
-                scene = generated
-            else:
-                background_key = generated["background_key"]
-        if scene is not None:
-            frames, timings = pools.map(
-                StageName.BASE_VIDEO,
-                "scene_video",
-                [(scene, spec, i, s, c) for i, s, c in chunks],
-                counting(StageName.BASE_VIDEO, len(chunks) + generating, generating),
-            )
+        generated = _generate_scene(config, pools, prompt, generation)
+        quality["scene"] = {
+            k: generated.get(k) for k in ("kind", "generator", "seed", "prompt", "track_key")
+        }
+        if generated["kind"] == "template":
+            scene = generated
         else:
-            frames, timings = pools.map(
-                StageName.BASE_VIDEO,
-                "base_video",
-                [
-                    (cameo.recording_key, cameo.summary, background_key, spec, i, s, c)
-                    for i, s, c in chunks
-                ],
-                counting(StageName.BASE_VIDEO, len(chunks) + generating, generating),
-            )
-        calls += timings
+            background_key = generated["background_key"]
 
-    # 4. Face swap across the pool: each cameo onto its actor (a dialogue's A onto the left).
-    checkpoint(StageName.FACE_SWAP, 0.3)
-    with recorder.stage(job.job_id, job.tier, StageName.FACE_SWAP) as calls:
-        for actor, c in enumerate(cameos):
-            frames, timings = pools.map(
-                StageName.FACE_SWAP,
-                "face_swap",
-                [(f, c.assets_key, actor) for f in frames],
-                counting(StageName.FACE_SWAP, len(cameos) * len(frames), actor * len(frames)),
-            )
-            calls += timings
-
-    # 5. Lip sync each actor's mouth to its cameo's speech.
-    checkpoint(StageName.LIP_SYNC, 0.6)
-    with recorder.stage(job.job_id, job.tier, StageName.LIP_SYNC) as calls:
-        for actor, c in enumerate(cameos):
-            frames, timings = pools.map(
-                StageName.LIP_SYNC,
-                "lip_sync",
-                [(f, own[actor], spec.fps, c.assets_key, actor) for f in frames],
-                counting(StageName.LIP_SYNC, len(cameos) * len(frames), actor * len(frames)),
-            )
-            calls += timings
-
-    # 6. Composite: watermark + encode chunks, then mux audio and sign C2PA.
-    checkpoint(StageName.COMPOSITE, 0.75)
+    # The provenance claim the composite stage signs.
     extra = {}
     if scene is not None:  # the stand-in actor's rights, as their uploader attested them
         extra = {"scene": scene["id"], "scene_name": scene["name"], "scene_rights": scene["rights"]}
@@ -380,21 +364,78 @@ def render_job(
     claim = ProvenanceClaim(
         job.job_id, job.tier, job.cameo_ids, title=f"cameofarm {job.job_id}", extra=extra
     )
-    with recorder.stage(job.job_id, job.tier, StageName.COMPOSITE) as calls:
-        segments, timings = pools.map(
-            StageName.COMPOSITE,
-            "encode",
-            [(f, spec, captions.cues) if burned else (f, spec) for f in frames],
-            counting(StageName.COMPOSITE, len(frames) + 1),  # and one call assembles them
+
+    # 4-6. Each chunk streams through base video (the template's clip with its tracked actor,
+    # or the cameo presenting over a background), face swap and lip sync of each cameo onto
+    # its actor (a dialogue's A onto the left), and encoding with the watermark (and burned
+    # captions); a chunk goes on as soon as its stage is done.
+    def chain(index: int, first: int, count: int) -> list[Step]:
+        if scene is not None:
+            base = Step(StageName.BASE_VIDEO, "scene_video", (scene, spec, index, first, count))
+        else:
+            base = Step(
+                StageName.BASE_VIDEO,
+                "base_video",
+                (cameo.recording_key, cameo.summary, background_key, spec, index, first, count),
+            )
+        swaps = [
+            Step(StageName.FACE_SWAP, "face_swap", (FRAMES, c.assets_key, actor))
+            for actor, c in enumerate(cameos)
+        ]
+        syncs = [
+            Step(
+                StageName.LIP_SYNC, "lip_sync", (FRAMES, own[actor], spec.fps, c.assets_key, actor)
+            )
+            for actor, c in enumerate(cameos)
+        ]
+        cues = (captions.cues,) if burned else ()
+        return [base, *swaps, *syncs, Step(StageName.COMPOSITE, "encode", (FRAMES, spec, *cues))]
+
+    n = len(chunks)
+    totals = {  # the streamed calls (a prompt scene's generation came before)
+        StageName.BASE_VIDEO: n,
+        StageName.FACE_SWAP: n * len(cameos),
+        StageName.LIP_SYNC: n * len(cameos),
+        StageName.COMPOSITE: n + 1,  # and one call assembles the segments
+    }
+    shown = [""]
+
+    def report(stage: StageName, done: int, total: int) -> None:
+        before = generating if stage is StageName.BASE_VIDEO else 0
+        stage_progress(stage.value, before + done, before + total)
+        now = streaming.earliest_unfinished()
+        if now is not None and now.value != shown[0]:  # the job is at its slowest chunk's stage
+            shown[0] = now.value
+            progress(now.value, _FRACTION[now])
+
+    streaming = StreamProgress(totals, report)
+    try:
+        streamed = stream_chunks(
+            pools,
+            [chain(*c) for c in chunks],
+            config.scheduler.chunks_in_flight,
+            still_wanted,
+            streaming,
+            name=f"{job.job_id}-chunk",
         )
-        calls += timings
-        mp4, timings = pools.map(
-            StageName.COMPOSITE,
-            "assemble",
-            [(pools.fetch(segments), speech_arg, spec, claim, job.audio_bed)],
-            counting(StageName.COMPOSITE, len(frames) + 1, len(frames)),
-        )
-        calls += timings
+    except StreamCancelled as exc:
+        raise JobCancelled(f"job {job.job_id} was cancelled before {exc.stage.value}") from None
+    by_stage = streamed.calls
+    by_stage[StageName.BASE_VIDEO] = [*generation, *by_stage[StageName.BASE_VIDEO]]
+
+    # 7. Composite: join the segments, mux the audio and sign C2PA. The segments go from the
+    # encoding replicas to the assembling one by reference.
+    checkpoint(StageName.COMPOSITE, _FRACTION[StageName.COMPOSITE])
+    asked = time.time()
+    mp4, timings = pools.map(
+        StageName.COMPOSITE,
+        "assemble",
+        [(speech_arg, spec, claim, job.audio_bed, *streamed.outputs)],
+    )
+    by_stage[StageName.COMPOSITE] += [replace(t, submitted_at=asked, chunk=n) for t in timings]
+    streaming.one_more(StageName.COMPOSITE)
+    for stage, stage_calls in by_stage.items():
+        recorder.record_calls(job.job_id, job.tier, stage.value, stage_calls)
     data: bytes = pools.fetch(mp4)[0]
     # The manifest as a viewer reads it, against the farm's root; its id goes in the results.
     signed = verify_mp4(data, ensure_signing_chain(storage.keys_dir).root_cert.read_bytes())
@@ -402,9 +443,10 @@ def render_job(
         raise RenderError(f"the signed output does not verify: {'; '.join(signed.problems)}")
     quality["c2pa"] = {"manifest_id": signed.manifest_id, "state": signed.state}
 
-    # 7. Measure the faces the viewer will see; a video in which one is not its cameo's is not
-    # published.
+    # 8. Measure the faces the viewer will see; a video in which one is not its cameo's is not
+    # published. The voice figures were measured meanwhile.
     checkpoint("measure", 0.85)
+    quality.update(voice_measured.result())
     faces = _face_reports(config, storage, cameos, scene, data)
     if len(cameos) == 1:
         quality["face"] = faces[0]
@@ -414,7 +456,7 @@ def render_job(
     for face in faces:
         refuse_unrecognisable(face, config.consent.min_recognised_share)
 
-    # 8. Publish. The object is written first and the job marked published after, in one
+    # 9. Publish. The object is written first and the job marked published after, in one
     # transaction that checks consent (may_cast) a last time: if that refuses (say, the
     # verification lapsed a moment ago) the object is removed and nothing is published. A
     # revocation cancels the job at once, which the checkpoint here sees.

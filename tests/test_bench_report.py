@@ -35,6 +35,51 @@ def test_replica_busy_time_counts_overlaps_once_and_finds_the_longest_idle_gap()
     )
 
 
+def _row(stage, chunk, submitted, start, finish, at=100.0):
+    return SimpleNamespace(
+        stage=stage,
+        chunk=chunk,
+        submitted_at=at + submitted,
+        started_at=at + start,
+        finished_at=at + finish,
+        seconds=finish - start,
+        frames=25,
+    )
+
+
+def test_a_streamed_jobs_critical_path_stage_time_and_overlap():
+    from cameofarm.monitoring.bench import critical_path, report_of
+
+    # Voice 0-1; a prompt scene generated 1-3 (chunk -1); two chunks streaming through the
+    # four frame stages, chunk 1 a stage behind chunk 0 and its face swap waiting 1 s for the
+    # replica; then the assembly (chunk 2, after both chunks) 11-12.
+    rows = [
+        _row("voice", 0, 0.0, 0.0, 1.0),
+        _row("base_video", -1, 1.0, 1.0, 3.0),
+        _row("base_video", 0, 3.0, 3.0, 4.0),
+        _row("base_video", 1, 3.0, 4.0, 5.0),
+        _row("face_swap", 0, 4.0, 4.0, 6.0),
+        _row("face_swap", 1, 5.0, 6.0, 8.0),
+        _row("lip_sync", 0, 6.0, 6.0, 7.0),
+        _row("lip_sync", 1, 8.0, 8.0, 9.0),
+        _row("composite", 0, 7.0, 7.0, 8.0),
+        _row("composite", 1, 9.0, 9.0, 10.0),
+        _row("composite", 2, 10.5, 11.0, 12.0),
+    ]
+    # 1 (voice) + 2 (scene) + 5 (a chunk: 1 + 2 + 1 + 1) + 1 (assembly)
+    assert critical_path(rows) == pytest.approx(9.0)
+    job = SimpleNamespace(id="job_a", tier="pro", status="SUCCEEDED", started_at=100.0)
+    job.finished_at = 113.0  # 1 s of publishing after the assembly
+    report = report_of({"job_a": job}, {"job_a": rows})
+    (stats,) = report.jobs
+    assert stats.run == 13.0 and stats.critical_path == pytest.approx(9.0)
+    assert stats.stage_time == pytest.approx(12.0)  # 0-12, no gap between the stages
+    assert stats.overhead == pytest.approx(13.0 / 12.0)
+    # walls: voice 1, base video 4 (1-5), face swap 4, lip sync 3, composite 5 (7-12)
+    assert stats.stage_walls_sum == pytest.approx(17.0)
+    assert stats.streaming == pytest.approx(13.0 / 17.0)
+
+
 def test_the_bench_report_has_plots_and_the_same_figures_as_json(
     farm_config, storage, cameo, pools, tmp_path
 ):
@@ -71,6 +116,9 @@ def test_the_bench_report_has_plots_and_the_same_figures_as_json(
         "composite",
     }
     assert figures["tiers"][0]["jobs"] == 2 and figures["tiers"][0]["overhead_mean"] > 0
+    for run in figures["job_runs"]:  # with one replica per stage, chunks queue for it
+        assert 0 < run["critical_path"] <= run["stage_time"] <= run["run"]
+        assert run["stage_walls_sum"] >= run["stage_time"]
     for replica in figures["replicas"]:  # the in-process pools: one replica per stage
         assert replica["replica"] == f"{replica['stage']}-local"
         assert 0 < replica["busy_ratio"] <= 1 and replica["calls"] >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import cv2
 import numpy as np
@@ -80,8 +81,19 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
         assert r.seconds > 0
         assert r.seconds == pytest.approx(r.finished_at - r.started_at, abs=0.01)
     assert sum(r.frames for r in rows if r.stage == "face_swap") == result.frames
-    # Each stage reported its calls as they answered, from none to all (what `top` shows).
+    # Chunks stream: each goes through its stages in order, and a later chunk is already in
+    # base video while an earlier one is still in lip sync.
+    call = {(r.stage, r.chunk): r for r in rows}
     chunks = -(-result.frames // farm_config.scheduler.chunk_frames)
+    chain = ["base_video", "face_swap", "lip_sync", "composite"]
+    for k in range(chunks):
+        for before, after in itertools.pairwise(chain):
+            assert call[(before, k)].finished_at <= call[(after, k)].started_at
+    assert any(
+        call[("base_video", k + 1)].started_at < call[("lip_sync", k)].finished_at
+        for k in range(chunks - 1)
+    )
+    # Each stage reported its calls as they answered, from none to all (what `top` shows).
     calls = {"voice": 1, "base_video": chunks, "face_swap": chunks, "lip_sync": chunks}
     calls["composite"] = chunks + 1  # and the call that assembles the segments
     assert list(counts) == ["voice", "base_video", "face_swap", "lip_sync", "composite"]

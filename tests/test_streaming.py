@@ -1,0 +1,100 @@
+"""Chunks stream through the frame stages: in order, at most `window` at once, stopped by
+the first failure or a cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from cameofarm.actors.pools import StageCallError
+from cameofarm.configs import StageName
+from cameofarm.monitoring.timing import CallTiming
+from cameofarm.pipelines.streaming import (
+    FRAMES,
+    Step,
+    StreamCancelled,
+    StreamProgress,
+    stream_chunks,
+)
+
+
+class _Pools:
+    """Stage pools whose calls append their stage to the frames they are given, counting how
+    many chunks are in flight; `fail_at` makes one (stage, chunk) call fail."""
+
+    def __init__(self, fail_at=None, together=None):
+        self.lock = threading.Lock()
+        self.together = together  # a barrier the first chunks' face swaps must all reach
+        self.calls: list[tuple[StageName, int]] = []
+        self.flying: set[int] = set()
+        self.most_flying = 0
+        self.fail_at = fail_at
+
+    def map(self, stage, method, calls, on_done=None):
+        (args,) = calls
+        frames = args[0] if stage is not StageName.BASE_VIDEO else ()
+        chunk = args[1]
+        with self.lock:
+            self.calls.append((stage, chunk))
+            self.flying.add(chunk)
+            self.most_flying = max(self.most_flying, len(self.flying))
+        if self.together is not None and stage is StageName.FACE_SWAP and chunk < 3:
+            self.together.wait(timeout=60)  # three chunks in flight at once, or it breaks
+        if (stage, chunk) == self.fail_at:
+            raise StageCallError(stage, "ValueError: a broken chunk", False)
+        if stage is StageName.COMPOSITE:
+            with self.lock:
+                self.flying.discard(chunk)
+        return [(*frames, stage.value)], [CallTiming(f"{stage.value}-0", "", 1.0, 2.0, 25)]
+
+
+def _chains(n):
+    return [
+        [
+            Step(StageName.BASE_VIDEO, "base_video", (None, k)),
+            Step(StageName.FACE_SWAP, "face_swap", (FRAMES, k)),
+            Step(StageName.LIP_SYNC, "lip_sync", (FRAMES, k)),
+            Step(StageName.COMPOSITE, "encode", (FRAMES, k)),
+        ]
+        for k in range(n)
+    ]
+
+
+def _progress(seen):
+    totals = {s: 9 for s in (StageName.BASE_VIDEO, StageName.FACE_SWAP)}
+    totals.update({StageName.LIP_SYNC: 9, StageName.COMPOSITE: 9})
+    return StreamProgress(totals, lambda stage, done, total: seen.append((stage, done)))
+
+
+def test_chunks_come_out_in_order_with_at_most_window_in_flight():
+    pools, seen = _Pools(together=threading.Barrier(3)), []
+    out = stream_chunks(pools, _chains(9), 3, lambda: True, _progress(seen))
+    stages = ["base_video", "face_swap", "lip_sync", "composite"]
+    assert out.outputs == [tuple(stages)] * 9  # each chunk went through its chain in order
+    assert pools.most_flying == 3  # the window: three met at the barrier, never a fourth
+    for stage in out.calls:  # every call timed, with its chunk and when it was asked for
+        assert sorted(t.chunk for t in out.calls[stage]) == list(range(9))
+        assert all(t.submitted_at >= out.started_at for t in out.calls[stage])
+    done = [d for s, d in seen if s is StageName.LIP_SYNC]
+    assert done == list(range(10))  # from 0 to every call, one at a time
+
+
+def test_the_first_failure_stops_the_other_chunks_and_is_raised():
+    pools = _Pools(fail_at=(StageName.FACE_SWAP, 2))
+    with pytest.raises(StageCallError, match="a broken chunk"):
+        stream_chunks(pools, _chains(40), 4, lambda: True, _progress([]))
+    started = {k for _, k in pools.calls}
+    assert max(started) < 2 + 4 + 4  # chunks past the window never started
+
+
+def test_a_cancelled_job_stops_before_the_next_call():
+    asked = {"n": 0}
+
+    def still_wanted():
+        asked["n"] += 1
+        return asked["n"] <= 5
+
+    pools = _Pools()
+    with pytest.raises(StreamCancelled):
+        stream_chunks(pools, _chains(20), 2, still_wanted, _progress([]))
+    assert len(pools.calls) == 5  # no call after the answer changed
