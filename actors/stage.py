@@ -113,6 +113,7 @@ class StageActor:
         self.backend_name = pool.backend
         self.cache = _LRU(pool.cache_cameos)
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
+        self._measurers: dict[str, FaceAnalyzer] = {}  # measure composed frames (composite)
         self.calls = 0
         # Seconds spent in calls: those done, plus the one running since _busy_since (a
         # replica runs one chunk call at a time), so a long call shows as busy while it runs.
@@ -321,6 +322,27 @@ class StageActor:
             lambda: focused.refocus(self.backend.sync(focused, speech, fps, atlas), actor)
         )
 
+    def measure_faces(self, chunk: VideoChunk, measure: Any) -> tuple[Any, CallTiming]:
+        """The face figures of the chunk's frames that `measure` (a FaceMeasure) picks, by
+        the farm's primary analyzer built once on this replica (its models from the store)."""
+        from cameofarm.models.registry import build_analyzer
+        from cameofarm.pipelines.face_quality import measure_frames
+
+        spec = measure.analyzer
+        key = f"{spec.model_dump_json()}|{measure.same_person}"
+        if key not in self._measurers:
+            store = ModelStore(self.fetcher.store) if spec.models else None
+            ctx = backend_context(
+                spec, self.ctx.keys_dir, self.gpu_indices, store, same_person=measure.same_person
+            )
+            self._measurers[key] = build_analyzer(spec.backend, ctx)
+        analyzer = self._measurers[key]
+        picked = {k: chunk.frames[k - chunk.start] for k in measure.picks(chunk.start, len(chunk))}
+        return self._timed(
+            lambda: measure_frames(picked, analyzer, measure.cameo, measure.actor, measure.place),
+            frames=len(picked),
+        )
+
     def encode(
         self, chunk: VideoChunk, spec: FrameSpec, cues: Sequence[Cue] = ()
     ) -> tuple[bytes, CallTiming]:
@@ -329,15 +351,18 @@ class StageActor:
 
     def assemble(
         self,
+        key: str,
         speech: SpeechTrack,
         spec: FrameSpec,
         claim: ProvenanceClaim,
         audio_bed: dict[str, Any] | None,
         *segments: bytes,
-    ) -> tuple[bytes, CallTiming]:
-        """The signed MP4 of the encoded segments, in order (each its own argument, so Ray
-        hands them over from the replicas that encoded them); with an audio bed, mixed
-        under the speech at its level first."""
+    ) -> tuple[dict[str, Any], CallTiming]:
+        """Make the signed MP4 of the encoded segments, in order (each its own argument, so
+        Ray hands them over from the replicas that encoded them; with an audio bed, mixed
+        under the speech at its level first), write it to the object store at `key` and
+        return what its C2PA manifest says, read against the farm's root as a viewer would:
+        the video goes from here to the store, never through the scheduler."""
         if audio_bed is not None:
             from cameofarm.models.media import read_audio
             from cameofarm.pipelines.audio_beds import mix_bed
@@ -347,4 +372,22 @@ class StageActor:
             mixed = mix_bed(speech.samples, speech.sample_rate, bed, float(audio_bed["level_db"]))
             speech = SpeechTrack(mixed, speech.sample_rate, speech.phonemes, speech.words)
         parts = list(segments)
-        return self._timed(lambda: self.backend.assemble(parts, speech, spec, claim), frames=0)
+
+        def make_and_store() -> dict[str, Any]:
+            from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
+
+            data = self.backend.assemble(parts, speech, spec, claim)
+            root = ensure_signing_chain(self.ctx.keys_dir).root_cert.read_bytes()
+            signed = verify_mp4(data, root)
+            if signed.valid:  # an output that does not verify is never written
+                self.fetcher.store.put_bytes(key, data, "video/mp4")
+            return {
+                "key": key,
+                "bytes": len(data),
+                "valid": signed.valid,
+                "problems": list(signed.problems),
+                "manifest_id": signed.manifest_id,
+                "state": signed.state,
+            }
+
+        return self._timed(make_and_store, frames=0)

@@ -43,10 +43,16 @@ def needs_models(cfg: EnrollmentConfig) -> bool:
     return any(o.models for o in extractors)
 
 
+def analyzer_same_person(spec: AnalyzerConfig, cfg: EnrollmentConfig) -> float | None:
+    """The analyzer's same-person distance: its own setting, the reference analyzer's the
+    enrollment's max_identity_distance, else the model's own (None)."""
+    return spec.same_person or (cfg.max_identity_distance if spec.backend == "reference" else None)
+
+
 def _analyzer(
     spec: AnalyzerConfig, cfg: EnrollmentConfig, store: ModelStore | None, keys_dir: Path
 ) -> FaceAnalyzer:
-    same = spec.same_person or (cfg.max_identity_distance if spec.backend == "reference" else None)
+    same = analyzer_same_person(spec, cfg)
     return build_analyzer(
         spec.backend, backend_context(spec, keys_dir, [], store, same_person=same)
     )

@@ -3,7 +3,10 @@ its identity distance to the cameo and to the scene's original actor (by one ana
 across analyzers), and how the mouth's opening follows the speech's loudness.
 
 Stored with each job next to the voice figures, recomputed by `cameofarm quality VIDEO`, and
-the farm refuses to publish a video in which the cameo is not recognisable.
+the farm refuses to publish a video in which the cameo is not recognisable. A render measures
+its chunks on the composite replicas as they stream (`FaceMeasure`, `measure_frames`: the
+composed frames, before encoding) and sums them up with the speech (`summarize`); `quality`
+decodes a published video and does the same.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from cameofarm.cameos import CameoRecord
-from cameofarm.configs import FarmConfig
+from cameofarm.configs import AnalyzerConfig, FarmConfig
 from cameofarm.models.contracts import FaceAnalyzer
 from cameofarm.models.data import FaceObservation, IdentityEmbedding
 from cameofarm.models.media import probe_video, read_audio, read_frames
@@ -77,15 +80,14 @@ def _mouth_opening(landmarks: np.ndarray) -> float:
     return float(mouth_features(landmarks)[0])
 
 
-def _loudness(path: str | Path, times: np.ndarray, window: float) -> np.ndarray:
-    """RMS of the video's audio in a window around each time (zeros without audio)."""
-    samples = read_audio(path, _AUDIO_RATE)
+def loudness(samples: np.ndarray, rate: int, times: np.ndarray, window: float) -> np.ndarray:
+    """RMS of the audio in a window around each time (zeros without audio)."""
     out = np.zeros(len(times), np.float64)
     if samples.size == 0:
         return out
-    half = max(1, int(window * _AUDIO_RATE / 2))
+    half = max(1, int(window * rate / 2))
     for i, t in enumerate(times):
-        c = int(t * _AUDIO_RATE)
+        c = int(t * rate)
         piece = samples[max(0, c - half) : c + half]
         out[i] = float(np.sqrt(np.mean(piece.astype(np.float64) ** 2))) if piece.size else 0.0
     return out
@@ -129,6 +131,102 @@ def pick_face(
     return lone[0] if len(lone) == 1 else None
 
 
+@dataclass(frozen=True)
+class FrameFaces:
+    """Per measured frame (its index in the video): identity distance to the cameo and to
+    the scene's actor, and the mouth's opening; NaN where no face was found."""
+
+    indices: tuple[int, ...]
+    to_cameo: tuple[float, ...]
+    to_actor: tuple[float, ...]
+    mouth: tuple[float, ...]
+
+    @staticmethod
+    def join(parts: list[FrameFaces]) -> FrameFaces:
+        """The parts' frames as one, in video order."""
+        rows = sorted(
+            (i, c, a, m)
+            for p in parts
+            for i, c, a, m in zip(p.indices, p.to_cameo, p.to_actor, p.mouth, strict=True)
+        )
+        columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+        return FrameFaces(*(tuple(c) for c in columns))
+
+
+def measure_frames(
+    frames: dict[int, np.ndarray],
+    analyzer: FaceAnalyzer,
+    cameo: IdentityEmbedding,
+    actor: IdentityEmbedding | None = None,
+    place: tuple[int, int] = (0, 1),
+) -> FrameFaces:
+    """Measure each frame (index → RGB frame): the face of person `place` (index, count),
+    its distances to the cameo and the scene's actor, and its mouth opening."""
+    if cameo.analyzer != analyzer.name or (actor is not None and actor.analyzer != analyzer.name):
+        raise ValueError(
+            f"identities by {cameo.analyzer}"
+            + (f" and {actor.analyzer}" if actor is not None else "")
+            + f" cannot be compared with faces found by {analyzer.name}"
+        )
+    indices = sorted(frames)
+    to_cameo, to_actor, mouth = [], [], []
+    for k in indices:
+        face = pick_face(analyzer.detect(frames[k]), *place, frames[k].shape[1])
+        if face is None:
+            to_cameo.append(math.nan)
+            to_actor.append(math.nan)
+            mouth.append(math.nan)
+            continue
+        embedding = analyzer.embed(frames[k], face)
+        to_cameo.append(embedding.distance(cameo))
+        to_actor.append(embedding.distance(actor) if actor is not None else math.nan)
+        mouth.append(_mouth_opening(face.landmarks))
+    return FrameFaces(tuple(indices), tuple(to_cameo), tuple(to_actor), tuple(mouth))
+
+
+def summarize(
+    faces: FrameFaces,
+    analyzer: str,
+    cameo: IdentityEmbedding,
+    actor: IdentityEmbedding | None,
+    fps: float,
+    stride: int,
+    loud: np.ndarray,
+) -> FaceQuality:
+    """The figures of the measured frames; `loud` is the speech's loudness at each of them
+    (the window `stride` frames wide)."""
+    to_cameo, to_actor = np.asarray(faces.to_cameo), np.asarray(faces.to_actor)
+    mouth = np.asarray(faces.mouth)
+    found = ~np.isnan(to_cameo)
+    recognised = sum(
+        recognisable(
+            float(to_cameo[j]), None if actor is None else float(to_actor[j]), cameo.same_person
+        )
+        for j in np.flatnonzero(found)
+    )
+    # Lip sync: mouth opening against loudness, at the lag that fits best.
+    max_lag = max(1, round(MAX_LAG_SECONDS * fps / stride))
+    fit = best_lag(mouth, loud, max_lag)
+    n = len(faces.indices)
+    return FaceQuality(
+        analyzer=analyzer,
+        frames=n,
+        stride=stride,
+        face_found=float(found.mean()) if n else 0.0,
+        recognised=recognised / n if n else 0.0,
+        to_cameo=float(np.median(to_cameo[found])) if found.any() else None,
+        to_actor=float(np.median(to_actor[found])) if actor is not None and found.any() else None,
+        same_person=cameo.same_person,
+        lip_sync=None if fit is None else fit[0],
+        lip_lag_ms=None if fit is None else fit[1] * stride / fps * 1000.0,
+    )
+
+
+def measure_stride(frame_count: int, max_frames: int = MAX_FRAMES) -> int:
+    """Every how many frames a video of `frame_count` frames is measured."""
+    return max(1, math.ceil(frame_count / max_frames))
+
+
 def face_quality(
     path: str | Path,
     analyzer: FaceAnalyzer,
@@ -139,59 +237,36 @@ def face_quality(
 ) -> FaceQuality:
     """Measure a video's face against the cameo (and the scene's actor) by one analyzer. In a
     video of several people side by side, `place` (index, count) says which is the cameo's."""
-    if cameo.analyzer != analyzer.name or (actor is not None and actor.analyzer != analyzer.name):
-        raise ValueError(
-            f"identities by {cameo.analyzer}"
-            + (f" and {actor.analyzer}" if actor is not None else "")
-            + f" cannot be compared with faces found by {analyzer.name}"
-        )
-    # 1. Which frames: all of them up to max_frames, else an even stride.
     info = probe_video(path)
-    stride = max(1, math.ceil(info.frame_count / max_frames))
+    stride = measure_stride(info.frame_count, max_frames)
     indices = list(range(0, info.frame_count, stride))
+    parts = [
+        measure_frames(read_frames(path, indices[i : i + _BATCH]), analyzer, cameo, actor, place)
+        for i in range(0, len(indices), _BATCH)
+    ]
+    faces = FrameFaces.join(parts)
+    times = np.asarray(faces.indices, np.float64) / info.fps
+    loud = loudness(read_audio(path, _AUDIO_RATE), _AUDIO_RATE, times, stride / info.fps)
+    return summarize(faces, analyzer.name, cameo, actor, info.fps, stride, loud)
 
-    # 2. Per frame: the largest face, its distances and its mouth opening.
-    to_cameo = np.full(len(indices), np.nan)
-    to_actor = np.full(len(indices), np.nan)
-    mouth = np.full(len(indices), np.nan)
-    for first in range(0, len(indices), _BATCH):
-        part = indices[first : first + _BATCH]
-        frames = read_frames(path, part)
-        for j, k in enumerate(part, start=first):
-            face = pick_face(analyzer.detect(frames[k]), *place, frames[k].shape[1])
-            if face is None:
-                continue
-            embedding = analyzer.embed(frames[k], face)
-            to_cameo[j] = embedding.distance(cameo)
-            if actor is not None:
-                to_actor[j] = embedding.distance(actor)
-            mouth[j] = _mouth_opening(face.landmarks)
-    found = ~np.isnan(to_cameo)
-    recognised = sum(
-        recognisable(
-            float(to_cameo[j]), None if actor is None else float(to_actor[j]), cameo.same_person
-        )
-        for j in np.flatnonzero(found)
-    )
 
-    # 3. Lip sync: mouth opening against loudness, at the lag that fits best.
-    times = np.asarray(indices, np.float64) / info.fps
-    loud = _loudness(path, times, stride / info.fps)
-    max_lag = max(1, round(MAX_LAG_SECONDS * info.fps / stride))
-    fit = best_lag(mouth, loud, max_lag)
-    n = len(indices)
-    return FaceQuality(
-        analyzer=analyzer.name,
-        frames=n,
-        stride=stride,
-        face_found=float(found.mean()) if n else 0.0,
-        recognised=recognised / n if n else 0.0,
-        to_cameo=float(np.median(to_cameo[found])) if found.any() else None,
-        to_actor=float(np.median(to_actor[found])) if actor is not None and found.any() else None,
-        same_person=cameo.same_person,
-        lip_sync=None if fit is None else fit[0],
-        lip_lag_ms=None if fit is None else fit[1] * stride / info.fps * 1000.0,
-    )
+@dataclass(frozen=True)
+class FaceMeasure:
+    """What a replica needs to measure a cameo's face in a render's chunks: the analyzer (as
+    configured) and its same-person distance, the cameo's identity by it, the scene actor's
+    (None: no scene actor), where the cameo stands (index, count) and the stride."""
+
+    analyzer: AnalyzerConfig
+    same_person: float | None
+    cameo: IdentityEmbedding
+    actor: IdentityEmbedding | None
+    place: tuple[int, int]
+    stride: int
+
+    def picks(self, start: int, count: int) -> list[int]:
+        """The frames of [start, start + count) this measure looks at."""
+        first = -(-start // self.stride) * self.stride
+        return list(range(first, start + count, self.stride))
 
 
 def scene_track_key(
@@ -234,3 +309,35 @@ def measure_face(
         track = codec.scene_tracks_from_bytes(storage.objects.get_bytes(track_key))[actor_index]
         actor = track.actor if track.actor.analyzer == analyzer.name else None
     return face_quality(video, analyzer, identity, actor, place=(actor_index, actors))
+
+
+def face_measure(
+    config: FarmConfig,
+    storage: FarmStorage,
+    cameo: CameoRecord,
+    track_key: str | None,
+    frame_count: int,
+    actor_index: int = 0,
+    actors: int = 1,
+) -> FaceMeasure | None:
+    """How a render's chunks are measured against the cameo (see `measure_face`); None when
+    the cameo has no identity by the farm's primary analyzer."""
+    from cameofarm.models import codec
+    from cameofarm.pipelines.extractors import (
+        analyzer_same_person,
+        identities_of,
+        primary_analyzer,
+    )
+
+    spec = config.enrollment.analyzers[0]
+    analyzer = primary_analyzer(config, storage)
+    identity = identities_of(cameo.summary).get(analyzer.name)
+    if identity is None:
+        return None
+    actor = None
+    if track_key is not None:
+        track = codec.scene_tracks_from_bytes(storage.objects.get_bytes(track_key))[actor_index]
+        actor = track.actor if track.actor.analyzer == analyzer.name else None
+    same = analyzer_same_person(spec, config.enrollment)
+    place = (actor_index, actors)
+    return FaceMeasure(spec, same, identity, actor, place, measure_stride(frame_count))

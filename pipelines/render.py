@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +15,11 @@ from cameofarm.actors.pools import OnDone, StagePools
 from cameofarm.cameos import CameoRecord, get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
-from cameofarm.models.reference.provenance import ensure_signing_chain, verify_mp4
 from cameofarm.monitoring.timing import CallTiming, StageRecorder
 from cameofarm.pipelines.audio_beds import bed_id
 from cameofarm.pipelines.captions import CAPTION_TYPES, captions_for
 from cameofarm.pipelines.dialogue import SPEAKERS, DialogueError, join_lines, parse_dialogue
+from cameofarm.pipelines.face_quality import FaceMeasure, face_measure
 from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
 from cameofarm.pipelines.streaming import (
     FRAMES,
@@ -157,28 +155,30 @@ def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dic
 
 
 def _face_reports(
-    config: FarmConfig,
-    storage: FarmStorage,
-    cameos: list[CameoRecord],
-    scene: dict[str, Any] | None,
-    video: bytes,
+    pools: StagePools,
+    measures: list[FaceMeasure | None],
+    sides: list[list[Any]],
+    speech: SpeechTrack,
+    fps: int,
 ) -> list[dict[str, Any]]:
-    """The published video's face figures against each cameo (and the scene's actor it was
-    cast onto)."""
-    from cameofarm.pipelines.face_quality import measure_face
+    """Each cameo's face figures from its measurements of every chunk (each chunk's side
+    answers, one per measured cameo in cast order), with the speech's loudness."""
+    from cameofarm.pipelines.face_quality import FrameFaces, loudness, summarize
 
-    reports = []
-    with tempfile.TemporaryDirectory(prefix="cameofarm-measure-") as tmp:
-        path = Path(tmp) / "out.mp4"
-        path.write_bytes(video)
-        track = scene["track_key"] if scene is not None else None
-        for actor, cameo in enumerate(cameos):
-            face = measure_face(config, storage, cameo, track, path, actor, len(cameos))
+    reports, slot = [], 0
+    for measure in measures:
+        if measure is None:
             reports.append(
-                face.to_dict()
-                if face is not None
-                else {"unmeasured": "the cameo has no identity by the farm's primary face analyzer"}
+                {"unmeasured": "the cameo has no identity by the farm's primary face analyzer"}
             )
+            continue
+        faces = FrameFaces.join(pools.fetch([answers[slot] for answers in sides]))
+        slot += 1
+        times = np.asarray(faces.indices, np.float64) / fps
+        loud = loudness(speech.samples, speech.sample_rate, times, measure.stride / fps)
+        analyzer = measure.cameo.analyzer
+        report = summarize(faces, analyzer, measure.cameo, measure.actor, fps, measure.stride, loud)
+        reports.append(report.to_dict())
     return reports
 
 
@@ -369,6 +369,12 @@ def render_job(
     # or the cameo presenting over a background), face swap and lip sync of each cameo onto
     # its actor (a dialogue's A onto the left), and encoding with the watermark (and burned
     # captions); a chunk goes on as soon as its stage is done.
+    track = scene["track_key"] if scene is not None else None
+    measures = [
+        face_measure(config, storage, c, track, n_frames, actor, len(cameos))
+        for actor, c in enumerate(cameos)
+    ]
+
     def chain(index: int, first: int, count: int) -> list[Step]:
         if scene is not None:
             base = Step(StageName.BASE_VIDEO, "scene_video", (scene, spec, index, first, count))
@@ -388,15 +394,22 @@ def render_job(
             )
             for actor, c in enumerate(cameos)
         ]
+        checks = [  # the composed frames measured against each cameo, beside the encoding
+            Step(StageName.COMPOSITE, "measure_faces", (FRAMES, m), side=True)
+            for m in measures
+            if m is not None
+        ]
         cues = (captions.cues,) if burned else ()
-        return [base, *swaps, *syncs, Step(StageName.COMPOSITE, "encode", (FRAMES, spec, *cues))]
+        encode = Step(StageName.COMPOSITE, "encode", (FRAMES, spec, *cues))
+        return [base, *swaps, *syncs, *checks, encode]
 
     n = len(chunks)
     totals = {  # the streamed calls (a prompt scene's generation came before)
         StageName.BASE_VIDEO: n,
         StageName.FACE_SWAP: n * len(cameos),
         StageName.LIP_SYNC: n * len(cameos),
-        StageName.COMPOSITE: n + 1,  # and one call assembles the segments
+        # the chunks' encodings and face measurements, and one call assembles the segments
+        StageName.COMPOSITE: n * (1 + sum(m is not None for m in measures)) + 1,
     }
     shown = [""]
 
@@ -423,47 +436,49 @@ def render_job(
     by_stage = streamed.calls
     by_stage[StageName.BASE_VIDEO] = [*generation, *by_stage[StageName.BASE_VIDEO]]
 
-    # 7. Composite: join the segments, mux the audio and sign C2PA. The segments go from the
-    # encoding replicas to the assembling one by reference.
+    # 7. Composite: join the segments, mux the audio, sign C2PA and write the MP4 to the
+    # store. The segments go from the encoding replicas to the assembling one by reference,
+    # and the video from there to the store: never through this process. From here on, a
+    # failure removes what was written.
     checkpoint(StageName.COMPOSITE, _FRACTION[StageName.COMPOSITE])
-    asked = time.time()
-    mp4, timings = pools.map(
-        StageName.COMPOSITE,
-        "assemble",
-        [(speech_arg, spec, claim, job.audio_bed, *streamed.outputs)],
-    )
-    by_stage[StageName.COMPOSITE] += [replace(t, submitted_at=asked, chunk=n) for t in timings]
-    streaming.one_more(StageName.COMPOSITE)
-    for stage, stage_calls in by_stage.items():
-        recorder.record_calls(job.job_id, job.tier, stage.value, stage_calls)
-    data: bytes = pools.fetch(mp4)[0]
-    # The manifest as a viewer reads it, against the farm's root; its id goes in the results.
-    signed = verify_mp4(data, ensure_signing_chain(storage.keys_dir).root_cert.read_bytes())
-    if not signed.valid:
-        raise RenderError(f"the signed output does not verify: {'; '.join(signed.problems)}")
-    quality["c2pa"] = {"manifest_id": signed.manifest_id, "state": signed.state}
-
-    # 8. Measure the faces the viewer will see; a video in which one is not its cameo's is not
-    # published. The voice figures were measured meanwhile.
-    checkpoint("measure", 0.85)
-    quality.update(voice_measured.result())
-    faces = _face_reports(config, storage, cameos, scene, data)
-    if len(cameos) == 1:
-        quality["face"] = faces[0]
-    else:
-        for cast, face in zip(quality["cast"], faces, strict=True):
-            cast["face"] = face
-    for face in faces:
-        refuse_unrecognisable(face, config.consent.min_recognised_share)
-
-    # 9. Publish. The object is written first and the job marked published after, in one
-    # transaction that checks consent (may_cast) a last time: if that refuses (say, the
-    # verification lapsed a moment ago) the object is removed and nothing is published. A
-    # revocation cancels the job at once, which the checkpoint here sees.
-    checkpoint("publish", 0.95)
     written = [key]
     try:
-        storage.objects.put_bytes(key, data, "video/mp4")
+        asked = time.time()
+        made, timings = pools.map(
+            StageName.COMPOSITE,
+            "assemble",
+            [(key, speech_arg, spec, claim, job.audio_bed, *streamed.outputs)],
+        )
+        by_stage[StageName.COMPOSITE] += [replace(t, submitted_at=asked, chunk=n) for t in timings]
+        streaming.one_more(StageName.COMPOSITE)
+        for stage, stage_calls in by_stage.items():
+            recorder.record_calls(job.job_id, job.tier, stage.value, stage_calls)
+        # The manifest as a viewer reads it, against the farm's root; its id goes in the
+        # results.
+        signed: dict[str, Any] = pools.fetch(made)[0]
+        if not signed["valid"]:
+            raise RenderError(f"the signed output does not verify: {'; '.join(signed['problems'])}")
+        quality["c2pa"] = {"manifest_id": signed["manifest_id"], "state": signed["state"]}
+
+        # 8. The faces the viewer will see (measured in each chunk as it was composed); a
+        # video in which one is not its cameo's is not published. The voice was measured
+        # meanwhile.
+        checkpoint("measure", 0.85)
+        quality.update(voice_measured.result())
+        faces = _face_reports(pools, measures, streamed.sides, speech, spec.fps)
+        if len(cameos) == 1:
+            quality["face"] = faces[0]
+        else:
+            for cast, face in zip(quality["cast"], faces, strict=True):
+                cast["face"] = face
+        for face in faces:
+            refuse_unrecognisable(face, config.consent.min_recognised_share)
+
+        # 9. Publish. The video is written first and the job marked published after, in one
+        # transaction that checks consent (may_cast) a last time: if that refuses (say, the
+        # verification lapsed a moment ago) the objects are removed and nothing is published.
+        # A revocation cancels the job at once, which the checkpoint here sees.
+        checkpoint("publish", 0.95)
         for fmt, text in (("vtt", captions.vtt), ("srt", captions.srt)):
             written.append(sidecars[fmt])
             storage.objects.put_bytes(sidecars[fmt], text.encode(), CAPTION_TYPES[fmt])

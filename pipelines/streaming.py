@@ -36,11 +36,14 @@ FRAME_STAGES = (
 @dataclass(frozen=True)
 class Step:
     """One call of a chunk's chain: the stage, the actor method, and its arguments with the
-    chunk's frames from the step before in place of `FRAMES` (none for the first step)."""
+    chunk's frames from the step before in place of `FRAMES` (none for the first step). A
+    `side` step reads the frames without changing them (a measurement): its answer is kept
+    apart and the next step gets the same frames."""
 
     stage: StageName
     method: str
     args: tuple[Any, ...]
+    side: bool = False
 
 
 FRAMES = object()  # stands for the frames the step before produced
@@ -85,10 +88,11 @@ class StreamProgress:
 
 @dataclass
 class StreamResult:
-    """Each chunk's last handle (its encoded segment) in chunk order, and every call's
-    timing by stage."""
+    """Each chunk's last handle (its encoded segment) in chunk order, its side steps' answers
+    (handles, in step order), and every call's timing by stage."""
 
     outputs: list[Any]
+    sides: list[list[Any]]
     calls: dict[StageName, list[CallTiming]]
     started_at: float
     finished_at: float
@@ -109,6 +113,8 @@ def stream_chunks(
     lock = threading.Lock()
     stop = threading.Event()
 
+    sides: list[list[Any]] = [[] for _ in chains]
+
     def run(chunk: int, chain: Sequence[Step]) -> Any:
         frames: Any = None
         for step in chain:
@@ -121,7 +127,10 @@ def stream_chunks(
             with lock:
                 calls[step.stage] += [replace(t, submitted_at=asked, chunk=chunk) for t in timings]
             progress.one_more(step.stage)
-            frames = out[0]
+            if step.side:
+                sides[chunk].append(out[0])
+            else:
+                frames = out[0]
         return frames
 
     started = time.time()
@@ -144,4 +153,4 @@ def stream_chunks(
         if errors:  # the failure itself, not the chunks it stopped
             raise next((e for e in errors if not isinstance(e, StreamCancelled)), errors[0])
         outputs = [f.result() for f in futures]
-    return StreamResult(outputs, calls, started, time.time())
+    return StreamResult(outputs, sides, calls, started, time.time())

@@ -95,7 +95,8 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
     )
     # Each stage reported its calls as they answered, from none to all (what `top` shows).
     calls = {"voice": 1, "base_video": chunks, "face_swap": chunks, "lip_sync": chunks}
-    calls["composite"] = chunks + 1  # and the call that assembles the segments
+    # each chunk's face measurement and encoding, and the call that assembles the segments
+    calls["composite"] = 2 * chunks + 1
     assert list(counts) == ["voice", "base_video", "face_swap", "lip_sync", "composite"]
     for stage, reports in counts.items():
         assert {t for _, t in reports} == {calls[stage]}, stage
