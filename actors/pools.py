@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from cameofarm.actors.rotation import ReplicaRotation, RotationPolicy
-from cameofarm.actors.stage import StageActor
+from cameofarm.actors.stage import Priority, StageActor
 from cameofarm.configs import StageName
 from cameofarm.monitoring.metrics import CALL_RETRIES, REPLICA_IN_FLIGHT, REPLICAS_DRAINED
 from cameofarm.monitoring.timing import CallTiming
@@ -40,7 +40,8 @@ class StageCallError(RuntimeError):
 
 
 class StagePools(Protocol):
-    """Run a batch of calls on one stage's replicas and wait for all of them."""
+    """Run a batch of calls on one stage's replicas and wait for all of them. At a replica,
+    calls wait their turn by `priority` (lower first; see `StageActor.call`)."""
 
     def map(
         self,
@@ -48,6 +49,7 @@ class StagePools(Protocol):
         method: str,
         calls: Sequence[tuple[Any, ...]],
         on_done: OnDone | None = None,
+        priority: Priority = (),
     ) -> tuple[list[Any], list[CallTiming]]: ...
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
@@ -71,12 +73,11 @@ def control(method: Any) -> Any:
 
 
 class LocalStagePools:
-    """In-process pools: one StageActor per stage, called directly, one call at a time each
-    (as a Ray replica serves its calls), from however many threads."""
+    """In-process pools: one StageActor per stage, called directly from however many
+    threads, one call at a time each by priority (as a Ray replica serves its calls)."""
 
     def __init__(self, actors: dict[StageName, StageActor]) -> None:
         self.actors = actors
-        self._serving = {stage: threading.Lock() for stage in actors}
 
     def map(
         self,
@@ -84,12 +85,12 @@ class LocalStagePools:
         method: str,
         calls: Sequence[tuple[Any, ...]],
         on_done: OnDone | None = None,
+        priority: Priority = (),
     ) -> tuple[list[Any], list[CallTiming]]:
         outputs, timings = [], []
         for args in calls:
             try:
-                with self._serving[stage]:
-                    value, timing = getattr(self.actors[stage], method)(*args)
+                value, timing = self.actors[stage].call(method, priority, *args)
             except Exception as exc:
                 retryable = isinstance(exc, StorageUnavailableError)
                 raise StageCallError(stage, f"{type(exc).__name__}: {exc}", retryable) from exc
@@ -221,6 +222,7 @@ class RayStagePools:
         method: str,
         calls: Sequence[tuple[Any, ...]],
         on_done: OnDone | None = None,
+        priority: Priority = (),
     ) -> tuple[list[Any], list[CallTiming]]:
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
@@ -248,7 +250,7 @@ class RayStagePools:
                     # (a call sent while it restarts fails at once, and would burn the tries).
                     self._await_restart(actor)  # if it never comes back, the call says so
                     waited.add(name)
-                out, timing = getattr(actor, method).options(num_returns=2).remote(*calls[i])
+                out, timing = actor.call.options(num_returns=2).remote(method, priority, *calls[i])
                 sent[i] = (name, actor, out, timing)
                 self._flying(stage, name, +1)
             # A replica works through its calls one at a time: its last may wait for the others.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,8 +78,49 @@ class _LRU:
             return len(gone)
 
 
+Priority = tuple[float, ...]  # a call's place at a replica: lower goes first
+
+
+class PriorityGate:
+    """One call at a time; when it ends, the waiting call with the lowest priority goes next
+    (equal priorities in arrival order)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[tuple[Priority, int]] = []
+        self._arrivals = itertools.count()
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    @contextmanager
+    def turn(self, priority: Priority) -> Iterator[None]:
+        entry = (tuple(priority), next(self._arrivals))
+        with self._cond:
+            heapq.heappush(self._waiting, entry)
+            while self._busy or self._waiting[0] != entry:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+# Calls a replica takes in at once: they wait inside it at its PriorityGate, so a call of an
+# earlier priority overtakes those queued before it (a Plus chunk is not stuck behind the
+# chunks of a Pro job). One works at a time.
+CALLS_ADMITTED = 64
+
+
 class StageActor:
-    """Serves one stage. Each public method returns (result, CallTiming)."""
+    """Serves one stage. Each public method returns (result, CallTiming); the pools call them
+    through `call`, which waits its turn by priority."""
 
     def __init__(
         self,
@@ -114,6 +158,7 @@ class StageActor:
         self.cache = _LRU(pool.cache_cameos)
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self._measurers: dict[str, FaceAnalyzer] = {}  # measure composed frames (composite)
+        self.gate = PriorityGate()
         self.calls = 0
         # Seconds spent in calls: those done, plus the one running since _busy_since (a
         # replica runs one chunk call at a time), so a long call shows as busy while it runs.
@@ -128,6 +173,15 @@ class StageActor:
             self.load_seconds,
             self.gpus,
         )
+
+    def call(self, method: str, priority: Priority, *args: Any) -> tuple[Any, CallTiming]:
+        """Run one of the stage's methods when its turn comes: the lowest `priority` of the
+        calls waiting goes first. Time spent waiting is the call's wait for its replica."""
+        if method.startswith("_") or method in {"call", "health", "forget"}:
+            raise ValueError(f"{method!r} is not a stage call")
+        with self.gate.turn(priority):
+            result: tuple[Any, CallTiming] = getattr(self, method)(*args)
+            return result
 
     def health(self) -> dict[str, Any]:
         """Report who this replica is, what it holds and how much it has done."""
@@ -145,6 +199,7 @@ class StageActor:
             "settings": self.settings,
             "pid": os.getpid(),
             "calls": self.calls,
+            "waiting": self.gate.waiting(),
             "busy_seconds": round(self._busy_so_far(), 3),
             "load_seconds": round(self.load_seconds, 3),
             "cached": self.cache.keys(),

@@ -99,9 +99,12 @@ def _find(name: str) -> Any | None:
 def pool_settings(config: FarmConfig, stage: StageName) -> dict[str, Any]:
     """What a replica is made with and cannot change while it lives: `up` replaces a replica
     whose settings differ from the config's."""
+    from cameofarm.actors.stage import CALLS_ADMITTED
+
     return {
         **config.pools[stage].model_dump(exclude={"replicas"}),
         "log": config.monitoring.log.model_dump(),
+        "calls_admitted": CALLS_ADMITTED,  # replicas made before calls waited by priority go
     }
 
 
@@ -159,7 +162,7 @@ def _create_pools(
     the new pools)."""
     import ray
     from cameofarm.actors.pools import CONCURRENCY_GROUPS
-    from cameofarm.actors.stage import StageActor
+    from cameofarm.actors.stage import CALLS_ADMITTED, StageActor
     from cameofarm.storage.fetch import ObjectFetcher
 
     data_dir = Path(config.data_dir)
@@ -201,6 +204,8 @@ def _create_pools(
                     max_restarts=-1,
                     # A chunk is retried on another replica by the pools, not here.
                     max_task_retries=0,
+                    # Calls wait inside the replica, by priority (StageActor.call).
+                    max_concurrency=CALLS_ADMITTED,
                 ).remote(
                     stage,
                     pool,

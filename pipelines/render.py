@@ -190,7 +190,11 @@ def _read_prompt(prompt: dict[str, Any] | None) -> ScenePrompt | None:
 
 
 def _generate_scene(
-    config: FarmConfig, pools: StagePools, prompt: ScenePrompt, calls: list[CallTiming]
+    config: FarmConfig,
+    pools: StagePools,
+    prompt: ScenePrompt,
+    calls: list[CallTiming],
+    priority: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Generate (or reuse) a prompt's scene on a base-video replica; return how to use it.
     Its call is timed as work before the chunks (chunk -1)."""
@@ -200,6 +204,7 @@ def _generate_scene(
         StageName.BASE_VIDEO,
         "prompt_scene",
         [(request, config.enrollment.max_identity_distance)],
+        priority=priority,
     )
     calls += [replace(t, submitted_at=asked, chunk=-1) for t in timings]
     generated: dict[str, Any] = pools.fetch(made)[0]
@@ -265,6 +270,10 @@ def render_job(
     # was checked in that same transaction).
     tier = config.tier(job.tier)
     spec = FrameSpec(tier.width, tier.height, tier.fps, tier.video_bitrate_kbps)
+    # At a replica, the calls of the tier with the shortest videos go first (a Plus chunk is
+    # not stuck behind a Pro job's chunks), then those of the job that started first, then
+    # its earlier chunks.
+    order = (tier.max_seconds, started)
     cameos = [get_cameo(storage.db, cid) for cid in job.cameo_ids]
     cameo = cameos[0]
     scene = _scene(storage, job, spec.width, spec.height) if job.scene_id else None
@@ -289,6 +298,7 @@ def render_job(
             "voice",
             [(text, cameos[who].assets_key, job.language, emotion) for who, text in lines],
             counting(StageName.VOICE, len(lines)),
+            priority=(*order, -1),
         )
         calls += timings
     spoken: list[SpeechTrack] = pools.fetch(handles)
@@ -338,7 +348,7 @@ def render_job(
     generation: list[CallTiming] = []
     if prompt is not None:
         counting(StageName.BASE_VIDEO, len(chunks) + generating)
-        generated = _generate_scene(config, pools, prompt, generation)
+        generated = _generate_scene(config, pools, prompt, generation, (*order, -1))
         quality["scene"] = {
             k: generated.get(k) for k in ("kind", "generator", "seed", "prompt", "track_key")
         }
@@ -430,6 +440,7 @@ def render_job(
             still_wanted,
             streaming,
             name=f"{job.job_id}-chunk",
+            priority=order,
         )
     except StreamCancelled as exc:
         raise JobCancelled(f"job {job.job_id} was cancelled before {exc.stage.value}") from None
@@ -448,6 +459,7 @@ def render_job(
             StageName.COMPOSITE,
             "assemble",
             [(key, speech_arg, spec, claim, job.audio_bed, *streamed.outputs)],
+            priority=(*order, n),
         )
         by_stage[StageName.COMPOSITE] += [replace(t, submitted_at=asked, chunk=n) for t in timings]
         streaming.one_more(StageName.COMPOSITE)

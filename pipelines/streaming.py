@@ -105,9 +105,11 @@ def stream_chunks(
     still_wanted: Callable[[], bool],
     progress: StreamProgress,
     name: str = "chunk",
+    priority: tuple[float, ...] = (),
 ) -> StreamResult:
     """Run each chunk's chain of steps, at most `window` chunks at once; return the last
-    step's handle of every chunk, in order. Raises StreamCancelled when the job stopped
+    step's handle of every chunk, in order. At a replica, a chunk's calls wait their turn by
+    `priority` and then the chunk's index. Raises StreamCancelled when the job stopped
     being wanted, or the first call's error (StageCallError) after stopping the rest."""
     calls: dict[StageName, list[CallTiming]] = {s: [] for s in FRAME_STAGES}
     lock = threading.Lock()
@@ -123,7 +125,7 @@ def stream_chunks(
                 raise StreamCancelled(step.stage)
             args = tuple(frames if a is FRAMES else a for a in step.args)
             asked = time.time()
-            out, timings = pools.map(step.stage, step.method, [args])
+            out, timings = pools.map(step.stage, step.method, [args], priority=(*priority, chunk))
             with lock:
                 calls[step.stage] += [replace(t, submitted_at=asked, chunk=chunk) for t in timings]
             progress.one_more(step.stage)

@@ -30,7 +30,7 @@ class _Pools:
         self.most_flying = 0
         self.fail_at = fail_at
 
-    def map(self, stage, method, calls, on_done=None):
+    def map(self, stage, method, calls, on_done=None, priority=()):
         (args,) = calls
         frames = args[0] if stage is not StageName.BASE_VIDEO else ()
         chunk = args[1]
@@ -98,3 +98,48 @@ def test_a_cancelled_job_stops_before_the_next_call():
     with pytest.raises(StreamCancelled):
         stream_chunks(pools, _chains(20), 2, still_wanted, _progress([]))
     assert len(pools.calls) == 5  # no call after the answer changed
+
+
+def _until(condition, timeout=60.0):
+    """Wait until `condition()` holds (polling a condition, not sleeping a fixed time)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def test_a_replica_serves_the_waiting_call_of_lowest_priority_next():
+    from cameofarm.actors.stage import PriorityGate
+
+    gate, order = PriorityGate(), []
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with gate.turn((20.0, 1.0, 0)):  # a Pro chunk at work
+            holding.set()
+            release.wait(timeout=60)
+            order.append("pro chunk 0")
+
+    def call(name, priority):
+        with gate.turn(priority):
+            order.append(name)
+
+    first = threading.Thread(target=hold)
+    first.start()
+    assert holding.wait(timeout=60)
+    waiting = [
+        threading.Thread(target=call, args=("pro chunk 1", (20.0, 1.0, 1))),
+        threading.Thread(target=call, args=("pro chunk 2", (20.0, 1.0, 2))),
+    ]
+    for t in waiting:
+        t.start()
+    _until(lambda: gate.waiting() == 2)
+    plus = threading.Thread(target=call, args=("plus chunk 0", (5.0, 2.0, 0)))
+    plus.start()  # asked last, for a later job, but of the tier with the shortest videos
+    _until(lambda: gate.waiting() == 3)
+    release.set()
+    for t in (first, *waiting, plus):
+        t.join(timeout=60)
+    assert order == ["pro chunk 0", "plus chunk 0", "pro chunk 1", "pro chunk 2"]
