@@ -257,10 +257,20 @@ class RayStagePools:
             queued = math.ceil(len(todo) / max(1, len(self.replicas[stage])))
             timeout = self.deadline(stage, method) * max(1, queued)
             answered = self._await_answers(stage, sent, timeout, count_answer)
+            # A call still waiting its turn at a busy replica (behind calls of a higher
+            # priority) is not hung: only a replica that does not answer, or whose call at
+            # work has run past the deadline, is.
+            deadline = self.deadline(stage, method)
+            while late := {i: s for i, s in sent.items() if s[3] not in answered}:
+                working = {i: s for i, s in late.items() if self._working(s[1], deadline)}
+                if not working:
+                    break
+                answered |= self._await_answers(stage, working, timeout, count_answer)
             killed: set[str] = set()
             todo = []
             for i, (name, actor, out, timing_ref) in sent.items():
                 if timing_ref not in answered:
+                    self._flying(stage, name, -1)
                     if name not in killed:
                         ray.kill(actor, no_restart=False)  # Ray starts it again (max_restarts)
                         killed.add(name)
@@ -311,7 +321,7 @@ class RayStagePools:
     ) -> set[Any]:
         """Wait up to `timeout` for the calls' timings; return those that came, telling
         `on_answer` each call's index as it does. Each replica's in-flight count drops as its
-        calls answer (or, for the rest, when the wait ends)."""
+        calls answer (the caller drops it for the calls it gives up on)."""
         import ray
 
         call_of = {timing: (i, name) for i, (name, _, _, timing) in sent.items()}
@@ -326,9 +336,21 @@ class RayStagePools:
                 i, name = call_of[ref]
                 self._flying(stage, name, -1)
                 on_answer(i)
-        for ref in pending:
-            self._flying(stage, call_of[ref][1], -1)
         return answered
+
+    def _working(self, actor: Any, deadline: float) -> bool:
+        """Whether a replica is alive and working through its calls: it answers on its
+        control thread, and its call at work (if any) is within the deadline."""
+        import ray
+
+        try:
+            report = ray.get(control(actor.health).remote(), timeout=10)
+        except Exception:
+            return False
+        running = report.get("running_for")
+        if running is None:  # between two calls: working if calls wait their turn
+            return bool(report.get("waiting"))
+        return bool(running < deadline)
 
     def _flying(self, stage: StageName, replica: str, change: int) -> None:
         with self._lock:

@@ -200,6 +200,7 @@ class StageActor:
             "pid": os.getpid(),
             "calls": self.calls,
             "waiting": self.gate.waiting(),
+            "running_for": self._running_for(),
             "busy_seconds": round(self._busy_so_far(), 3),
             "load_seconds": round(self.load_seconds, 3),
             "cached": self.cache.keys(),
@@ -220,6 +221,11 @@ class StageActor:
         finally:
             started, self._busy_since = self._busy_since, None
             self.busy_seconds += time.time() - started
+
+    def _running_for(self) -> float | None:
+        """Seconds the call at work has been running (None: none is)."""
+        since = self._busy_since
+        return round(time.time() - since, 3) if since is not None else None
 
     def _busy_so_far(self) -> float:
         since = self._busy_since  # read once: the call may end meanwhile

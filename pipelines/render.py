@@ -6,9 +6,9 @@ import contextvars
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from cameofarm.actors.pools import OnDone, StagePools
@@ -31,6 +31,7 @@ from cameofarm.pipelines.streaming import (
 from cameofarm.storage import FarmStorage
 from cameofarm.storage.keys import caption_keys
 
+T = TypeVar("T")
 TAIL_SECONDS = 0.3  # a beat of silence after the last word
 # How far along a job is while its slowest chunk is in each stage.
 _FRACTION = {
@@ -82,6 +83,16 @@ StillWanted = Callable[[], bool]
 # raises when the job may no longer be published (the pipeline then removes the object).
 # Publishes the written output with its quality report; its return value is ignored.
 Finalize = Callable[[str, dict[str, Any]], object]
+
+
+def _in_background(name: str, work: Callable[[], T]) -> Future[T]:
+    """Run `work` on a thread of its own (its log records still name the job); its result,
+    or its error, comes from the future."""
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    try:
+        return worker.submit(contextvars.copy_context().run, work)
+    finally:
+        worker.shutdown(wait=False)
 
 
 def output_key(job_id: str) -> str:
@@ -332,9 +343,7 @@ def render_job(
             return {"cast": cast, "dialogue": _dialogue_report(spoken, speakers)}
 
     # The speech's speaker similarity is measured here while the chunks render.
-    measuring = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{job.job_id}-voice")
-    voice_measured = measuring.submit(contextvars.copy_context().run, voice_reports)
-    measuring.shutdown(wait=False)
+    voice_measured = _in_background(f"{job.job_id}-voice", voice_reports)
     # Captions from the words as spoken (WebVTT and SRT sidecars, referenced by the manifest).
     captions = captions_for(" ".join(text for _, text in lines), speech.words, job.language)
     n_frames = plan_frames(speech.duration, spec.fps, tier.max_seconds)
@@ -463,8 +472,14 @@ def render_job(
         )
         by_stage[StageName.COMPOSITE] += [replace(t, submitted_at=asked, chunk=n) for t in timings]
         streaming.one_more(StageName.COMPOSITE)
-        for stage, stage_calls in by_stage.items():
-            recorder.record_calls(job.job_id, job.tier, stage.value, stage_calls)
+        # The calls' timings are written meanwhile, before the job is marked published.
+        recording = _in_background(
+            f"{job.job_id}-timings",
+            lambda: [
+                recorder.record_calls(job.job_id, job.tier, stage.value, stage_calls)
+                for stage, stage_calls in by_stage.items()
+            ],
+        )
         # The manifest as a viewer reads it, against the farm's root; its id goes in the
         # results.
         signed: dict[str, Any] = pools.fetch(made)[0]
@@ -494,6 +509,7 @@ def render_job(
         for fmt, text in (("vtt", captions.vtt), ("srt", captions.srt)):
             written.append(sidecars[fmt])
             storage.objects.put_bytes(sidecars[fmt], text.encode(), CAPTION_TYPES[fmt])
+        recording.result()
         finalize(key, quality)
     except BaseException:
         for each in written:
