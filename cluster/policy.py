@@ -2,6 +2,9 @@
 
 Which queued jobs start now, given what runs and the tiers' limits:
 - never more than `max_running_jobs` farm-wide, nor a tier's `max_running`;
+- never more frames in Ray's object store than it holds: a job of a tier holds up to its
+  `memory_bytes` there while it renders, and a job starts only if that fits in what the
+  running jobs leave of `memory_budget` (or if nothing runs: one job always may);
 - free slots go to the tier furthest below its capacity share (running / share), ties to the
   higher-priority tier;
 - inside a tier: higher job priority first, then the organisation with fewest running jobs,
@@ -64,6 +67,7 @@ class TierLimits:
     max_running: int
     capacity_share: float
     priority: int = 0
+    memory_bytes: int = 0  # object store a running job of the tier may hold at most
 
 
 def _order(job: QueuedJob) -> tuple[int, float, str]:
@@ -107,6 +111,7 @@ class SchedulerInput:
     max_running_jobs: int
     # When each share (`share_of`) last had a job dispatched; absent: not recently.
     last_started: dict[str, float] = field(default_factory=dict)
+    memory_budget: int | None = None  # object store bytes the running jobs may hold (None: any)
 
 
 @dataclass(frozen=True)
@@ -211,9 +216,18 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
     pending = {tier: _TierQueue(lines, running) for tier, lines in by_tier.items()}
     free = inp.max_running_jobs - len(inp.running)
     started: list[QueuedJob] = []
+    held = sum(inp.tiers[j.tier].memory_bytes for j in inp.running if j.tier in inp.tiers)
+
+    def fits(tier: str) -> bool:
+        if inp.memory_budget is None or held == 0:
+            return True
+        return held + inp.tiers[tier].memory_bytes <= inp.memory_budget
+
     while free > 0:
         eligible = [
-            t for t, q in pending.items() if q and running_by_tier[t] < inp.tiers[t].max_running
+            t
+            for t, q in pending.items()
+            if q and running_by_tier[t] < inp.tiers[t].max_running and fits(t)
         ]
         if not eligible:
             break
@@ -227,6 +241,7 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
         )
         best = pending[tier].pop_best(running)
         started.append(best)
+        held += inp.tiers[tier].memory_bytes
         running_by_tier[tier] += 1
         running.add(best)
         free -= 1
@@ -235,6 +250,12 @@ def schedule(inp: SchedulerInput) -> SchedulerOutput:
             continue
         if running_by_tier[tier] >= inp.tiers[tier].max_running:
             waiting[tier] = f"tier at its limit of {inp.tiers[tier].max_running} running"
+        elif not fits(tier):
+            waiting[tier] = (
+                f"object store full: running jobs hold up to {held / 2**20:.0f} MiB of "
+                f"{(inp.memory_budget or 0) / 2**20:.0f} MiB, a {tier} job needs "
+                f"{inp.tiers[tier].memory_bytes / 2**20:.0f} MiB"
+            )
         else:
             waiting[tier] = f"farm at its limit of {inp.max_running_jobs} running"
     return SchedulerOutput(tuple(j.job_id for j in started), waiting, tuple(started))

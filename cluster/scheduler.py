@@ -83,15 +83,27 @@ class Scheduler:
         storage: FarmStorage,
         executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
+        memory_budget: int | None = None,
     ) -> None:
+        """`memory_budget`: the object store bytes running jobs' frames may hold (the
+        farm's share of Ray's object store; None: no limit)."""
         self.config = config
         self.pools = pools
         self.storage = storage
         self.clock = clock
+        from cameofarm.pipelines.streaming import job_store_bytes
+
+        sched = config.scheduler
         self.tiers = {
-            name: TierLimits(t.max_running, t.capacity_share, t.priority)
+            name: TierLimits(
+                t.max_running,
+                t.capacity_share,
+                t.priority,
+                job_store_bytes(t.width, t.height, sched.chunk_frames, sched.chunks_in_flight),
+            )
             for name, t in config.tiers.items()
         }
+        self.memory_budget = memory_budget
         self.executor = executor or ThreadPoolExecutor(
             max_workers=config.scheduler.max_running_jobs, thread_name_prefix="render"
         )
@@ -252,6 +264,7 @@ class Scheduler:
                 tiers=self.tiers,
                 max_running_jobs=max_running,
                 last_started=dict(self._served),
+                memory_budget=self.memory_budget,
             )
         )
         self.last_output = out
@@ -385,5 +398,15 @@ class FarmScheduler(Scheduler):
 
     def __init__(self, config: FarmConfig, pools: StagePools) -> None:
         configure_process_logging(config.monitoring.log)
-        super().__init__(config, pools, open_farm_storage(config))
+        super().__init__(
+            config, pools, open_farm_storage(config), memory_budget=_store_budget(config)
+        )
         self.start()
+
+
+def _store_budget(config: FarmConfig) -> int | None:
+    """The share of the Ray cluster's object store the running jobs' frames may hold."""
+    import ray
+
+    store = ray.cluster_resources().get("object_store_memory")
+    return int(store * config.scheduler.object_store_share) if store else None

@@ -182,6 +182,13 @@ class SchedulerConfig(_Strict):
     max_running_jobs: int = Field(default=3, ge=1, description="Farm-wide concurrent jobs.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of one job before it fails.")
     chunk_frames: int = Field(default=25, ge=1, le=1000, description="Frames per work chunk.")
+    object_store_share: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Share of Ray's object store the running jobs' frames may hold: a job "
+        "starts only when its chunks in flight fit beside theirs, so the store never spills.",
+    )
     chunks_in_flight: int = Field(
         default=4,
         ge=1,

@@ -33,6 +33,17 @@ FRAME_STAGES = (
 )
 
 
+# Copies of a chunk's frames a job holds in the object store at most while the chunk
+# streams: those a stage reads and those it writes (the reader's are released as the call
+# answers, before the next stage is asked).
+COPIES_PER_CHUNK = 2
+
+
+def job_store_bytes(width: int, height: int, chunk_frames: int, chunks_in_flight: int) -> int:
+    """The most of Ray's object store one job's streaming frames hold (RGB, 8 bits)."""
+    return width * height * 3 * chunk_frames * chunks_in_flight * COPIES_PER_CHUNK
+
+
 @dataclass(frozen=True)
 class Step:
     """One call of a chunk's chain: the stage, the actor method, and its arguments with the

@@ -189,3 +189,32 @@ def test_a_job_without_an_organisation_is_its_customers_own_share():
     running = [RunningJob("r", "plus", "a")]
     queued = [q("a1", "plus", 1, cust="a"), q("b1", "plus", 2, cust="b")]
     assert run(queued, running, max_running=2).start == ("b1",)
+
+
+def test_a_job_starts_only_when_its_frames_fit_in_the_object_store():
+    gib = 2**30
+    tiers = {
+        "plus": TierLimits(max_running=4, capacity_share=0.5, memory_bytes=gib // 2),
+        "pro": TierLimits(max_running=4, capacity_share=0.5, priority=1, memory_bytes=gib),
+    }
+    queued = (
+        QueuedJob("pro1", "pro", 1.0, customer="a"),
+        QueuedJob("pro2", "pro", 2.0, customer="b"),
+        QueuedJob("plus1", "plus", 3.0, customer="c"),
+        QueuedJob("plus2", "plus", 4.0, customer="d"),
+    )
+    budget = 2 * gib
+    out = schedule(SchedulerInput(queued, (), tiers, 8, memory_budget=budget))
+    assert out.start == ("pro1", "plus1", "plus2")  # 2 GiB: one Pro, two Plus; pro2 waits
+    assert out.waiting["pro"].startswith("object store full: running jobs hold up to 2048 MiB")
+    # Nothing running: a job always starts, even one over the whole budget.
+    tiny = schedule(SchedulerInput(queued[:1], (), tiers, 8, memory_budget=gib // 4))
+    assert tiny.start == ("pro1",)
+    # Running jobs' frames count: with a Pro job running, only a Plus one fits beside it.
+    running = (RunningJob("r", "pro", "z"),)
+    assert schedule(SchedulerInput(queued, running, tiers, 8, memory_budget=budget)).start == (
+        "plus1",
+        "plus2",
+    )
+    unlimited = schedule(SchedulerInput(queued, (), tiers, 8)).start  # no budget: no limit
+    assert sorted(unlimited) == sorted(j.job_id for j in queued)
