@@ -159,6 +159,7 @@ class StageActor:
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self._measurers: dict[str, FaceAnalyzer] = {}  # measure composed frames (composite)
         self.gate = PriorityGate()
+        self.presenters = self._presenter_cache()
         self.calls = 0
         # Seconds spent in calls: those done, plus the one running since _busy_since (a
         # replica runs one chunk call at a time), so a long call shows as busy while it runs.
@@ -207,10 +208,25 @@ class StageActor:
             "gpus": read_gpus(self.gpu_indices),
         }
 
+    def _presenter_cache(self) -> Any:
+        """A presenter backend's prepared footage, on this node's disk in the farm's data
+        folder (beside its keys), per replica."""
+        if not hasattr(self.backend, "presenters"):
+            return None
+        from cameofarm.models.reference.presenters import PresenterCache
+
+        root = Path(self.ctx.keys_dir).parent / "presenters" / self.replica
+        cache = PresenterCache(root, lambda cut: self.backend.segmenter.small_mask(cut))
+        self.backend.presenters = cache
+        return cache
+
     def forget(self, keys: list[str]) -> int:
         """Drop cached assets whose key starts with any of `keys` (a purged cameo); return how
-        many entries and cached files went."""
-        return self.cache.drop(keys) + self.fetcher.forget(keys)
+        many entries, cached files and prepared footage went."""
+        dropped = self.cache.drop(keys) + self.fetcher.forget(keys)
+        if self.presenters is not None:
+            dropped += self.presenters.forget(keys)
+        return dropped
 
     def _timed(self, fn: Callable[[], T], frames: int | None = None) -> tuple[T, CallTiming]:
         self.calls += 1
@@ -321,6 +337,7 @@ class StageActor:
             int(presenter["frame_count"]),
             tuple(presenter["presenter_box"]),
             int(presenter.get("first_frame", 0)),
+            key=recording_key,
         )
         background = self._background(background_key)
         return self._timed(

@@ -176,6 +176,7 @@ class PresenterSource:
     frame_count: int
     box: tuple[int, int, int, int]  # head-and-shoulders crop in source pixels
     first_frame: int = 0  # where the usable footage starts (after liveness challenges)
+    key: str = ""  # the recording's object key: what prepared footage is cached under
 
 
 @dataclass(frozen=True)

@@ -355,3 +355,34 @@ def test_probe_rejects_garbage(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(MediaError):
         probe_video(bad)
+
+
+def test_a_presenters_footage_is_cut_and_masked_once_per_cameo(storage, cameo, tmp_path):
+    from cameofarm.models.reference.base_video import ReferenceBaseVideo
+    from cameofarm.models.reference.presenters import BLOCK, PresenterCache
+
+    s = cameo.summary
+    source = PresenterSource(
+        storage.objects.locate(cameo.recording_key),
+        s["fps"],
+        s["frame_count"],
+        tuple(s["presenter_box"]),
+        key=cameo.recording_key,
+    )
+    spec = FrameSpec(640, 360, 25)
+    plain = ReferenceBaseVideo().render(source, None, spec, 1, 25, 25)
+    base = ReferenceBaseVideo()
+    root = tmp_path / "presenters"
+    base.presenters = cache = PresenterCache(root, lambda cut: base.segmenter.small_mask(cut))
+    first = base.render(source, None, spec, 1, 25, 25)  # frames 25-49: the first block
+    assert cache.prepared_blocks == 1 and 25 + 25 <= BLOCK
+    again = base.render(source, None, spec, 1, 25, 25)  # another job of the same cameo
+    assert cache.prepared_blocks == 1  # read, not decoded and segmented again
+    assert np.array_equal(first.frames, again.frames)
+    # The same picture as cutting and masking each time (JPEG cuts: within a few levels).
+    diff = np.abs(first.frames.astype(int) - plain.frames.astype(int))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8
+    # A purged cameo's prepared footage goes with it.
+    assert cache.forget([f"cameos/{cameo.id}/"]) == 1 and not any(root.iterdir())
+    base.render(source, None, spec, 1, 25, 25)
+    assert cache.prepared_blocks == 2

@@ -16,6 +16,7 @@ from cameofarm.models.data import (
     VideoChunk,
 )
 from cameofarm.models.media import read_frames
+from cameofarm.models.reference.presenters import PresenterCache
 from cameofarm.models.reference.segmentation import SelfieSegmenter
 
 DEFAULT_BACKGROUND = (38, 52, 74)  # dark slate blue, RGB
@@ -93,15 +94,26 @@ class ReferenceBaseVideo:
         self.generator: SceneGenerator | None = None  # no text-to-video model here
         self._segmenter = segmenter  # loaded on the first presenter frame when not given
         self._edges: dict[int, np.ndarray] = {}
+        # A replica's prepared footage (cuts and masks made once per cameo); None: every
+        # chunk decodes and segments its frames itself.
+        self.presenters: PresenterCache | None = None
 
-    def _person(self, crop: np.ndarray) -> np.ndarray:
-        """The person's alpha in a presenter crop: the segmentation, softened by a pixel or
-        two, and faded out over the crop's left and right edges (a shoulder cut by the crop
-        then ends softly instead of in a hard vertical seam)."""
+    @property
+    def segmenter(self) -> SelfieSegmenter:
         if self._segmenter is None:
             self._segmenter = SelfieSegmenter()
-        alpha = cv2.GaussianBlur(self._segmenter.mask(crop), (0, 0), 1.2)
-        w = crop.shape[1]
+        return self._segmenter
+
+    def _person(self, crop: np.ndarray) -> np.ndarray:
+        """The person's alpha in a presenter crop (see `_soften`)."""
+        return self._soften(self.segmenter.mask(crop))
+
+    def _soften(self, mask: np.ndarray) -> np.ndarray:
+        """The person's alpha from a mask at the crop's size: softened by a pixel or two, and
+        faded out over the crop's left and right edges (a shoulder cut by the crop then ends
+        softly instead of in a hard vertical seam)."""
+        alpha = cv2.GaussianBlur(mask, (0, 0), 1.2)
+        w = mask.shape[1]
         if w not in self._edges:
             ramp = max(2, int(0.04 * w))
             fade = np.ones(w, np.float32)
@@ -170,17 +182,25 @@ class ReferenceBaseVideo:
         first = min(max(0, source.first_frame), max(0, source.frame_count - 2))
         usable = source.frame_count - first
         wanted = [first + pingpong(round((start + i) * step), usable) for i in range(count)]
-        decoded = read_frames(source.path, wanted)
         backgrounds = self._backgrounds(background, spec, start, count)
         x0, y0, x1, y1 = source.box
         ph = int(spec.height * self.presenter_height) // 2 * 2
         pw = min(spec.width, round((x1 - x0) * ph / max(1, (y1 - y0))))
         ox, oy = (spec.width - pw) // 2, spec.height - ph
         frames = np.empty((count, spec.height, spec.width, 3), np.uint8)
+        cuts: dict[int, tuple[np.ndarray, np.ndarray | None]]
+        if self.presenters is not None and source.key:  # cut and masked once per cameo
+            cuts = dict(self.presenters.cuts(source, sorted(set(wanted))))
+        else:
+            decoded = read_frames(source.path, wanted)
+            cuts = {k: (decoded[k][y0:y1, x0:x1], None) for k in set(wanted)}
         for i, src_idx in enumerate(wanted):
-            crop = decoded[src_idx][y0:y1, x0:x1]
+            crop, small = cuts[src_idx]
             person = cv2.resize(crop, (pw, ph), interpolation=cv2.INTER_LINEAR)
-            alpha = self._person(person)
+            if small is None:
+                alpha = self._person(person)
+            else:
+                alpha = self._soften(SelfieSegmenter.grow(small, pw, ph))
             frame = backgrounds[i].copy()
             region = frame[oy : oy + ph, ox : ox + pw].astype(np.float32)
             frame[oy : oy + ph, ox : ox + pw] = (person * alpha + region * (1 - alpha)).astype(

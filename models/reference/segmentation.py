@@ -75,17 +75,32 @@ class SelfieSegmenter:
         _, self._h, self._w, _ = (int(v) for v in self._input["shape"])
         self._lock = threading.Lock()  # one interpreter, its tensors are not shared safely
 
-    def mask(self, frame: np.ndarray) -> np.ndarray:
-        """Return a float32 (H, W) mask in [0, 1] at the frame's size."""
+    def _infer(self, frame: np.ndarray) -> np.ndarray:
         small = cv2.resize(frame, (self._w, self._h), interpolation=cv2.INTER_AREA)
         with self._lock:
             self._interpreter.set_tensor(
                 self._input["index"], (small.astype(np.float32) / 255.0)[None]
             )
             self._interpreter.invoke()
-            out = self._interpreter.get_tensor(self._output["index"])[0, ..., 0]
+            out: np.ndarray = self._interpreter.get_tensor(self._output["index"])[0, ..., 0]
+        return out
+
+    def mask(self, frame: np.ndarray) -> np.ndarray:
+        """Return a float32 (H, W) mask in [0, 1] at the frame's size."""
         h, w = frame.shape[:2]
-        return np.clip(cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        return np.clip(cv2.resize(self._infer(frame), (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+
+    def small_mask(self, frame: np.ndarray) -> np.ndarray:
+        """The mask at the network's own resolution, as uint8 (0-255): what is worth keeping
+        of it (`grow` brings it to any size)."""
+        return np.round(np.clip(self._infer(frame), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    @staticmethod
+    def grow(small: np.ndarray, width: int, height: int) -> np.ndarray:
+        """A `small_mask` at (width, height), float32 in [0, 1], as `mask` gives it."""
+        scaled = (small.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+        mask = cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.clip(mask, 0.0, 1.0)
 
 
 if __name__ == "__main__":
