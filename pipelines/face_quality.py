@@ -297,18 +297,14 @@ def measure_face(
     """A video's face figures by the farm's primary analyzer, against the cameo and (given the
     scene's track) the scene's actor `actor_index` of `actors`, whose place the cameo took;
     None when the cameo has no identity by that analyzer."""
-    from cameofarm.models import codec
-    from cameofarm.pipelines.extractors import identities_of, primary_analyzer
+    from cameofarm.pipelines.extractors import primary_analyzer
 
-    analyzer = primary_analyzer(config, storage)
-    identity = identities_of(cameo.summary).get(analyzer.name)
-    if identity is None:
+    # The video's own frame count sets the stride: face_quality finds it.
+    measure = face_measure(config, storage, cameo, track_key, 1, actor_index, actors)
+    if measure is None:
         return None
-    actor = None
-    if track_key is not None:
-        track = codec.scene_tracks_from_bytes(storage.objects.get_bytes(track_key))[actor_index]
-        actor = track.actor if track.actor.analyzer == analyzer.name else None
-    return face_quality(video, analyzer, identity, actor, place=(actor_index, actors))
+    analyzer = primary_analyzer(config, storage)
+    return face_quality(video, analyzer, measure.cameo, measure.actor, place=measure.place)
 
 
 def face_measure(
