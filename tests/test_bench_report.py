@@ -69,10 +69,12 @@ def test_a_streamed_jobs_critical_path_stage_time_and_overlap():
     # 1 (voice) + 2 (scene) + 5 (a chunk: 1 + 2 + 1 + 1) + 1 (assembly)
     assert critical_path(rows) == pytest.approx(9.0)
     job = SimpleNamespace(id="job_a", tier="pro", status="SUCCEEDED", started_at=100.0)
+    job.submitted_at = 97.5  # queued 2.5 s before it was dispatched
     job.finished_at = 113.0  # 1 s of publishing after the assembly
     report = report_of({"job_a": job}, {"job_a": rows})
     (stats,) = report.jobs
     assert stats.run == 13.0 and stats.critical_path == pytest.approx(9.0)
+    assert stats.first_call == pytest.approx(2.5)  # submitted → its voice call started
     assert stats.stage_time == pytest.approx(12.0)  # 0-12, no gap between the stages
     assert stats.overhead == pytest.approx(13.0 / 12.0)
     # walls: voice 1, base video 4 (1-5), face swap 4, lip sync 3, composite 5 (7-12)
