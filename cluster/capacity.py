@@ -69,10 +69,6 @@ class JobCost:
     stages: tuple[tuple[str, tuple[float, ...]], ...]
     overhead: float
 
-    @property
-    def call_seconds(self) -> float:
-        return sum(sum(calls) for _, calls in self.stages)
-
 
 def recorded_costs(db: Database) -> dict[str, list[JobCost]]:
     """Every job that succeeded on its first attempt and has stage timings, by tier."""

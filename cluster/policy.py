@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -89,10 +89,6 @@ class QueueIndex:
         for line in lines.values():
             line.sort(key=_order)
         return cls(lines)
-
-    def __iter__(self) -> Iterator[QueuedJob]:
-        for line in self.lines.values():
-            yield from line
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,6 @@ class StreamResult:
     sides: list[list[Any]]
     calls: dict[StageName, list[CallTiming]]
     started_at: float
-    finished_at: float
 
 
 def stream_chunks(
@@ -166,4 +165,4 @@ def stream_chunks(
         if errors:  # the failure itself, not the chunks it stopped
             raise next((e for e in errors if not isinstance(e, StreamCancelled)), errors[0])
         outputs = [f.result() for f in futures]
-    return StreamResult(outputs, sides, calls, started, time.time())
+    return StreamResult(outputs, sides, calls, started)
