@@ -34,9 +34,10 @@ from cameofarm.models.data import (
     VideoChunk,
 )
 from cameofarm.models.placement import backend_context
+from cameofarm.models.reference.provenance import SigningFiles
 from cameofarm.models.registry import build_backend
 from cameofarm.models.store import ModelStore
-from cameofarm.monitoring.gpu import read_gpus
+from cameofarm.monitoring.gpu import node_address, read_gpus
 from cameofarm.monitoring.logs import configure_process_logging
 from cameofarm.monitoring.timing import CallTiming, frames_of, timed_call
 from cameofarm.storage.fetch import ObjectFetcher
@@ -132,11 +133,16 @@ class StageActor:
         gpu_ids: Callable[[], list[Any]] | None = None,
         settings: dict[str, Any] | None = None,
         log_config: LogConfig | None = None,
+        signing: SigningFiles | None = None,
     ) -> None:
         """`log_config`, given to a replica in its own process (not to in-process pools), sets
-        up that process's logs: each record carries the replica's stage and name."""
+        up that process's logs: each record carries the replica's stage and name. `signing` is
+        the farm's signing chain as `up` read it: written into this node's `keys_dir`, which on
+        another node of a cluster does not hold it."""
         if log_config is not None:
             configure_process_logging(log_config, stage=stage.value, replica=replica)
+        if signing is not None:
+            signing.install(keys_dir)
         # Replicas are the unit of parallelism. OpenCV's own thread pool spin-waits between the
         # many small warps of a frame and, with several replicas per core, made face swap
         # ~100x slower (measured); one thread per replica avoids that.
@@ -198,6 +204,7 @@ class StageActor:
             "precision": self.ctx.precision,
             "provider": str(getattr(self.backend, "provider", "python")),
             "settings": self.settings,
+            "node": node_address(),
             "pid": os.getpid(),
             "calls": self.calls,
             "waiting": self.gate.waiting(),

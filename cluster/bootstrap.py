@@ -163,11 +163,15 @@ def _create_pools(
     import ray
     from cameofarm.actors.pools import CONCURRENCY_GROUPS
     from cameofarm.actors.stage import CALLS_ADMITTED, StageActor
+    from cameofarm.models.reference.provenance import ensure_signing_chain
     from cameofarm.storage.fetch import ObjectFetcher
 
     data_dir = Path(config.data_dir)
     fetcher = ObjectFetcher(config.storage, data_dir)
     _refuse_missing_models(config, fetcher)
+    # The farm's one signing identity, from this node's keys folder: replicas on other nodes
+    # are handed it (a replica made with another chain is replaced).
+    signing = ensure_signing_chain(data_dir / "keys").files()
     remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
     existing = _stage_replicas()
     wanted_names = {
@@ -181,7 +185,7 @@ def _create_pools(
     pools: dict[StageName, dict[str, Any]] = {}
     for stage in StageName:
         pool = config.pools[stage]
-        settings = pool_settings(config, stage)
+        settings = {**pool_settings(config, stage), "signer": signing.fingerprint()}
         group = {}
         for i in range(pool.replicas):
             name = replica_name(stage, i)
@@ -206,6 +210,9 @@ def _create_pools(
                     max_task_retries=0,
                     # Calls wait inside the replica, by priority (StageActor.call).
                     max_concurrency=CALLS_ADMITTED,
+                    # A pool's replicas on different nodes: losing a node leaves each stage
+                    # replicas to retry its chunks on while Ray restarts the lost ones.
+                    scheduling_strategy="SPREAD",
                 ).remote(
                     stage,
                     pool,
@@ -215,6 +222,7 @@ def _create_pools(
                     ray.get_gpu_ids,
                     settings,
                     config.monitoring.log,
+                    signing,
                 )
             group[name] = actor
         pools[stage] = group
@@ -323,6 +331,10 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
                 # Supervised: Ray restarts a crashed scheduler, which re-queues the jobs it
                 # was running and starts its loop by itself; no one has to run `up`.
                 max_restarts=-1,
+                # On the head node, as Ray's own controllers: a worker node that dies takes
+                # only stage replicas with it (soft node affinity is not kept for a detached
+                # actor: it landed on workers too, measured on a three-node cluster).
+                resources={HEAD_NODE: 0.001},
             )
             .remote(config, RayStagePools(pools, _deadlines(config), _rotation(config)))
         )
@@ -332,6 +344,10 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
         progress(f"re-queued jobs interrupted by the last shutdown: {status['recovered']}")
     progress("scheduler running")
     return status
+
+
+# Ray gives the head node this resource (Serve pins its controller there the same way).
+HEAD_NODE = "node:__internal_head__"
 
 
 def farm_links(config: FarmConfig) -> dict[str, str]:

@@ -51,6 +51,7 @@ from cameofarm.monitoring.collectors import (
     FarmStateCollector,
     ReplicaWatch,
 )
+from cameofarm.monitoring.gpu import node_address
 from cameofarm.monitoring.logs import add_log_fields, configure_process_logging, log_context
 from cameofarm.monitoring.metrics import (
     JOB_RUN_SECONDS,
@@ -383,6 +384,7 @@ class Scheduler:
             "waiting": dict(self.last_output.waiting),
             "ticks": self.ticks,
             "tick_errors": self.errors,
+            "node": node_address(),
             "pid": os.getpid(),
             "recovered": self.recovered or [],
             "metrics": self.metrics_url,

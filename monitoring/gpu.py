@@ -1,4 +1,4 @@
-"""GPU utilisation and memory from NVML, for the GPUs a replica holds.
+"""GPU utilisation and memory from NVML, for the GPUs a replica holds; which node it is on.
 
 Readings come only from NVML (nvidia-ml-py) on a node with an NVIDIA driver. On a node with
 none (a CPU machine declaring logical GPUs), `read_gpus` returns nothing and the farm exports
@@ -82,3 +82,10 @@ def read_gpus(indices: Sequence[int], nvml: Any = None) -> list[GpuReading]:
             )
         )
     return out
+
+
+def node_address() -> str:
+    """The address of the Ray node this process runs on ("local" outside Ray)."""
+    import ray
+
+    return str(ray.util.get_node_ip_address()) if ray.is_initialized() else "local"

@@ -182,7 +182,8 @@ def status(obj: Ctx, as_json: bool) -> None:
             else:
                 models = "".join(f" {role}={ref}" for role, ref in p.get("models", {}).items())
                 line = (
-                    f"    {p['replica']:<28} backend={p['backend']}{models} "
+                    f"    {p['replica']:<28} node={p.get('node', '?')} "
+                    f"backend={p['backend']}{models} "
                     f"device={p.get('device', '?')} provider={p.get('provider', '?')} "
                     f"gpu_ids=[{p['gpu_ids']}] calls={p['calls']} cached={len(p['cached'])}"
                 )
@@ -199,6 +200,7 @@ def status(obj: Ctx, as_json: bool) -> None:
             elif p.get("total_failures"):
                 line += f"  failures={p['total_failures']} (last: {p['last_failure']})"
             click.echo(line)
+    click.echo(f"scheduler: node={info.get('node', '?')} pid={info['pid']}")
     click.echo("queues: " + ", ".join(f"{t}={n}" for t, n in info["queues"].items()))
     click.echo(f"running: {len(info['running'])}")
     for j in info["running"]:

@@ -28,6 +28,46 @@ class SigningChain:
     def chain_pem(self) -> bytes:
         return self.leaf_cert.read_bytes() + self.root_cert.read_bytes()
 
+    def files(self) -> SigningFiles:
+        return SigningFiles(
+            self.root_cert.read_bytes(), self.leaf_cert.read_bytes(), self.leaf_key.read_bytes()
+        )
+
+
+@dataclass(frozen=True)
+class SigningFiles:
+    """The chain's contents, handed by `up` to replicas on other nodes: every node signs with
+    the one identity whose root the farm publishes, never with one it made for itself."""
+
+    root_cert: bytes
+    leaf_cert: bytes
+    leaf_key: bytes
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.root_cert + self.leaf_cert).hexdigest()[:16]
+
+    def install(self, keys_dir: str | Path) -> SigningChain:
+        """Write the chain into this node's keys folder where it differs (atomically: replicas
+        on one node may install the same chain at once)."""
+        folder = Path(keys_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        chain = SigningChain(folder / "root.pem", folder / "signer.pem", folder / "signer.key")
+        for path, data, mode in (
+            (chain.root_cert, self.root_cert, 0o644),
+            (chain.leaf_cert, self.leaf_cert, 0o644),
+            (chain.leaf_key, self.leaf_key, 0o600),
+        ):
+            if path.is_file() and path.read_bytes() == data:
+                continue
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        return chain
+
 
 def ensure_signing_chain(keys_dir: str | Path, organisation: str = "cameofarm") -> SigningChain:
     """Return the farm's chain in keys_dir, creating a root CA and ES256 leaf on first run."""
