@@ -127,6 +127,16 @@ class CallDeadlines:
     slack: float = 5.0
 
 
+class ReplicaMaker(Protocol):
+    """Makes a stage's replicas (`cluster.bootstrap.ReplicaMaker`): the autoscaler's hands."""
+
+    def names(self, stage: StageName) -> list[str]: ...
+
+    def existing(self, stage: StageName) -> dict[str, Any]: ...
+
+    def __call__(self, stage: StageName, name: str) -> Any: ...
+
+
 class RayStagePools:
     """Calls spread round-robin over each stage's Ray actor replicas, each with a deadline.
 
@@ -142,8 +152,12 @@ class RayStagePools:
         replicas: dict[StageName, dict[str, Any]],
         deadlines: CallDeadlines | None = None,
         rotation: RotationPolicy | None = None,
+        maker: ReplicaMaker | None = None,
     ) -> None:
-        self.replicas = replicas  # stage -> replica name -> actor handle
+        # stage -> replica name -> actor handle. A stage's dict is replaced, never changed in
+        # place, when the autoscaler resizes the pool: readers need no lock to go through it.
+        self.replicas = replicas
+        self.maker = maker
         self.deadlines = deadlines or CallDeadlines()
         self.policy = rotation or RotationPolicy()
         self.rotation = ReplicaRotation(self.policy)
@@ -154,10 +168,17 @@ class RayStagePools:
         self._in_flight: Counter[str] = Counter()  # calls sent and not yet answered, by replica
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"replicas": self.replicas, "deadlines": self.deadlines, "rotation": self.policy}
+        return {
+            "replicas": self.replicas,
+            "deadlines": self.deadlines,
+            "rotation": self.policy,
+            "maker": self.maker,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["replicas"], state.get("deadlines"), state.get("rotation"))  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["replicas"], state.get("deadlines"), state.get("rotation"), state.get("maker")
+        )
 
     def deadline(self, stage: StageName, method: str) -> float:
         """Seconds one call of this stage's method may take now."""
@@ -173,9 +194,11 @@ class RayStagePools:
                 cost = t.seconds if old is None else 0.8 * old + 0.2 * t.seconds
                 self._cost[(stage, method)] = cost
 
-    def _pick(self, stage: StageName, avoid: frozenset[str]) -> str:
+    def _pick(self, stage: StageName, avoid: frozenset[str]) -> tuple[str, Any]:
         with self._lock:
-            return self.rotation.choose(list(self.replicas[stage]), next(self._turn), avoid)
+            group = self.replicas[stage]
+            name = self.rotation.choose(list(group), next(self._turn), avoid)
+            return name, group[name]
 
     def _failed(self, stage: StageName, replica: str, reason: str) -> None:
         with self._lock:
@@ -243,8 +266,7 @@ class RayStagePools:
             sent = {}
             waited: set[str] = set()  # replicas already given their restart time this round
             for i in todo:
-                name = self._pick(stage, frozenset(failed_on[i]))
-                actor = self.replicas[stage][name]
+                name, actor = self._pick(stage, frozenset(failed_on[i]))
                 if name in failed_on[i] and name not in waited:
                     # No other replica to try: give this one the time Ray needs to restart it
                     # (a call sent while it restarts fails at once, and would burn the tries).
@@ -388,6 +410,57 @@ class RayStagePools:
                 info["in_flight"] = self._in_flight[name]
             report.append(info)
         return report
+
+    def adopt(self) -> list[str]:
+        """Take in the replicas of each stage that exist but these pools do not hold (those
+        an earlier scheduler's autoscaler made, before Ray restarted the scheduler)."""
+        if self.maker is None:
+            return []
+        adopted = []
+        for stage in list(self.replicas):
+            with self._lock:
+                group = dict(self.replicas[stage])
+                found = {n: a for n, a in self.maker.existing(stage).items() if n not in group}
+                self.replicas[stage] = {**group, **found}
+            adopted += list(found)
+        return adopted
+
+    def resize(self, stage: StageName, target: int) -> list[str]:
+        """Grow or shrink a stage's pool by one replica toward `target`; return the names of
+        the replicas added or removed. A new replica takes calls once its model has loaded;
+        one that goes takes no new call and ends when its calls in flight have answered."""
+        import ray
+
+        if self.maker is None:
+            raise RuntimeError("these pools cannot change size: they were made without a maker")
+        names = list(self.replicas[stage])
+        if target > len(names):
+            free = [n for n in self.maker.names(stage) if n not in names]
+            if not free:
+                return []
+            name = free[0]
+            actor = self.maker(stage, name)
+            try:
+                ray.get(control(actor.health).remote(), timeout=self.deadlines.first_call_seconds)
+            except Exception:
+                ray.kill(actor, no_restart=True)
+                raise
+            with self._lock:
+                self.replicas[stage] = {**self.replicas[stage], name: actor}
+            return [name]
+        if target < len(names) and len(names) > 1:
+            order = self.maker.names(stage)
+            name = max(names, key=lambda n: order.index(n) if n in order else len(order))
+            with self._lock:
+                group = dict(self.replicas[stage])
+                actor = group.pop(name)
+                self.replicas[stage] = group
+            deadline = time.monotonic() + self.deadlines.first_call_seconds
+            while self._in_flight[name] > 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            ray.kill(actor, no_restart=True)
+            return [name]
+        return []
 
     def forget(self, keys: list[str]) -> int:
         import ray

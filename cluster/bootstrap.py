@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from cameofarm.configs import FarmConfig, StageName
 if TYPE_CHECKING:
     from cameofarm.actors.pools import CallDeadlines
     from cameofarm.actors.rotation import RotationPolicy
+    from cameofarm.models.reference.provenance import SigningFiles
 
 SCHEDULER_NAME = "cameofarm-scheduler"
 Progress = Callable[[str], None]
@@ -102,7 +104,7 @@ def pool_settings(config: FarmConfig, stage: StageName) -> dict[str, Any]:
     from cameofarm.actors.stage import CALLS_ADMITTED
 
     return {
-        **config.pools[stage].model_dump(exclude={"replicas"}),
+        **config.pools[stage].model_dump(exclude={"replicas", "min_replicas", "max_replicas"}),
         "log": config.monitoring.log.model_dump(),
         "calls_admitted": CALLS_ADMITTED,  # replicas made before calls waited by priority go
     }
@@ -154,41 +156,91 @@ def _outdated(actor: Any, wanted: dict[str, Any]) -> str | None:
     return ", ".join(changed) or None
 
 
+@dataclass(frozen=True)
+class ReplicaMaker:
+    """Makes a stage's replicas as the config says, for `up` and for the autoscaler (the
+    scheduler holds one). Picklable: it travels to the scheduler actor."""
+
+    config: FarmConfig
+    signing: SigningFiles  # the farm's signing chain, as `up` read it on its node
+
+    def settings(self, stage: StageName) -> dict[str, Any]:
+        # A replica made with another chain is replaced.
+        return {**pool_settings(self.config, stage), "signer": self.signing.fingerprint()}
+
+    def names(self, stage: StageName) -> list[str]:
+        """Every name the stage's replicas may have, in the order they are made."""
+        return [replica_name(stage, i) for i in range(self.config.pools[stage].highest)]
+
+    def existing(self, stage: StageName) -> dict[str, Any]:
+        """The stage's replicas that exist now (one the autoscaler made included)."""
+        found = {name: _find(name) for name in self.names(stage)}
+        return {name: actor for name, actor in found.items() if actor is not None}
+
+    def __call__(self, stage: StageName, name: str) -> Any:
+        import ray
+        from cameofarm.actors.pools import CONCURRENCY_GROUPS
+        from cameofarm.actors.stage import CALLS_ADMITTED, StageActor
+        from cameofarm.storage.fetch import ObjectFetcher
+
+        data_dir = Path(self.config.data_dir)
+        pool = self.config.pools[stage]
+        remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
+        return remote.options(
+            name=name,
+            lifetime="detached",
+            num_cpus=0,
+            num_gpus=pool.num_gpus,
+            # Always restarted: a replica killed by the OOM killer or a driver fault comes
+            # back; one that keeps failing leaves the rotation instead.
+            max_restarts=-1,
+            # A chunk is retried on another replica by the pools, not here.
+            max_task_retries=0,
+            # Calls wait inside the replica, by priority (StageActor.call).
+            max_concurrency=CALLS_ADMITTED,
+            # A pool's replicas on different nodes: losing a node leaves each stage replicas
+            # to retry its chunks on while Ray restarts the lost ones.
+            scheduling_strategy="SPREAD",
+        ).remote(
+            stage,
+            pool,
+            name,
+            data_dir / "keys",
+            ObjectFetcher(self.config.storage, data_dir),
+            ray.get_gpu_ids,
+            self.settings(stage),
+            self.config.monitoring.log,
+            self.signing,
+        )
+
+
 def _create_pools(
     config: FarmConfig, progress: Progress
-) -> tuple[dict[StageName, dict[str, Any]], bool]:
-    """Make every configured replica exist with the configured settings; return the pools
-    and whether any replica was added, replaced or removed (the scheduler must then take
-    the new pools)."""
-    import ray
-    from cameofarm.actors.pools import CONCURRENCY_GROUPS
-    from cameofarm.actors.stage import CALLS_ADMITTED, StageActor
+) -> tuple[dict[StageName, dict[str, Any]], bool, ReplicaMaker]:
+    """Make every configured replica exist with the configured settings; return the pools,
+    whether any replica was added, replaced or removed (the scheduler must then take the new
+    pools), and the maker the autoscaler makes more with. A pool keeps the replicas its
+    autoscaler added (up to max_replicas) and gets back to `replicas` if it has fewer."""
     from cameofarm.models.reference.provenance import ensure_signing_chain
     from cameofarm.storage.fetch import ObjectFetcher
 
     data_dir = Path(config.data_dir)
-    fetcher = ObjectFetcher(config.storage, data_dir)
-    _refuse_missing_models(config, fetcher)
+    _refuse_missing_models(config, ObjectFetcher(config.storage, data_dir))
     # The farm's one signing identity, from this node's keys folder: replicas on other nodes
-    # are handed it (a replica made with another chain is replaced).
-    signing = ensure_signing_chain(data_dir / "keys").files()
-    remote = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(StageActor)  # type: ignore[call-overload]
+    # are handed it.
+    make = ReplicaMaker(config, ensure_signing_chain(data_dir / "keys").files())
     existing = _stage_replicas()
-    wanted_names = {
-        replica_name(stage, i) for stage in StageName for i in range(config.pools[stage].replicas)
-    }
+    allowed = {name for stage in StageName for name in make.names(stage)}
     changed = False
-    for name in sorted(set(existing) - wanted_names):
+    for name in sorted(set(existing) - allowed):
         progress(f"  {name}: no longer in the config; stopped")
         _kill(name, existing.pop(name))
         changed = True
     pools: dict[StageName, dict[str, Any]] = {}
     for stage in StageName:
-        pool = config.pools[stage]
-        settings = {**pool_settings(config, stage), "signer": signing.fingerprint()}
+        settings = make.settings(stage)
         group = {}
-        for i in range(pool.replicas):
-            name = replica_name(stage, i)
+        for i, name in enumerate(make.names(stage)):
             actor = existing.get(name)
             if actor is not None:
                 why = _outdated(actor, settings)
@@ -196,35 +248,11 @@ def _create_pools(
                     progress(f"  {name}: replaced ({why})")
                     _kill(name, actor)
                     actor = None
-            if actor is None:
+            if actor is None and i < config.pools[stage].replicas:
                 changed = True
-                actor = remote.options(
-                    name=name,
-                    lifetime="detached",
-                    num_cpus=0,
-                    num_gpus=pool.num_gpus,
-                    # Always restarted: a replica killed by the OOM killer or a driver fault
-                    # comes back; one that keeps failing leaves the rotation instead.
-                    max_restarts=-1,
-                    # A chunk is retried on another replica by the pools, not here.
-                    max_task_retries=0,
-                    # Calls wait inside the replica, by priority (StageActor.call).
-                    max_concurrency=CALLS_ADMITTED,
-                    # A pool's replicas on different nodes: losing a node leaves each stage
-                    # replicas to retry its chunks on while Ray restarts the lost ones.
-                    scheduling_strategy="SPREAD",
-                ).remote(
-                    stage,
-                    pool,
-                    name,
-                    data_dir / "keys",
-                    fetcher,
-                    ray.get_gpu_ids,
-                    settings,
-                    config.monitoring.log,
-                    signing,
-                )
-            group[name] = actor
+                actor = make(stage, name)
+            if actor is not None:
+                group[name] = actor
         pools[stage] = group
     for name, info in _loaded(pools).items():
         models = " ".join(f"{k}={v}" for k, v in info["models"].items())
@@ -234,7 +262,7 @@ def _create_pools(
             + (f" {models}" if models else "")
             + f" loaded in {info['load_seconds']:.2f}s"
         )
-    return pools, changed
+    return pools, changed, make
 
 
 def _refuse_missing_models(config: FarmConfig, fetcher: Any) -> None:
@@ -310,7 +338,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
     for what, where in farm_links(config).items():
         progress(f"{what}: {where}")
     progress("stage pools:")
-    pools, changed = _create_pools(config, progress)
+    pools, changed, make = _create_pools(config, progress)
     scheduler: Any = _find(SCHEDULER_NAME)
     if scheduler is not None and changed:
         # The running scheduler holds the old replicas: a new one takes the new pools, and
@@ -336,7 +364,7 @@ def farm_up(config: FarmConfig, progress: Progress = print) -> dict[str, Any]:
                 # actor: it landed on workers too, measured on a three-node cluster).
                 resources={HEAD_NODE: 0.001},
             )
-            .remote(config, RayStagePools(pools, _deadlines(config), _rotation(config)))
+            .remote(config, RayStagePools(pools, _deadlines(config), _rotation(config), make))
         )
     ray.get(scheduler.start.remote(), timeout=120)
     status: dict[str, Any] = ray.get(scheduler.status.remote(), timeout=60)

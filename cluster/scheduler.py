@@ -19,6 +19,7 @@ from cameofarm.actors.pools import StageCallError, StagePools
 from cameofarm.cameos import expire_lapsed
 from cameofarm.cameos.audit import verify_audit
 from cameofarm.cameos.purge import run_due_purges
+from cameofarm.cluster.autoscale import Autoscaler, ScaleBounds, ScaleDecision
 from cameofarm.cluster.jobs import (
     JobChanged,
     JobStatus,
@@ -44,7 +45,7 @@ from cameofarm.cluster.policy import (
     schedule,
 )
 from cameofarm.cluster.webhooks import deliver_due
-from cameofarm.configs import FarmConfig
+from cameofarm.configs import FarmConfig, StageName
 from cameofarm.monitoring.collectors import (
     FARM_SOURCES,
     AuditCheck,
@@ -55,6 +56,7 @@ from cameofarm.monitoring.gpu import node_address
 from cameofarm.monitoring.logs import add_log_fields, configure_process_logging, log_context
 from cameofarm.monitoring.metrics import (
     JOB_RUN_SECONDS,
+    POOL_RESIZES,
     PURGES_DONE,
     QUEUE_WAIT_SECONDS,
     declare_scheduler_series,
@@ -126,6 +128,16 @@ class Scheduler:
         # Running jobs' stages, call by call: job id -> stage -> [calls answered, calls].
         self._stages: dict[str, dict[str, list[int]]] = {}
         self._stages_lock = threading.Lock()
+        self.autoscaler = Autoscaler(
+            {
+                stage.value: ScaleBounds(pool.lowest, pool.highest)
+                for stage, pool in config.pools.items()
+                if pool.lowest < pool.highest
+            },
+            sched.scale_up_busy,
+            sched.scale_down_busy,
+            sched.scale_down_after_seconds,
+        )
 
     # --- the control loop ----------------------------------------------------------------
 
@@ -152,6 +164,8 @@ class Scheduler:
             self._thread.start()
             self._chores = threading.Thread(target=self._chore_loop, name="chores", daemon=True)
             self._chores.start()
+            if self.autoscaler.bounds and hasattr(self.pools, "resize"):
+                threading.Thread(target=self._autoscale_loop, name="autoscale", daemon=True).start()
         return True
 
     def serve_metrics(self) -> str | None:
@@ -195,6 +209,40 @@ class Scheduler:
             "expired": len(expired),
             "watched": self.watch(),
         }
+
+    def _autoscale_loop(self) -> None:
+        """Resize the pools that may change size, one step per window, off the dispatch path
+        (a new replica's model load takes a while)."""
+        adopted = self.pools.adopt()  # type: ignore[attr-defined]
+        if adopted:
+            log.info("took in replicas an earlier scheduler made: %s", adopted)
+        while not self._stop.is_set():
+            try:
+                self.autoscale()
+            except Exception:
+                log.exception("autoscaling failed; trying again next window")
+            self._stop.wait(self.config.scheduler.autoscale_seconds)
+
+    def autoscale(self) -> list[ScaleDecision]:
+        """One look at the scaled pools; grow or shrink those that need it by one replica."""
+        decisions = self.autoscaler.observe(self.pools.health(), time.monotonic())
+        for d in decisions:
+            if not d.changes:
+                continue
+            changed = self.pools.resize(StageName(d.stage), d.target)  # type: ignore[attr-defined]
+            direction = "up" if d.target > d.replicas else "down"
+            POOL_RESIZES.labels(stage=d.stage, direction=direction).inc(len(changed))
+            up = direction == "up"
+            self.autoscaler.resized(d.stage, len(changed) if up else 0, 0 if up else len(changed))
+            log.info(
+                "%s pool %s to %d replicas (%s): %s",
+                d.stage,
+                "grown" if direction == "up" else "shrunk",
+                d.target,
+                d.reason,
+                ", ".join(changed) or "nothing to change",
+            )
+        return decisions
 
     def watch(self) -> int:
         """When due, poll every replica's health (restarts, model loads, GPU readings) and
@@ -384,6 +432,7 @@ class Scheduler:
             "waiting": dict(self.last_output.waiting),
             "ticks": self.ticks,
             "tick_errors": self.errors,
+            "autoscale": self.autoscaler.report(),
             "node": node_address(),
             "pid": os.getpid(),
             "recovered": self.recovered or [],

@@ -96,11 +96,42 @@ class BackendOptions(_Strict):
 class PoolConfig(BackendOptions):
     """A stage's actor pool: how many replicas, their GPU share, backend and its options."""
 
-    replicas: int = Field(default=1, ge=1, le=256, description="Actors in the pool.")
+    replicas: int = Field(
+        default=1, ge=1, le=256, description="Actors in the pool (`up` starts this many)."
+    )
+    min_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="The autoscaler never goes under this (None: replicas).",
+    )
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="The autoscaler never goes over this (None: replicas, a fixed pool).",
+    )
     num_gpus: float = Field(
         default=0.25, ge=0, le=8, description="GPU share each replica holds (fractional allowed)."
     )
     cache_cameos: int = Field(default=8, ge=1, description="Per-cameo assets kept per replica.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PoolConfig:
+        if not self.lowest <= self.replicas <= self.highest:
+            raise ValueError(
+                f"replicas ({self.replicas}) must lie between min_replicas ({self.lowest}) "
+                f"and max_replicas ({self.highest})"
+            )
+        return self
+
+    @property
+    def lowest(self) -> int:
+        return self.replicas if self.min_replicas is None else self.min_replicas
+
+    @property
+    def highest(self) -> int:
+        return self.replicas if self.max_replicas is None else self.max_replicas
 
 
 class AnalyzerConfig(BackendOptions):
@@ -196,6 +227,28 @@ class SchedulerConfig(_Strict):
         description="Chunks of one job streaming through the stages at once: more keeps more "
         "replicas busy for a lone job; fewer holds fewer frames in the object store.",
     )
+    autoscale_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often the autoscaler looks at the pools (those with min_replicas < "
+        "max_replicas) and the window their busy ratio is measured over.",
+    )
+    scale_up_busy: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="A pool this busy (share of its replicas' time at work) with calls waiting "
+        "at its replicas gets one more replica.",
+    )
+    scale_down_busy: float = Field(
+        default=0.25,
+        ge=0,
+        lt=1,
+        description="A pool at most this busy, with no call waiting, for scale_down_after_seconds "
+        "loses one replica.",
+    )
+    scale_down_after_seconds: float = Field(default=120.0, ge=0, le=86400)
     call_first_seconds: float = Field(
         default=900.0,
         gt=0,
@@ -227,6 +280,15 @@ class SchedulerConfig(_Strict):
         gt=0,
         description="How long a replica stays out of rotation before it is tried again.",
     )
+
+    @model_validator(mode="after")
+    def _scale_thresholds(self) -> SchedulerConfig:
+        if self.scale_down_busy >= self.scale_up_busy:
+            raise ValueError(
+                f"scale_down_busy ({self.scale_down_busy}) must be under scale_up_busy "
+                f"({self.scale_up_busy}), or a pool would grow and shrink in turn"
+            )
+        return self
 
 
 class EnrollmentConfig(_Strict):

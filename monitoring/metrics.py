@@ -80,6 +80,11 @@ REPLICAS_DRAINED = Counter(
     "Times a replica was taken out of rotation after failing repeatedly",
     ["stage", "replica"],
 )
+POOL_RESIZES = Counter(
+    "cameofarm_pool_resizes",
+    "Replicas the autoscaler added (direction=up) or removed (down), by stage",
+    ["stage", "direction"],
+)
 
 # --- the scheduler process: housekeeping ----------------------------------------------------
 WEBHOOK_ATTEMPTS = Counter(

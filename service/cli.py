@@ -201,6 +201,13 @@ def status(obj: Ctx, as_json: bool) -> None:
                 line += f"  failures={p['total_failures']} (last: {p['last_failure']})"
             click.echo(line)
     click.echo(f"scheduler: node={info.get('node', '?')} pid={info['pid']}")
+    for stage, a in sorted(info.get("autoscale", {}).items()):
+        count = sum(1 for p in info["pools"] if p["stage"] == stage)
+        line = f"autoscale: {stage} {count} replica(s) in {a['lowest']}..{a['highest']}"
+        line += f", grown {a['grown']}, shrunk {a['shrunk']}"
+        if "last" in a:
+            line += f"; last look: {a['last']}"
+        click.echo(line)
     click.echo("queues: " + ", ".join(f"{t}={n}" for t, n in info["queues"].items()))
     click.echo(f"running: {len(info['running'])}")
     for j in info["running"]:
