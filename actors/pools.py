@@ -50,6 +50,7 @@ class StagePools(Protocol):
         calls: Sequence[tuple[Any, ...]],
         on_done: OnDone | None = None,
         priority: Priority = (),
+        near: str | None = None,
     ) -> tuple[list[Any], list[CallTiming]]: ...
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
@@ -86,6 +87,7 @@ class LocalStagePools:
         calls: Sequence[tuple[Any, ...]],
         on_done: OnDone | None = None,
         priority: Priority = (),
+        near: str | None = None,
     ) -> tuple[list[Any], list[CallTiming]]:
         outputs, timings = [], []
         for args in calls:
@@ -166,6 +168,7 @@ class RayStagePools:
         # Moving average of seconds per call, by stage and method.
         self._cost: dict[tuple[StageName, str], float] = {}
         self._in_flight: Counter[str] = Counter()  # calls sent and not yet answered, by replica
+        self._nodes: dict[str, str] = {}  # replica -> its node, from its health reports
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -194,11 +197,28 @@ class RayStagePools:
                 cost = t.seconds if old is None else 0.8 * old + 0.2 * t.seconds
                 self._cost[(stage, method)] = cost
 
-    def _pick(self, stage: StageName, avoid: frozenset[str]) -> tuple[str, Any]:
+    def _pick(
+        self, stage: StageName, avoid: frozenset[str], near: str | None = None
+    ) -> tuple[str, Any]:
         with self._lock:
             group = self.replicas[stage]
-            name = self.rotation.choose(list(group), next(self._turn), avoid)
+            names = list(group)
+            local = self._near(names, near, avoid)
+            name = self.rotation.choose(local or names, next(self._turn), avoid)
             return name, group[name]
+
+    def _near(self, names: list[str], near: str | None, avoid: frozenset[str]) -> list[str]:
+        """The replicas on the node of `near` that may take a call now (none when its node is
+        not known yet, or when each of them has more than one call in flight over the least
+        busy replica of the stage: then the frames travel)."""
+        node = self._nodes.get(near) if near else None
+        if node is None:
+            return []
+        live = [n for n in names if n not in avoid and self.rotation.in_rotation(n)]
+        if not live:
+            return []
+        least = min(self._in_flight[n] for n in live)
+        return [n for n in live if self._nodes.get(n) == node and self._in_flight[n] <= least + 1]
 
     def _failed(self, stage: StageName, replica: str, reason: str) -> None:
         with self._lock:
@@ -246,7 +266,11 @@ class RayStagePools:
         calls: Sequence[tuple[Any, ...]],
         on_done: OnDone | None = None,
         priority: Priority = (),
+        near: str | None = None,
     ) -> tuple[list[Any], list[CallTiming]]:
+        """Run the calls on the stage's replicas. `near`: the replica that made the calls'
+        input; a replica on its node is preferred, so the frames need not cross the network,
+        unless it has more than one call in flight over the least busy replica."""
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
@@ -266,7 +290,7 @@ class RayStagePools:
             sent = {}
             waited: set[str] = set()  # replicas already given their restart time this round
             for i in todo:
-                name, actor = self._pick(stage, frozenset(failed_on[i]))
+                name, actor = self._pick(stage, frozenset(failed_on[i]), near)
                 if name in failed_on[i] and name not in waited:
                     # No other replica to try: give this one the time Ray needs to restart it
                     # (a call sent while it restarts fails at once, and would burn the tries).
@@ -403,6 +427,8 @@ class RayStagePools:
             if ref in answered:
                 try:
                     info = {**ray.get(ref), "reachable": True}
+                    with self._lock:
+                        self._nodes[name] = str(info.get("node"))
                 except Exception as exc:
                     info["error"] = f"{type(exc).__name__}: {exc}"
             with self._lock:
@@ -441,11 +467,14 @@ class RayStagePools:
             name = free[0]
             actor = self.maker(stage, name)
             try:
-                ray.get(control(actor.health).remote(), timeout=self.deadlines.first_call_seconds)
+                info = ray.get(
+                    control(actor.health).remote(), timeout=self.deadlines.first_call_seconds
+                )
             except Exception:
                 ray.kill(actor, no_restart=True)
                 raise
             with self._lock:
+                self._nodes[name] = str(info.get("node"))
                 self.replicas[stage] = {**self.replicas[stage], name: actor}
             return [name]
         if target < len(names) and len(names) > 1:

@@ -129,13 +129,16 @@ def stream_chunks(
 
     def run(chunk: int, chain: Sequence[Step]) -> Any:
         frames: Any = None
+        made_by: str | None = None  # the replica that made `frames`
         for step in chain:
             if stop.is_set() or not still_wanted():
                 stop.set()
                 raise StreamCancelled(step.stage)
             args = tuple(frames if a is FRAMES else a for a in step.args)
             asked = time.time()
-            out, timings = pools.map(step.stage, step.method, [args], priority=(*priority, chunk))
+            out, timings = pools.map(
+                step.stage, step.method, [args], priority=(*priority, chunk), near=made_by
+            )
             with lock:
                 calls[step.stage] += [replace(t, submitted_at=asked, chunk=chunk) for t in timings]
             progress.one_more(step.stage)
@@ -143,6 +146,7 @@ def stream_chunks(
                 sides[chunk].append(out[0])
             else:
                 frames = out[0]
+                made_by = timings[-1].replica if timings else None
         return frames
 
     started = time.time()

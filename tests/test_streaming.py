@@ -29,9 +29,11 @@ class _Pools:
         self.flying: set[int] = set()
         self.most_flying = 0
         self.fail_at = fail_at
+        self.near: list[tuple[StageName, int, str | None]] = []
 
-    def map(self, stage, method, calls, on_done=None, priority=()):
+    def map(self, stage, method, calls, on_done=None, priority=(), near=None):
         (args,) = calls
+        self.near.append((stage, args[1], near))
         frames = args[0] if stage is not StageName.BASE_VIDEO else ()
         chunk = args[1]
         with self.lock:
@@ -143,3 +145,34 @@ def test_a_replica_serves_the_waiting_call_of_lowest_priority_next():
     for t in (first, *waiting, plus):
         t.join(timeout=60)
     assert order == ["pro chunk 0", "plus chunk 0", "pro chunk 1", "pro chunk 2"]
+
+
+def test_each_step_asks_for_a_replica_near_the_one_that_made_its_frames():
+    pools = _Pools()
+    stream_chunks(pools, _chains(2), 2, lambda: True, _progress([]))
+    nearby = {(stage, chunk): near for stage, chunk, near in pools.near}
+    for k in range(2):
+        assert nearby[(StageName.BASE_VIDEO, k)] is None
+        assert nearby[(StageName.FACE_SWAP, k)] == "base_video-0"
+        assert nearby[(StageName.LIP_SYNC, k)] == "face_swap-0"
+        assert nearby[(StageName.COMPOSITE, k)] == "lip_sync-0"
+
+
+def test_a_replica_on_the_frames_node_is_chosen_unless_it_is_busier():
+    from cameofarm.actors.pools import RayStagePools
+
+    pools = RayStagePools({StageName.LIP_SYNC: {"l0": "A", "l1": "B", "l2": "C"}})
+    pools._nodes = {"l0": "10.0.0.1", "l1": "10.0.0.2", "l2": "10.0.0.2", "f0": "10.0.0.2"}
+    picks = {pools._pick(StageName.LIP_SYNC, frozenset(), near="f0")[0] for _ in range(6)}
+    assert picks == {"l1", "l2"}  # round robin among the two on f0's node
+    pools._in_flight.update({"l1": 2, "l2": 2})  # both a call busier than l0 and more
+    assert pools._pick(StageName.LIP_SYNC, frozenset(), near="f0")[0] in {"l0", "l1", "l2"}
+    assert {pools._pick(StageName.LIP_SYNC, frozenset(), near="f0")[0] for _ in range(6)} == {
+        "l0",
+        "l1",
+        "l2",
+    }  # the frames travel: every replica takes calls again
+    pools._in_flight.update({"l1": -1})  # l1: one call, one over l0's none
+    assert pools._pick(StageName.LIP_SYNC, frozenset(), near="f0")[0] == "l1"
+    assert pools._pick(StageName.LIP_SYNC, frozenset({"l1"}), near="f0")[0] != "l1"
+    assert pools._pick(StageName.LIP_SYNC, frozenset(), near="unknown")[0] in {"l0", "l1", "l2"}
