@@ -29,6 +29,12 @@ def _cameo_for(obj: Ctx, tier: str, cameo_id: str | None) -> tuple[Any, str]:
 @click.option("--pro", "n_pro", type=int, default=1, show_default=True)
 @click.option("--cameo", "cameo_id", default=None, help="Cameo to render (default: newest).")
 @click.option(
+    "--pro-script",
+    default=None,
+    help="What the Pro jobs say (default: a 12 s training intro). A longer one, up to the "
+    "tier's 20 s, shows what the longest Pro job holds in the object store.",
+)
+@click.option(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False),
@@ -38,7 +44,12 @@ def _cameo_for(obj: Ctx, tier: str, cameo_id: str | None) -> tuple[Any, str]:
 )
 @click.pass_context
 def bench(
-    ctx: click.Context, n_plus: int, n_pro: int, cameo_id: str | None, report_dir: str | None
+    ctx: click.Context,
+    n_plus: int,
+    n_pro: int,
+    cameo_id: str | None,
+    pro_script: str | None,
+    report_dir: str | None,
 ) -> None:
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
 
@@ -48,12 +59,19 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from cameofarm.service.demo import DemoError, run_bench
+    from cameofarm.service.demo import PRO_SCRIPT, DemoError, run_bench
 
     obj: Ctx = ctx.obj
     try:
         run_bench(
-            obj.config, obj.storage(), n_plus, n_pro, cameo_id, echo=click.echo, report=report_dir
+            obj.config,
+            obj.storage(),
+            n_plus,
+            n_pro,
+            cameo_id,
+            echo=click.echo,
+            report=report_dir,
+            pro_script=pro_script or PRO_SCRIPT,
         )
     except DemoError as exc:
         fail(str(exc))

@@ -264,6 +264,7 @@ def run_bench(
     cameo_id: str | None,
     echo: Echo,
     report: str | None = None,
+    pro_script: str = PRO_SCRIPT,
 ) -> None:
     """Submit n_pro + n_plus jobs to the running farm, wait, print the benchmark report (and
     write it with plots into `report`, given a folder). The Plus jobs are submitted once a
@@ -271,7 +272,7 @@ def run_bench(
     report says how much of Ray's object store spilled to disk during the run."""
     from cameofarm.cluster.bootstrap import FarmError, farm_status
     from cameofarm.monitoring.bench import build_report, format_report
-    from cameofarm.service.jobs_api import submit_render, wait_for_job
+    from cameofarm.service.jobs_api import SubmitError, submit_render, wait_for_job
 
     try:
         farm_status(config)
@@ -282,9 +283,13 @@ def run_bench(
     cameo_id = cameo_id or ensure_sample_cameo(config, storage, echo)
     owner = get_cameo(storage.db, cameo_id).owner  # the benchmark renders as the cameo's owner
     spilled_before = _spilled_bytes()
-    jobs = [
-        submit_render(config, storage, [cameo_id], PRO_SCRIPT, "pro", owner) for _ in range(n_pro)
-    ]
+    try:
+        jobs = [
+            submit_render(config, storage, [cameo_id], pro_script, "pro", owner)
+            for _ in range(n_pro)
+        ]
+    except SubmitError as exc:
+        raise DemoError(f"the Pro script was refused: {exc}") from None
     if jobs and n_plus:
         stage = _await_rendering(storage, jobs[0].id)
         echo(f"submitted {n_pro} pro jobs; {jobs[0].id} is rendering ({stage}): now the plus jobs")

@@ -127,3 +127,22 @@ def test_the_bench_report_has_plots_and_the_same_figures_as_json(
     assert "voice-local" in page and "2 jobs over" in page
     with pytest.raises(ValueError, match="nothing to report"):
         write_report(storage.db, ["job_unknown"], tmp_path / "empty")
+
+
+def test_bench_refuses_a_pro_script_the_tier_would_refuse(
+    farm_config, storage, cameo_row, monkeypatch
+):
+    """`bench --pro-script` with more than the Pro tier can say fails before any job is queued,
+    saying why."""
+    from cameofarm.service import demo
+
+    monkeypatch.setattr("cameofarm.cluster.bootstrap.farm_status", lambda config: {})
+    monkeypatch.setattr(demo, "_spilled_bytes", lambda: 0)
+    long = "word " * 400
+    with pytest.raises(demo.DemoError, match="the Pro script was refused"):
+        demo.run_bench(
+            farm_config, storage, 1, 1, cameo_row.id, echo=lambda _: None, pro_script=long
+        )
+    from cameofarm.cluster.jobs import list_jobs
+
+    assert list_jobs(storage.db) == []
