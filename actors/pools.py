@@ -31,12 +31,22 @@ OnDone = Callable[[int], None]
 
 
 class StageCallError(RuntimeError):
-    """A stage call failed. `retryable` is True when the replica died, not the input."""
+    """A stage call failed. `retryable` is True when the replica died, not the input.
+    `lost_input`: the call's input was lost with the node that held it (made again, by the
+    steps that made it, the call can run)."""
 
-    def __init__(self, stage: StageName, message: str, retryable: bool) -> None:
+    def __init__(
+        self, stage: StageName, message: str, retryable: bool, lost_input: bool = False
+    ) -> None:
         super().__init__(f"{stage.value}: {message}")
         self.stage = stage
         self.retryable = retryable
+        self.lost_input = lost_input
+
+
+class ResultLostError(RuntimeError):
+    """A stage's result was lost with the node that held it before it was read: the job must
+    run again (an infrastructure fault, not the job's)."""
 
 
 class StagePools(Protocol):
@@ -272,7 +282,12 @@ class RayStagePools:
         input; a replica on its node is preferred, so the frames need not cross the network,
         unless it has more than one call in flight over the least busy replica."""
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+        from ray.exceptions import (
+            ActorDiedError,
+            ActorUnavailableError,
+            ObjectLostError,
+            RayTaskError,
+        )
 
         outputs: list[Any] = [None] * len(calls)
         timings: list[CallTiming | None] = [None] * len(calls)
@@ -328,8 +343,16 @@ class RayStagePools:
                         with self._lock:
                             self.rotation.succeeded(name)
                         continue
-                    except RayTaskError as exc:
-                        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    except (RayTaskError, ObjectLostError) as exc:
+                        cause = getattr(exc, "cause", None) or exc
+                        if isinstance(cause, ObjectLostError):
+                            # Its input (frames another stage made) died with their node.
+                            raise StageCallError(
+                                stage,
+                                f"its input was lost with its node ({type(cause).__name__})",
+                                True,
+                                lost_input=True,
+                            ) from None
                         # The input's fault, or the object store's: trying another replica
                         # would not help. A store that is away makes the job run again later.
                         retryable = isinstance(cause, StorageUnavailableError)
@@ -405,8 +428,14 @@ class RayStagePools:
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         import ray
+        from ray.exceptions import ObjectLostError
 
-        return list(ray.get(list(handles)))
+        try:
+            return list(ray.get(list(handles)))
+        except ObjectLostError as exc:
+            raise ResultLostError(
+                f"a stage's result was lost with its node ({type(exc).__name__})"
+            ) from None
 
     def health(self) -> list[dict[str, Any]]:
         """Every replica's own report plus its place in the rotation. A replica that does not

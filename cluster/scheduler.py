@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-from cameofarm.actors.pools import StageCallError, StagePools
+from cameofarm.actors.pools import ResultLostError, StageCallError, StagePools
 from cameofarm.cameos import expire_lapsed
 from cameofarm.cameos.audit import verify_audit
 from cameofarm.cameos.purge import run_due_purges
@@ -386,7 +386,7 @@ class Scheduler:
         except StageCallError as exc:
             log.warning("%s", exc)
             ended = self._fail_or_retry(job_id, exc, exc.retryable)
-        except StorageUnavailableError as exc:  # infrastructure, not the job's fault
+        except (StorageUnavailableError, ResultLostError) as exc:  # infrastructure, not the job
             log.warning("job %s: %s", job_id, exc)
             ended = self._fail_or_retry(job_id, exc, True)
         except Exception as exc:

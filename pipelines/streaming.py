@@ -14,6 +14,7 @@ first call asked → its last answered) and the job's critical path can be told 
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cameofarm.actors.pools import StagePools
+from cameofarm.actors.pools import StageCallError, StagePools
 from cameofarm.configs import StageName
 from cameofarm.monitoring.timing import CallTiming
 
@@ -37,6 +38,11 @@ FRAME_STAGES = (
 # streams: those a stage reads and those it writes (the reader's are released as the call
 # answers, before the next stage is asked).
 COPIES_PER_CHUNK = 2
+# Times a chunk's chain is run again from its first step when a call's input (frames another
+# stage made) was lost with the node that held it; then the job is queued again.
+CHUNK_REMAKES = 2
+
+log = logging.getLogger("cameofarm.render")
 
 
 def job_store_bytes(width: int, height: int, chunk_frames: int, chunks_in_flight: int) -> int:
@@ -116,21 +122,42 @@ def stream_chunks(
     progress: StreamProgress,
     name: str = "chunk",
     priority: tuple[float, ...] = (),
+    stop: threading.Event | None = None,
 ) -> StreamResult:
     """Run each chunk's chain of steps, at most `window` chunks at once; return the last
     step's handle of every chunk, in order. At a replica, a chunk's calls wait their turn by
-    `priority` and then the chunk's index. Raises StreamCancelled when the job stopped
-    being wanted, or the first call's error (StageCallError) after stopping the rest."""
+    `priority` and then the chunk's index. A chunk whose input frames were lost with their
+    node is made again from its first step (CHUNK_REMAKES times). Raises StreamCancelled when
+    the job stopped being wanted, or the first call's error (StageCallError) after stopping
+    the rest; `stop` is set then (set it to stop the stream)."""
     calls: dict[StageName, list[CallTiming]] = {s: [] for s in FRAME_STAGES}
     lock = threading.Lock()
-    stop = threading.Event()
+    stop = stop or threading.Event()
 
     sides: list[list[Any]] = [[] for _ in chains]
+    counted = [0] * len(chains)  # steps of each chunk counted in the progress
 
     def run(chunk: int, chain: Sequence[Step]) -> Any:
+        remade, because = 0, None
+        while True:
+            try:
+                return run_chain(chunk, chain, because)
+            except BaseException as exc:
+                if isinstance(exc, StageCallError) and exc.lost_input and remade < CHUNK_REMAKES:
+                    remade += 1
+                    log.warning("chunk %d: %s; making it again from its first step", chunk, exc)
+                    because = f"{exc}; the chunk was made again from its first step"
+                    sides[chunk] = []
+                    continue
+                stop.set()  # the other chunks stop at their next call
+                raise
+
+    def run_chain(chunk: int, chain: Sequence[Step], because: str | None) -> Any:
+        """One run of a chunk's chain; `because`: why it is run again (its first call's
+        history says so, as a retried call's does)."""
         frames: Any = None
         made_by: str | None = None  # the replica that made `frames`
-        for step in chain:
+        for index, step in enumerate(chain):
             if stop.is_set() or not still_wanted():
                 stop.set()
                 raise StreamCancelled(step.stage)
@@ -139,9 +166,15 @@ def stream_chunks(
             out, timings = pools.map(
                 step.stage, step.method, [args], priority=(*priority, chunk), near=made_by
             )
+            again = (because,) if because and index == 0 else ()
             with lock:
-                calls[step.stage] += [replace(t, submitted_at=asked, chunk=chunk) for t in timings]
-            progress.one_more(step.stage)
+                calls[step.stage] += [
+                    replace(t, submitted_at=asked, chunk=chunk, retried=(*t.retried, *again))
+                    for t in timings
+                ]
+            if index >= counted[chunk]:  # a chunk made again is not counted twice
+                counted[chunk] = index + 1
+                progress.one_more(step.stage)
             if step.side:
                 sides[chunk].append(out[0])
             else:

@@ -22,13 +22,15 @@ class _Pools:
     """Stage pools whose calls append their stage to the frames they are given, counting how
     many chunks are in flight; `fail_at` makes one (stage, chunk) call fail."""
 
-    def __init__(self, fail_at=None, together=None):
+    def __init__(self, fail_at=None, together=None, hold=None, lose=()):
         self.lock = threading.Lock()
         self.together = together  # a barrier the first chunks' face swaps must all reach
         self.calls: list[tuple[StageName, int]] = []
         self.flying: set[int] = set()
         self.most_flying = 0
         self.fail_at = fail_at
+        self.hold = hold  # an Event the other chunks' calls wait for (the stream's stop)
+        self.lose = set(lose)  # (stage, chunk) calls whose input is lost, once each
         self.near: list[tuple[StageName, int, str | None]] = []
 
     def map(self, stage, method, calls, on_done=None, priority=(), near=None):
@@ -44,6 +46,11 @@ class _Pools:
             self.together.wait(timeout=60)  # three chunks in flight at once, or it breaks
         if (stage, chunk) == self.fail_at:
             raise StageCallError(stage, "ValueError: a broken chunk", False)
+        if self.hold is not None and chunk != self.fail_at[1]:
+            assert self.hold.wait(timeout=60)
+        if (stage, chunk) in self.lose:
+            self.lose.discard((stage, chunk))
+            raise StageCallError(stage, "its input was lost with its node", True, lost_input=True)
         if stage is StageName.COMPOSITE:
             with self.lock:
                 self.flying.discard(chunk)
@@ -82,11 +89,48 @@ def test_chunks_come_out_in_order_with_at_most_window_in_flight():
 
 
 def test_the_first_failure_stops_the_other_chunks_and_is_raised():
-    pools = _Pools(fail_at=(StageName.FACE_SWAP, 2))
+    # The other chunks' calls answer only once the stream is stopped: nothing else can run
+    # ahead of the failure, however the threads are scheduled.
+    stop = threading.Event()
+    pools = _Pools(fail_at=(StageName.FACE_SWAP, 2), hold=stop)
     with pytest.raises(StageCallError, match="a broken chunk"):
-        stream_chunks(pools, _chains(40), 4, lambda: True, _progress([]))
+        stream_chunks(pools, _chains(40), 4, lambda: True, _progress([]), stop=stop)
+    assert stop.is_set()
     started = {k for _, k in pools.calls}
-    assert max(started) < 2 + 4 + 4  # chunks past the window never started
+    assert 2 in started and started <= {0, 1, 2, 3}  # chunks past the window never started
+    # Each held chunk made at most the one call it was held in.
+    assert all(sum(1 for _, k in pools.calls if k == c) <= 1 for c in started - {2})
+
+
+def test_a_chunk_whose_input_was_lost_is_made_again_from_its_first_step():
+    seen: list = []
+    pools = _Pools(lose=[(StageName.LIP_SYNC, 1), (StageName.COMPOSITE, 2)])
+    out = stream_chunks(pools, _chains(3), 2, lambda: True, _progress(seen))
+    stages = ["base_video", "face_swap", "lip_sync", "composite"]
+    assert out.outputs == [tuple(stages)] * 3
+    made = [k for stage, k in pools.calls if stage is StageName.BASE_VIDEO]
+    assert sorted(made) == [0, 1, 1, 2, 2]  # chunks 1 and 2 were made again
+    assert [d for s, d in seen if s is StageName.COMPOSITE][-1] == 3  # counted once each
+    again = [(t.chunk, r) for t in out.calls[StageName.BASE_VIDEO] for r in t.retried]
+    assert sorted(k for k, _ in again) == [1, 2]  # the job's history says which and why
+    assert all("lost with its node; the chunk was made again" in r for _, r in again)
+
+
+def test_a_chunk_that_keeps_losing_its_input_fails_the_stream():
+    from cameofarm.pipelines.streaming import CHUNK_REMAKES
+
+    pools = _Pools(lose=[(StageName.LIP_SYNC, 0)])
+    pools.lose = _Always({(StageName.LIP_SYNC, 0)})
+    with pytest.raises(StageCallError, match="lost with its node") as caught:
+        stream_chunks(pools, _chains(1), 1, lambda: True, _progress([]))
+    assert caught.value.retryable  # the job is queued again
+    made = [k for stage, k in pools.calls if stage is StageName.BASE_VIDEO]
+    assert len(made) == 1 + CHUNK_REMAKES
+
+
+class _Always(set):
+    def discard(self, item):  # never forgets: every try loses its input
+        pass
 
 
 def test_a_cancelled_job_stops_before_the_next_call():
