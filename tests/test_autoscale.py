@@ -135,7 +135,7 @@ def test_the_local_farm_grows_a_busy_pool_and_shrinks_it_when_idle(farm_config, 
             300,
         )
         state = face_swap()[1]
-        assert (state["lowest"], state["highest"], state["grown"]) == (1, 2, 1)
+        assert (state["lowest"], state["highest"]) == (1, 2) and state["grown"] >= 1
         assert "busy" in state["last"]
         voice = [p for p in farm_status(config)["pools"] if p["stage"] == "voice"]
         assert len(voice) == 1  # a pool of fixed size is left alone
