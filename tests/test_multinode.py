@@ -1,7 +1,8 @@
 """The farm on three Ray nodes that are separate hosts (tests/hosts.py): a head and two GPU
 workers, the object store on S3 (moto) and the database on PostgreSQL, both on the LAN.
 It follows the README's "Join a real Ray cluster" steps, then kills a worker node in the
-middle of two renders: they finish on the other node, signed with the farm's one key."""
+middle of two renders (the one working on a chunk of theirs): they finish on the other
+node, signed with the farm's one key."""
 
 from __future__ import annotations
 
@@ -185,15 +186,18 @@ def test_three_nodes_render_and_survive_a_lost_worker(
         for script in ("Two nodes can do this as well as three.", "And this one, just the same.")
     ]
 
-    # Mid-render, while a replica on worker 1 works on a chunk of theirs, worker 1 loses power.
-    def working_on_worker1() -> bool:
+    # Mid-render, the worker whose replica is working on a chunk of theirs loses power.
+    busy: list[str] = []
+
+    def working() -> bool:
         if any(get_job(storage.db, job.id).status is not JobStatus.RUNNING for job in jobs):
             return False
-        found = _status(head, env)["pools"]
-        return any(p["node"] == worker1.address and p.get("running_for") for p in found)
+        busy[:] = [p["node"] for p in _status(head, env)["pools"] if p.get("running_for")]
+        return bool(busy)
 
-    wait_for("a chunk at work on worker 1", working_on_worker1, 600)
-    assert worker1.kill() > 0
+    wait_for("a chunk at work on a worker", working, 600)
+    victim, survivor = (worker1, worker2) if busy[0] == worker1.address else (worker2, worker1)
+    assert victim.kill() > 0
 
     root = head.path(head.private / "farm" / "keys" / "root.pem").read_bytes()
     for job in jobs:
@@ -205,11 +209,11 @@ def test_three_nodes_render_and_survive_a_lost_worker(
             print(job.id, event["reason"])
 
     # Ray restarted the lost replicas on the worker that is left; every one answers.
-    def all_on_worker2() -> bool:
+    def all_on_survivor() -> bool:
         found = _status(head, env)["pools"]
-        return all(p.get("reachable") and p["node"] == worker2.address for p in found)
+        return all(p.get("reachable") and p["node"] == survivor.address for p in found)
 
-    wait_for("every replica to run on worker 2", all_on_worker2, 300)
+    wait_for(f"every replica to run on {survivor.name}", all_on_survivor, 300)
     assert _status(head, env)["pid"] == status["pid"]  # the scheduler was never restarted
 
 
