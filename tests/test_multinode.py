@@ -192,10 +192,11 @@ def test_three_nodes_render_and_survive_a_lost_worker(
     def working() -> bool:
         if any(get_job(storage.db, job.id).status is not JobStatus.RUNNING for job in jobs):
             return False
-        busy[:] = [p["node"] for p in _status(head, env)["pools"] if p.get("running_for")]
+        found = _status(head, env)["pools"]
+        busy[:] = [p["node"] for p in found if p.get("running_for") and p["stage"] != "voice"]
         return bool(busy)
 
-    wait_for("a chunk at work on a worker", working, 600)
+    wait_for("a chunk of frames at work on a worker", working, 600)
     victim, survivor = (worker1, worker2) if busy[0] == worker1.address else (worker2, worker1)
     assert victim.kill() > 0
 
