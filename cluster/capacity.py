@@ -9,10 +9,11 @@ The model:
   recorded second (e.g. 0.1 for nodes ten times faster than the machine that recorded them).
 - **Pools.** The GPUs are split between the stage pools in proportion to the load each
   stage carries at the given rates (call seconds × the pool's GPU share per replica), each
-  replica holding its pool's configured `num_gpus`. A stage's calls go to whichever of its
-  pool's replicas frees first, in the order they were asked for (first come, first served,
-  as the farm's pools serve them); a job moves to its next stage when all the calls of the
-  current one are done.
+  replica holding its pool's configured `num_gpus`. A replica that frees takes the waiting
+  call of the earliest priority, as the farm's replicas do (`StageActor.call`): the tier
+  with the shortest videos first, then the job that started first, then its earlier call.
+  A job moves to its next stage when all the calls of the current one are done (the farm
+  streams chunks from stage to stage; here a stage waits for all of them).
 - **Dispatch.** Every `tick_seconds` while jobs wait and slots are free, the real
   `policy.schedule` decides which start, with the farm's running limits scaled from the
   GPUs its config declares to the simulated GPUs. Jobs come from `customers` customers.
@@ -121,6 +122,7 @@ class FarmPlan:
     gpu_share: dict[str, float]
     max_running_jobs: int
     tiers: dict[str, TierLimits]
+    rank: dict[str, float] = field(default_factory=dict)  # a tier's call priority (max seconds)
 
     @property
     def gpus_used(self) -> float:
@@ -166,7 +168,8 @@ def plan_farm(
         for name, t in config.tiers.items()
     }
     limit = max(1, round(config.scheduler.max_running_jobs * factor))
-    return FarmPlan(gpus, replicas, share, limit, tiers)
+    rank = {name: t.max_seconds for name, t in config.tiers.items()}
+    return FarmPlan(gpus, replicas, share, limit, tiers, rank)
 
 
 @dataclass
@@ -176,10 +179,14 @@ class TierFigures:
     finished: int = 0
     still_queued: int = 0
     waits: list[float] = field(default_factory=list)
+    runs: list[float] = field(default_factory=list)  # start to finish, of the jobs that ended
     slot_seconds: float = 0.0  # its running jobs integrated over the window
 
     def wait(self, q: float) -> float | None:
         return float(np.percentile(self.waits, q)) if self.waits else None
+
+    def run(self, q: float) -> float | None:
+        return float(np.percentile(self.runs, q)) if self.runs else None
 
 
 @dataclass
@@ -227,6 +234,8 @@ class SimResult:
                     "jobs_per_hour": round(t.finished / self.hours, 1),
                     "wait_p50_s": _round(t.wait(50)),
                     "wait_p95_s": _round(t.wait(95)),
+                    "run_p50_s": _round(t.run(50)),
+                    "run_p95_s": _round(t.run(95)),
                     "slots_used": round(self.slots_used(name), 4),
                 }
                 for name, t in self.tiers.items()
@@ -243,6 +252,8 @@ class _Job:
     queued: QueuedJob
     cost: JobCost
     stage: int = 0
+    started: float = 0.0
+    calls_left: int = 0  # of its current stage
 
 
 def simulate(
@@ -272,7 +283,11 @@ def simulate(
     for tier, rate in rates.items():
         if rate > 0:
             push(rng.expovariate(rate / 3600.0), "arrive", tier)
-    pools = {s: [0.0] * n for s, n in plan.replicas.items()}  # when each replica frees
+    free = dict(plan.replicas)  # replicas of each stage without a call
+    # Calls waiting for a replica, by the farm's priority: (tier rank, job start, call).
+    asked: dict[str, list[tuple[tuple[float, float, int], int, _Job, float]]] = {
+        s: [] for s in plan.replicas
+    }
     busy = dict.fromkeys(plan.replicas, 0.0)
     figures = {tier: TierFigures() for tier in plan.tiers}
     lines: dict[tuple[str, str], deque[QueuedJob]] = {}
@@ -305,22 +320,33 @@ def simulate(
             push(math.ceil(now / tick_seconds + 1e-9) * tick_seconds, "tick")
 
     def enter_stage(job: _Job, now: float) -> None:
+        nonlocal seq
         if job.stage == len(job.cost.stages):
             push(now + job.cost.overhead * cost_scale, "finish", job)
             return
         stage, calls = job.cost.stages[job.stage]
-        pool, done = pools[stage], now
-        for seconds in calls:
-            seconds *= cost_scale
-            start = max(now, heapq.heappop(pool))
-            finish = start + seconds
-            heapq.heappush(pool, finish)
-            done = max(done, finish)
-            inside = max(0.0, min(finish, end) - min(start, end))
+        job.calls_left = len(calls)
+        if not calls:
+            job.stage += 1
+            enter_stage(job, now)
+            return
+        rank = plan.rank.get(job.queued.tier, 0.0)
+        for i, seconds in enumerate(calls):
+            seq += 1
+            heapq.heappush(asked[stage], ((rank, job.started, i), seq, job, seconds * cost_scale))
+        serve(stage, now)
+
+    def serve(stage: str, now: float) -> None:
+        """Each free replica of the stage takes the waiting call of the earliest priority."""
+        waiting_calls = asked[stage]
+        while free[stage] and waiting_calls:
+            _, _, job, seconds = heapq.heappop(waiting_calls)
+            free[stage] -= 1
+            finish = now + seconds
+            inside = max(0.0, min(finish, end) - min(now, end))
             busy[stage] += inside
-            bucket_busy[min(samples, int(start / step))] += inside * plan.gpu_share[stage]
-        job.stage += 1
-        push(done, "stage", job)
+            bucket_busy[min(samples, int(now / step))] += inside * plan.gpu_share[stage]
+            push(finish, "call", (stage, job))
 
     while events:
         now, _, kind, payload = heapq.heappop(events)
@@ -368,13 +394,21 @@ def simulate(
                 figures[head.tier].waits.append(now - head.submitted_at)
                 queued_by_tier[head.tier] -= 1
                 running_by_tier[head.tier] += 1
+                job.started = now
                 enter_stage(job, now)
-        elif kind == "stage":
-            enter_stage(payload, now)
+        elif kind == "call":
+            stage, job = payload
+            free[stage] += 1
+            job.calls_left -= 1
+            if job.calls_left == 0:
+                job.stage += 1
+                enter_stage(job, now)
+            serve(stage, now)
         else:  # finish
             job = payload
             del running[job.queued.job_id]
             figures[job.queued.tier].finished += 1
+            figures[job.queued.tier].runs.append(now - job.started)
             running_by_tier[job.queued.tier] -= 1
             if waiting:
                 want_tick(now)
@@ -409,14 +443,14 @@ def report_lines(result: SimResult, rates: dict[str, float], cost_note: str) -> 
         + ", ".join(f"{s} {100 * result.gpu_busy(s):.1f} %" for s in result.busy_seconds)
         + f"); job slots in use {100 * result.slots_used():.1f} %",
         f"{'tier':<6} {'rate/h':>8} {'jobs/h':>8} {'wait p50':>9} {'wait p95':>9} "
-        f"{'slots used':>10} {'started':>8} {'queued at end':>14}",
+        f"{'run p95':>9} {'slots used':>10} {'started':>8} {'queued at end':>14}",
     ]
     for name, t in result.tiers.items():
         p50, p95 = t.wait(50), t.wait(95)
         lines.append(
             f"{name:<6} {rates.get(name, 0.0):>8g} {t.finished / result.hours:>8.1f} "
-            f"{_seconds(p50):>9} {_seconds(p95):>9} {100 * result.slots_used(name):>9.1f}% "
-            f"{t.started:>8} {t.still_queued:>14}"
+            f"{_seconds(p50):>9} {_seconds(p95):>9} {_seconds(t.run(95)):>9} "
+            f"{100 * result.slots_used(name):>9.1f}% {t.started:>8} {t.still_queued:>14}"
         )
     overloaded = [n for n, t in result.tiers.items() if t.still_queued > max(10, t.arrived // 20)]
     if overloaded:

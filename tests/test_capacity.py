@@ -121,6 +121,23 @@ def test_an_overloaded_farm_says_so_and_the_policy_still_serves_pro(farm_config)
     assert wide.tiers["plus"].max_running > plan.tiers["plus"].max_running
 
 
+def test_replicas_serve_plus_calls_first_so_a_pro_backlog_keeps_the_gpus_busy(farm_config):
+    """As at the farm's replicas, a freed replica takes the earliest-priority call: a Plus
+    job's calls overtake a Pro backlog's, so Plus runs in about its own call time while Pro
+    keeps every GPU busy."""
+    costs = {"plus": [_cost("plus", seconds=1.0, calls=2)], "pro": [_cost("pro", seconds=4.0)]}
+    rates = {"plus": 300.0, "pro": 20_000.0}
+    plan = plan_farm(farm_config, costs, rates, gpus=4, max_running_jobs=10_000)
+    result = simulate(plan, costs, rates, hours=0.5, seed=3)
+    plus, pro = result.tiers["plus"], result.tiers["pro"]
+    assert result.gpu_busy() > 0.95 * plan.gpus_used / plan.gpus  # the backlog fills them
+    assert plus.finished > 100
+    # Per stage: its own 1 s, after at most the 4 s Pro call at work on the replica.
+    assert plus.run(95) <= len(PIPELINE) * (1.0 + 4.0) + 1e-6
+    assert pro.run(50) > 10 * plus.run(50)  # Pro's calls wait behind each other and Plus
+    assert "run p95" in report_lines(result, rates, "x")[3]
+
+
 def test_a_farm_too_small_for_its_pools_is_refused(farm_config):
     from cameofarm.cluster.capacity import SimulationError
 
