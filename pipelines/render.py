@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,16 @@ from cameofarm.pipelines.streaming import (
 )
 from cameofarm.storage import FarmStorage
 from cameofarm.storage.keys import caption_keys
+
+log = logging.getLogger("cameofarm.render")
+
+
+def _say_if_failed(wrote: Future[None]) -> None:
+    """A job's progress that could not be written is logged; the render goes on."""
+    error = wrote.exception()
+    if error is not None:
+        log.warning("could not record the job's progress: %s", error)
+
 
 T = TypeVar("T")
 TAIL_SECONDS = 0.3  # a beat of silence after the last word
@@ -431,6 +442,10 @@ def render_job(
         StageName.COMPOSITE: n * (1 + sum(m is not None for m in measures)) + 1,
     }
     shown = [""]
+    # The job's stage goes to the database from a thread of its own, in order: a chunk never
+    # waits for that write (under load, waiting for it held every chunk of the job for
+    # seconds between two stages).
+    writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{job.job_id}-progress")
 
     def report(stage: StageName, done: int, total: int) -> None:
         before = generating if stage is StageName.BASE_VIDEO else 0
@@ -438,7 +453,10 @@ def render_job(
         now = streaming.earliest_unfinished()
         if now is not None and now.value != shown[0]:  # the job is at its slowest chunk's stage
             shown[0] = now.value
-            progress(now.value, _FRACTION[now])
+            wrote = writes.submit(
+                contextvars.copy_context().run, progress, now.value, _FRACTION[now]
+            )
+            wrote.add_done_callback(_say_if_failed)
 
     streaming = StreamProgress(totals, report)
     try:
@@ -453,6 +471,8 @@ def render_job(
         )
     except StreamCancelled as exc:
         raise JobCancelled(f"job {job.job_id} was cancelled before {exc.stage.value}") from None
+    finally:
+        writes.shutdown(wait=True)
     by_stage = streamed.calls
     by_stage[StageName.BASE_VIDEO] = [*generation, *by_stage[StageName.BASE_VIDEO]]
 

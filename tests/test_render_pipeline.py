@@ -104,6 +104,35 @@ def test_render_publishes_a_signed_mp4_and_times_every_stage(farm_config, storag
         assert reports[0][0] == 0 and reports[-1][0] == calls[stage], stage
 
 
+def test_a_slow_progress_write_never_holds_the_chunks(farm_config, storage, cameo, pools):
+    """The job's stage goes to the database off the chunks' path: a write that takes until
+    every chunk is through lip sync does not stop them getting there."""
+    import threading
+
+    through = threading.Event()
+    held = []
+
+    def progress(stage, frac):
+        if threading.current_thread().name.endswith("-progress_0"):  # the stream's writes
+            held.append(through.wait(timeout=120))
+
+    def stage_progress(stage, done, total):
+        if stage == "lip_sync" and done == total:
+            through.set()
+
+    job = _job(storage, farm_config, cameo, "Short and sweet.")
+    render_job(
+        job,
+        farm_config,
+        pools,
+        storage,
+        progress=progress,
+        finalize=lambda _key, _report: None,
+        stage_progress=stage_progress,
+    )
+    assert held and all(held)  # each write waited, and none ran out of time
+
+
 def test_cancelled_job_publishes_nothing(farm_config, storage, cameo, pools):
     calls = {"n": 0}
 
