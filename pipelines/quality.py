@@ -10,17 +10,19 @@ Stored with each job (`quality` on the job) and recomputed from any published vi
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from cameofarm.cameos import CameoRecord
+from cameofarm.models.data import SpeechTrack
 from cameofarm.models.media import read_audio
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
 from cameofarm.models.reference.unit_voice import base_speech
 from cameofarm.models.reference.voice import SAMPLE_RATE
-from cameofarm.storage import FarmStorage
+from cameofarm.storage.objects import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,77 @@ class VoiceQuality:
         return text
 
 
+@dataclass(frozen=True)
+class EnrolledVoice:
+    """Where a cameo's enrolled speech is: its embeddings in the cameo's summary (by encoder
+    name), else its stored speech or recording. Small, so it goes to a replica with the call."""
+
+    voices: dict[str, list[float]]
+    assets_key: str
+    recording_key: str
+
+    @classmethod
+    def of(cls, cameo: CameoRecord) -> EnrolledVoice:
+        voices = dict(cameo.summary.get("voices") or {})
+        return cls(voices, cameo.assets_key, cameo.recording_key)
+
+
 def enrolled_voice(
-    storage: FarmStorage, cameo: CameoRecord, encoder: Ge2eSpeakerEncoder
+    objects: ObjectStore, cameo: EnrolledVoice, encoder: Ge2eSpeakerEncoder
 ) -> np.ndarray:
     """The cameo's enrolled speech embedded by the encoder: from its summary, or (a cameo
     enrolled with another encoder) from its stored speech."""
-    stored = (cameo.summary.get("voices") or {}).get(encoder.name)
+    stored = cameo.voices.get(encoder.name)
     if stored is not None:
         return np.asarray(stored, np.float32)
     with tempfile.TemporaryDirectory(prefix="cameofarm-quality-") as tmp:
         speech_key = f"{cameo.assets_key}/speech.wav"
-        key = speech_key if storage.objects.exists(speech_key) else cameo.recording_key
-        local = storage.objects.get_file(key, Path(tmp) / Path(key).name)
+        key = speech_key if objects.exists(speech_key) else cameo.recording_key
+        local = objects.get_file(key, Path(tmp) / Path(key).name)
         samples = read_audio(local, SAMPLE_RATE)
     return encoder.embed(samples, SAMPLE_RATE)
+
+
+def voice_report(
+    objects: ObjectStore,
+    cameo: EnrolledVoice,
+    speech: SpeechTrack,
+    script: str,
+    language: str,
+    encoder: Ge2eSpeakerEncoder,
+) -> dict[str, Any]:
+    """A rendered speech's report (VoiceQuality as a dict), or why it could not be measured
+    (e.g. under a second of speech: too little to tell who speaks)."""
+    try:
+        enrolled = enrolled_voice(objects, cameo, encoder)
+        report = voice_quality(
+            speech.samples, speech.sample_rate, script, language, enrolled, encoder
+        )
+    except ValueError as exc:
+        return {"encoder": encoder.name, "unmeasured": str(exc)}
+    return report.to_dict()
+
+
+def dialogue_report(
+    lines: Sequence[SpeechTrack], speakers: Sequence[int], encoder: Ge2eSpeakerEncoder
+) -> dict[str, Any]:
+    """Whether a dialogue's voices are told apart: the speaker similarity of the two cameos'
+    speech, against that of the two halves of each cameo's own speech."""
+    rate = lines[0].sample_rate
+    own = [
+        np.concatenate([t.samples for t, who in zip(lines, speakers, strict=True) if who == k])
+        for k in sorted(set(speakers))
+    ]
+    try:
+        between = similarity(encoder.embed(own[0], rate), encoder.embed(own[1], rate))
+        within = []
+        for samples in own:
+            half = len(samples) // 2
+            first, second = encoder.embed(samples[:half], rate), encoder.embed(samples[half:], rate)
+            within.append(round(similarity(first, second), 4))
+    except ValueError as exc:  # a cameo's half of the dialogue is under a second of speech
+        return {"encoder": encoder.name, "unmeasured": str(exc)}
+    return {"encoder": encoder.name, "between_speakers": round(between, 4), "within": within}
 
 
 def voice_quality(

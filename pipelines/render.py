@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
-from cameofarm.actors.pools import OnDone, StagePools
-from cameofarm.cameos import CameoRecord, get_cameo
+from cameofarm.actors.pools import OnDone, ResultLostError, StageCallError, StagePools
+from cameofarm.cameos import get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
 from cameofarm.monitoring.timing import CallTiming, StageRecorder
@@ -22,6 +22,7 @@ from cameofarm.pipelines.captions import CAPTION_TYPES, captions_for
 from cameofarm.pipelines.dialogue import SPEAKERS, DialogueError, join_lines, parse_dialogue
 from cameofarm.pipelines.face_quality import FaceMeasure, face_measure
 from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
+from cameofarm.pipelines.quality import EnrolledVoice
 from cameofarm.pipelines.streaming import (
     FRAMES,
     Step,
@@ -52,6 +53,8 @@ _FRACTION = {
     StageName.COMPOSITE: 0.75,
 }
 OUTPUT_PREFIX = "outputs"
+# A voice measurement waits at its replica behind every other call (any job, any tier).
+MEASURED_LAST = (math.inf,)
 
 
 class RenderError(ValueError):
@@ -112,45 +115,18 @@ def output_key(job_id: str) -> str:
     return f"{OUTPUT_PREFIX}/{job_id}.mp4"
 
 
-def _voice_report(
-    storage: FarmStorage, cameo: CameoRecord, text: str, language: str, speech: SpeechTrack
-) -> dict[str, Any]:
-    """The rendered speech's speaker similarity to the cameo and to the stock voice."""
-    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
-    from cameofarm.pipelines.quality import enrolled_voice, voice_quality
-
-    encoder = Ge2eSpeakerEncoder()
+def _measured(pools: StagePools, method: str, calls: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Voice measurements (StageActor.measure_voice or measure_dialogue), each report as a
+    dict, made on the voice replicas after every other call waiting there: never in the
+    scheduler's process, where their CPU would hold up every job's chunks. One the replicas
+    cannot make says so in its report; the render goes on."""
     try:
-        enrolled = enrolled_voice(storage, cameo, encoder)
-        report = voice_quality(
-            speech.samples, speech.sample_rate, text, language, enrolled, encoder
-        )
-    except ValueError as exc:  # e.g. under a second of speech: too little to tell
-        return {"encoder": encoder.name, "unmeasured": str(exc)}
-    return report.to_dict()
-
-
-def _dialogue_report(lines: list[SpeechTrack], speakers: list[int]) -> dict[str, Any]:
-    """Whether a dialogue's voices are told apart: the speaker similarity of the two cameos'
-    speech, against that of the two halves of each cameo's own speech."""
-    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
-
-    encoder = Ge2eSpeakerEncoder()
-    rate = lines[0].sample_rate
-    own = [
-        np.concatenate([t.samples for t, who in zip(lines, speakers, strict=True) if who == k])
-        for k in sorted(set(speakers))
-    ]
-    try:
-        between = similarity(encoder.embed(own[0], rate), encoder.embed(own[1], rate))
-        within = []
-        for samples in own:
-            half = len(samples) // 2
-            first, second = encoder.embed(samples[:half], rate), encoder.embed(samples[half:], rate)
-            within.append(round(similarity(first, second), 4))
-    except ValueError as exc:  # a cameo's half of the dialogue is under a second of speech
-        return {"encoder": encoder.name, "unmeasured": str(exc)}
-    return {"encoder": encoder.name, "between_speakers": round(between, 4), "within": within}
+        handles, _ = pools.map(StageName.VOICE, method, calls, priority=MEASURED_LAST)
+        reports: list[dict[str, Any]] = pools.fetch(handles)
+    except (StageCallError, ResultLostError) as exc:
+        log.warning("the voice replicas could not measure the speech: %s", exc)
+        return [{"unmeasured": f"the voice replicas could not measure it: {exc}"} for _ in calls]
+    return reports
 
 
 def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dict[str, Any]:
@@ -330,30 +306,29 @@ def render_job(
         own: list[Any] = [handles[0]]
 
         def voice_reports() -> dict[str, Any]:
-            return {"voice": _voice_report(storage, cameo, job.script, job.language, speech)}
+            asked = (handles[0], job.script, job.language, EnrolledVoice.of(cameo))
+            return {"voice": _measured(pools, "measure_voice", [asked])[0]}
 
     else:  # the lines one after another; each actor's lips follow its own lines only
         speech, tracks = join_lines(spoken, speakers, len(cameos))
         speech_arg, own = speech, list(tracks)
 
         def voice_reports() -> dict[str, Any]:
-            cast = [
-                {
-                    "cameo": c.id,
-                    "speaker": SPEAKERS[k],
-                    "voice": _voice_report(
-                        storage,
-                        c,
-                        " ".join(text for who, text in lines if who == k),
-                        job.language,
-                        tracks[k],
-                    ),
-                }
+            said = [" ".join(text for who, text in lines if who == k) for k in range(len(cameos))]
+            asked = [
+                (tracks[k], said[k], job.language, EnrolledVoice.of(c))
                 for k, c in enumerate(cameos)
             ]
-            return {"cast": cast, "dialogue": _dialogue_report(spoken, speakers)}
+            voices = _measured(pools, "measure_voice", asked)
+            cast = [
+                {"cameo": c.id, "speaker": SPEAKERS[k], "voice": voices[k]}
+                for k, c in enumerate(cameos)
+            ]
+            (apart,) = _measured(pools, "measure_dialogue", [(speakers, *handles)])
+            return {"cast": cast, "dialogue": apart}
 
-    # The speech's speaker similarity is measured here while the chunks render.
+    # The speech's speaker similarity is measured (on the voice replicas) while the chunks
+    # render.
     voice_measured = _in_background(f"{job.job_id}-voice", voice_reports)
     # Captions from the words as spoken (WebVTT and SRT sidecars, referenced by the manifest).
     captions = captions_for(" ".join(text for _, text in lines), speech.words, job.language)

@@ -50,7 +50,7 @@ def quality(
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
     from cameofarm.models.reference.voice import SAMPLE_RATE
     from cameofarm.pipelines.face_quality import measure_face, scene_track_key
-    from cameofarm.pipelines.quality import enrolled_voice, voice_quality
+    from cameofarm.pipelines.quality import EnrolledVoice, enrolled_voice, voice_quality
 
     config = obj.config
     if not (Path(config.data_dir) / "cameofarm.db").exists() and not config.database.url:
@@ -85,7 +85,7 @@ def quality(
         cameo = get_cameo(storage.db, cameo_id)
         samples = read_audio(video, SAMPLE_RATE)
         encoder = Ge2eSpeakerEncoder()
-        enrolled = enrolled_voice(storage, cameo, encoder)
+        enrolled = enrolled_voice(storage.objects, EnrolledVoice.of(cameo), encoder)
         voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)
         track = scene_track_key(storage, job.scene_id, job.quality) if job else None
         face = measure_face(config, storage, cameo, track, video, place, max(1, len(cast)))
