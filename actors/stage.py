@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
@@ -121,6 +122,7 @@ CALLS_ADMITTED = 64
 # small speaker encoder). They take turns among themselves, beside the stage's own calls: a
 # voice line never waits behind a measurement. Their time is not the replica's busy time.
 MEASURING = frozenset({"measure_voice", "measure_dialogue"})
+STOCK_SCRIPTS = 256  # scripts whose stock voice a voice replica keeps measured
 
 
 class StageActor:
@@ -169,6 +171,7 @@ class StageActor:
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self._measurers: dict[str, FaceAnalyzer] = {}  # measure composed frames (composite)
         self._speakers: Any = None  # measures rendered speech (voice)
+        self._stock = _LRU(STOCK_SCRIPTS)  # the stock voice measured, by script (voice)
         self.gate = PriorityGate()
         self.measuring = PriorityGate()  # MEASURING calls
         self._measuring_since: float | None = None
@@ -359,11 +362,17 @@ class StageActor:
     ) -> tuple[dict[str, Any], CallTiming]:
         """The rendered speech's speaker similarity to the cameo's enrolled voice (`cameo`:
         an EnrolledVoice) and to the stock voice saying the same script, as a dict."""
-        from cameofarm.pipelines.quality import voice_report
+        from cameofarm.pipelines.quality import StockVoice, stock_voice, voice_report
+
+        def stock_of(script: str, language: str, encoder: Any) -> StockVoice:
+            said = hashlib.sha256(f"{encoder.name}|{language}|{script}".encode()).hexdigest()
+            return self._stock.get(said, lambda: stock_voice(script, language, encoder))
 
         encoder = self._speaker_encoder()
         store = self.fetcher.store
-        return self._measure(lambda: voice_report(store, cameo, speech, script, language, encoder))
+        return self._measure(
+            lambda: voice_report(store, cameo, speech, script, language, encoder, stock_of)
+        )
 
     def measure_dialogue(
         self, speakers: list[int], *lines: SpeechTrack

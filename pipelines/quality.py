@@ -10,7 +10,7 @@ Stored with each job (`quality` on the job) and recomputed from any published vi
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,29 @@ def enrolled_voice(
     return encoder.embed(samples, SAMPLE_RATE)
 
 
+@dataclass(frozen=True)
+class StockVoice:
+    """The stock voice saying a script, as a report compares with it: its speaker embedding,
+    and the share of the script's words a recogniser recovers from it (None: not English).
+    The same for every cameo: a replica keeps it for scripts said again (a batch's)."""
+
+    embedding: np.ndarray
+    words_recovered: float | None
+
+
+def stock_voice(script: str, language: str, encoder: Ge2eSpeakerEncoder) -> StockVoice:
+    from cameofarm.models.reference.recognizer import recovered, transcribe
+
+    base = base_speech(script, language, timed=False)
+    words = None
+    if language == "en":
+        words = recovered(script, transcribe(base.samples, base.sample_rate))
+    return StockVoice(encoder.embed(base.samples, base.sample_rate), words)
+
+
+StockOf = Callable[[str, str, Ge2eSpeakerEncoder], StockVoice]
+
+
 def voice_report(
     objects: ObjectStore,
     cameo: EnrolledVoice,
@@ -100,13 +123,15 @@ def voice_report(
     script: str,
     language: str,
     encoder: Ge2eSpeakerEncoder,
+    stock_of: StockOf = stock_voice,
 ) -> dict[str, Any]:
     """A rendered speech's report (VoiceQuality as a dict), or why it could not be measured
     (e.g. under a second of speech: too little to tell who speaks)."""
     try:
         enrolled = enrolled_voice(objects, cameo, encoder)
+        stock = stock_of(script, language, encoder)
         report = voice_quality(
-            speech.samples, speech.sample_rate, script, language, enrolled, encoder
+            speech.samples, speech.sample_rate, script, language, enrolled, encoder, stock
         )
     except ValueError as exc:
         return {"encoder": encoder.name, "unmeasured": str(exc)}
@@ -142,24 +167,24 @@ def voice_quality(
     language: str,
     enrolled: np.ndarray,
     encoder: Ge2eSpeakerEncoder | None = None,
+    stock: StockVoice | None = None,
 ) -> VoiceQuality:
-    """Score rendered speech against the cameo's enrolled voice and the stock voice."""
+    """Score rendered speech against the cameo's enrolled voice and the stock voice (`stock`:
+    the stock voice saying `script`, measured already)."""
     from cameofarm.models.reference.recognizer import recovered, transcribe
 
     encoder = encoder or Ge2eSpeakerEncoder()
+    stock = stock or stock_voice(script, language, encoder)
     output = encoder.embed(samples, sample_rate)
-    base = base_speech(script, language, timed=False)
-    stock = encoder.embed(base.samples, base.sample_rate)
-    words = base_words = None
+    words = None
     if language == "en":
         words = recovered(script, transcribe(samples, sample_rate))
-        base_words = recovered(script, transcribe(base.samples, base.sample_rate))
     return VoiceQuality(
         encoder.name,
         similarity(output, enrolled),
-        similarity(stock, enrolled),
-        similarity(output, stock),
+        similarity(stock.embedding, enrolled),
+        similarity(output, stock.embedding),
         len(samples) / sample_rate,
         words,
-        base_words,
+        stock.words_recovered,
     )

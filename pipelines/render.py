@@ -53,8 +53,6 @@ _FRACTION = {
     StageName.COMPOSITE: 0.75,
 }
 OUTPUT_PREFIX = "outputs"
-# A voice measurement waits at its replica behind every other call (any job, any tier).
-MEASURED_LAST = (math.inf,)
 
 
 class RenderError(ValueError):
@@ -115,13 +113,16 @@ def output_key(job_id: str) -> str:
     return f"{OUTPUT_PREFIX}/{job_id}.mp4"
 
 
-def _measured(pools: StagePools, method: str, calls: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _measured(
+    pools: StagePools, method: str, calls: list[tuple[Any, ...]], order: tuple[float, ...]
+) -> list[dict[str, Any]]:
     """Voice measurements (StageActor.measure_voice or measure_dialogue), each report as a
-    dict, made on the voice replicas after every other call waiting there: never in the
-    scheduler's process, where their CPU would hold up every job's chunks. One the replicas
-    cannot make says so in its report; the render goes on."""
+    dict, made on the voice replicas beside their voice calls (in the job's `order` among the
+    measurements waiting there): never in the scheduler's process, where their CPU would hold
+    up every job's chunks. One the replicas cannot make says so in its report; the render
+    goes on."""
     try:
-        handles, _ = pools.map(StageName.VOICE, method, calls, priority=MEASURED_LAST)
+        handles, _ = pools.map(StageName.VOICE, method, calls, priority=order)
         reports: list[dict[str, Any]] = pools.fetch(handles)
     except (StageCallError, ResultLostError) as exc:
         log.warning("the voice replicas could not measure the speech: %s", exc)
@@ -307,7 +308,7 @@ def render_job(
 
         def voice_reports() -> dict[str, Any]:
             asked = (handles[0], job.script, job.language, EnrolledVoice.of(cameo))
-            return {"voice": _measured(pools, "measure_voice", [asked])[0]}
+            return {"voice": _measured(pools, "measure_voice", [asked], order)[0]}
 
     else:  # the lines one after another; each actor's lips follow its own lines only
         speech, tracks = join_lines(spoken, speakers, len(cameos))
@@ -319,12 +320,12 @@ def render_job(
                 (tracks[k], said[k], job.language, EnrolledVoice.of(c))
                 for k, c in enumerate(cameos)
             ]
-            voices = _measured(pools, "measure_voice", asked)
+            voices = _measured(pools, "measure_voice", asked, order)
             cast = [
                 {"cameo": c.id, "speaker": SPEAKERS[k], "voice": voices[k]}
                 for k, c in enumerate(cameos)
             ]
-            (apart,) = _measured(pools, "measure_dialogue", [(speakers, *handles)])
+            (apart,) = _measured(pools, "measure_dialogue", [(speakers, *handles)], order)
             return {"cast": cast, "dialogue": apart}
 
     # The speech's speaker similarity is measured (on the voice replicas) while the chunks

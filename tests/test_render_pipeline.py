@@ -315,3 +315,30 @@ def test_a_voice_line_never_waits_behind_a_measurement(pools, cameo, monkeypatch
     measuring.join(timeout=120)
     assert measured[0][0] == {"held": True}
     assert voice.health()["running_for"] is None
+
+
+def test_a_voice_replica_measures_a_scripts_stock_voice_once(pools, cameo, monkeypatch):
+    """The stock voice saying a script is the same for every cameo: a batch's script said by
+    many cameos has it measured once per replica."""
+    from cameofarm.pipelines import quality
+    from cameofarm.pipelines.quality import EnrolledVoice
+
+    made = []
+    real = quality.stock_voice
+
+    def counted(script, language, encoder):
+        made.append(script)
+        return real(script, language, encoder)
+
+    monkeypatch.setattr(quality, "stock_voice", counted)
+    voice = pools.actors[StageName.VOICE]
+    enrolled = EnrolledVoice.of(cameo)
+    reports = []
+    for script in ("Welcome to the team, we are glad you are here.",) * 2 + ("Goodbye now.",):
+        track, _ = voice.call("voice", (5.0, 0.0, -1), script, cameo.assets_key, "en")
+        report, _ = voice.call("measure_voice", (5.0, 0.0), track, script, "en", enrolled)
+        reports.append(report)
+    assert made == ["Welcome to the team, we are glad you are here.", "Goodbye now."]
+    assert reports[0]["base_to_cameo"] == reports[1]["base_to_cameo"]
+    assert reports[0]["base_words_recovered"] == reports[1]["base_words_recovered"]
+    assert all(0.0 <= r["to_cameo"] <= 1.0 for r in reports[:2])
