@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -57,17 +56,7 @@ class PhraseRecognizer:
 
 
 _transcriber_lock = threading.Lock()
-_transcriber: list[tuple[Any, str, str]] = []  # decoder, its cepstral mean when new, its search
-BLOCK_BYTES = RATE // 4 * 2  # 0.25 s of 16-bit samples
-_MEAN_PASS = "cepstral-mean"  # a one-word keyphrase search: cheap, for the features alone
-
-
-def _feed(decoder: Any, pcm: bytes) -> None:
-    """One utterance, BLOCK_BYTES at a time."""
-    decoder.start_utt()
-    for at in range(0, len(pcm), BLOCK_BYTES):
-        decoder.process_raw(pcm[at : at + BLOCK_BYTES], full_utt=False)
-    decoder.end_utt()
+_transcriber: list[object] = []
 
 
 def transcribe(samples: np.ndarray, sample_rate: int) -> list[str]:
@@ -82,27 +71,15 @@ def transcribe(samples: np.ndarray, sample_rate: int) -> list[str]:
         return []
     with _transcriber_lock:
         if not _transcriber:
-            made = Decoder(samprate=RATE, loglevel="FATAL")
-            made.add_keyphrase(_MEAN_PASS, "oh")
-            _transcriber.append((made, made.get_cmn(), made.current_search()))
-        decoder, fresh, words = _transcriber[0]
+            _transcriber.append(Decoder(samprate=RATE, loglevel="FATAL"))
+        decoder = _transcriber[0]
         try:
-            # Fed a quarter second at a time: pocketsphinx holds the GIL for as long as one
-            # call decodes, and a replica's other threads (its voice calls, its control
-            # thread) must not stall for seconds behind a long speech. Fed so, it adapts its
-            # cepstral mean as it goes; a first pass with a one-word search (a tenth of the
-            # cost) gives it the speech's own mean from the start (not the last speaker's),
-            # as decoding the whole speech in one call does. Measured on the fixture voice's
-            # renders: the same words or more, and another thread waits at most ~0.2 s.
-            decoder.activate_search(_MEAN_PASS)
-            decoder.set_cmn(fresh)
-            _feed(decoder, pcm)
-            decoder.set_cmn(decoder.get_cmn(update=True))
-            decoder.activate_search(words)
-            _feed(decoder, pcm)
+            decoder.start_utt()  # type: ignore[attr-defined]
+            decoder.process_raw(pcm, full_utt=True)  # type: ignore[attr-defined]
+            decoder.end_utt()  # type: ignore[attr-defined]
         except RuntimeError:  # nothing recognisable
             return []
-        hyp = decoder.hyp()
+        hyp = decoder.hyp()  # type: ignore[attr-defined]
     return hyp.hypstr.split() if hyp is not None and hyp.hypstr else []
 
 
