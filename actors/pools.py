@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cameofarm.actors.rotation import ReplicaRotation, RotationPolicy
 from cameofarm.actors.stage import Priority, StageActor
@@ -28,6 +28,9 @@ log = logging.getLogger("cameofarm.pools")
 
 # Told how many of a map's calls have answered so far, each time that number grows.
 OnDone = Callable[[int], None]
+
+
+T = TypeVar("T")
 
 
 class StageCallError(RuntimeError):
@@ -64,6 +67,12 @@ class StagePools(Protocol):
     ) -> tuple[list[Any], list[CallTiming]]: ...
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
+
+    def elsewhere(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a process that serves no stage, its result returned (its error
+        raised): CPU work beside a job (measuring it) that must hold up neither a replica's
+        calls nor the caller's threads. Handles among `args` arrive as their values."""
+        ...
 
     def health(self) -> list[dict[str, Any]]: ...
 
@@ -114,6 +123,9 @@ class LocalStagePools:
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         return list(handles)
+
+    def elsewhere(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
 
     def health(self) -> list[dict[str, Any]]:
         return [{**actor.health(), "reachable": True} for actor in self.actors.values()]
@@ -179,6 +191,7 @@ class RayStagePools:
         self._cost: dict[tuple[StageName, str], float] = {}
         self._in_flight: Counter[str] = Counter()  # calls sent and not yet answered, by replica
         self._nodes: dict[str, str] = {}  # replica -> its node, from its health reports
+        self._tasks: dict[Callable[..., Any], Any] = {}  # fn -> its Ray remote function
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -436,6 +449,18 @@ class RayStagePools:
             raise ResultLostError(
                 f"a stage's result was lost with its node ({type(exc).__name__})"
             ) from None
+
+    def elsewhere(self, fn: Callable[..., T], *args: Any) -> T:
+        """A Ray task that asks for no CPU (it is small, and a node's CPUs are the replicas'
+        to declare): Ray runs it in a worker process of its own, kept for the next one."""
+        import ray
+
+        with self._lock:
+            task = self._tasks.get(fn)
+            if task is None:
+                task = self._tasks[fn] = ray.remote(num_cpus=0, max_retries=2)(fn)
+        result: T = ray.get(task.remote(*args))
+        return result
 
     def health(self) -> list[dict[str, Any]]:
         """Every replica's own report plus its place in the rotation. A replica that does not

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import logging
@@ -118,11 +117,6 @@ class PriorityGate:
 # earlier priority overtakes those queued before it (a Plus chunk is not stuck behind the
 # chunks of a Pro job). One works at a time.
 CALLS_ADMITTED = 64
-# Calls that measure an output rather than make it (CPU work: a recogniser, a stock voice, a
-# small speaker encoder). They take turns among themselves, beside the stage's own calls: a
-# voice line never waits behind a measurement. Their time is not the replica's busy time.
-MEASURING = frozenset({"measure_voice", "measure_dialogue"})
-STOCK_SCRIPTS = 256  # scripts whose stock voice a voice replica keeps measured
 
 
 class StageActor:
@@ -170,11 +164,7 @@ class StageActor:
         self.cache = _LRU(pool.cache_cameos)
         self._analyzer: FaceAnalyzer | None = None  # tracks generated scenes (base video)
         self._measurers: dict[str, FaceAnalyzer] = {}  # measure composed frames (composite)
-        self._speakers: Any = None  # measures rendered speech (voice)
-        self._stock = _LRU(STOCK_SCRIPTS)  # the stock voice measured, by script (voice)
         self.gate = PriorityGate()
-        self.measuring = PriorityGate()  # MEASURING calls
-        self._measuring_since: float | None = None
         self.presenters = self._presenter_cache()
         self.calls = 0
         # Seconds spent in calls: those done, plus the one running since _busy_since (a
@@ -196,8 +186,7 @@ class StageActor:
         calls waiting goes first. Time spent waiting is the call's wait for its replica."""
         if method.startswith("_") or method in {"call", "health", "forget"}:
             raise ValueError(f"{method!r} is not a stage call")
-        gate = self.measuring if method in MEASURING else self.gate
-        with gate.turn(priority):
+        with self.gate.turn(priority):
             result: tuple[Any, CallTiming] = getattr(self, method)(*args)
             return result
 
@@ -218,7 +207,7 @@ class StageActor:
             "node": node_address(),
             "pid": os.getpid(),
             "calls": self.calls,
-            "waiting": self.gate.waiting() + self.measuring.waiting(),
+            "waiting": self.gate.waiting(),
             "running_for": self._running_for(),
             "busy_seconds": round(self._busy_so_far(), 3),
             "load_seconds": round(self.load_seconds, 3),
@@ -256,19 +245,9 @@ class StageActor:
             started, self._busy_since = self._busy_since, None
             self.busy_seconds += time.time() - started
 
-    def _measure(self, fn: Callable[[], T]) -> tuple[T, CallTiming]:
-        """A MEASURING call, timed like any other but not counted as the replica's work."""
-        self.calls += 1
-        self._measuring_since = time.time()
-        try:
-            return timed_call(self.replica, self.gpus, fn, lambda _: 0)
-        finally:
-            self._measuring_since = None
-
     def _running_for(self) -> float | None:
-        """Seconds the longest call at work has been running (None: none is)."""
-        started = [t for t in (self._busy_since, self._measuring_since) if t is not None]
-        since = min(started) if started else None
+        """Seconds the call at work has been running (None: none is)."""
+        since = self._busy_since
         return round(time.time() - since, 3) if since is not None else None
 
     def _busy_so_far(self) -> float:
@@ -348,41 +327,6 @@ class StageActor:
     ) -> tuple[SpeechTrack, CallTiming]:
         profile = self.voice_profile(assets_key)
         return self._timed(lambda: self.backend.synthesize(script, profile, language, emotion))
-
-    def _speaker_encoder(self) -> Any:
-        """The farm's reference speaker encoder (GE2E), loaded once on this replica."""
-        if self._speakers is None:
-            from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
-
-            self._speakers = Ge2eSpeakerEncoder()
-        return self._speakers
-
-    def measure_voice(
-        self, speech: SpeechTrack, script: str, language: str, cameo: Any
-    ) -> tuple[dict[str, Any], CallTiming]:
-        """The rendered speech's speaker similarity to the cameo's enrolled voice (`cameo`:
-        an EnrolledVoice) and to the stock voice saying the same script, as a dict."""
-        from cameofarm.pipelines.quality import StockVoice, stock_voice, voice_report
-
-        def stock_of(script: str, language: str, encoder: Any) -> StockVoice:
-            said = hashlib.sha256(f"{encoder.name}|{language}|{script}".encode()).hexdigest()
-            return self._stock.get(said, lambda: stock_voice(script, language, encoder))
-
-        encoder = self._speaker_encoder()
-        store = self.fetcher.store
-        return self._measure(
-            lambda: voice_report(store, cameo, speech, script, language, encoder, stock_of)
-        )
-
-    def measure_dialogue(
-        self, speakers: list[int], *lines: SpeechTrack
-    ) -> tuple[dict[str, Any], CallTiming]:
-        """Whether a dialogue's two voices are told apart (each line its own argument, so Ray
-        hands them over from the replicas that spoke them)."""
-        from cameofarm.pipelines.quality import dialogue_report
-
-        encoder = self._speaker_encoder()
-        return self._measure(lambda: dialogue_report(lines, speakers, encoder))
 
     def base_video(
         self,

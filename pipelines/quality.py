@@ -9,6 +9,7 @@ Stored with each job (`quality` on the job) and recomputed from any published vi
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from cameofarm.models.media import read_audio
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
 from cameofarm.models.reference.unit_voice import base_speech
 from cameofarm.models.reference.voice import SAMPLE_RATE
+from cameofarm.storage.fetch import ObjectFetcher
 from cameofarm.storage.objects import ObjectStore
 
 
@@ -188,3 +190,41 @@ def voice_quality(
         words,
         stock.words_recovered,
     )
+
+
+# --- measured in a process of its own (StagePools.elsewhere) ---------------------------------
+
+STOCK_SCRIPTS = 256  # scripts whose stock voice a measuring process keeps measured
+
+
+@functools.lru_cache(maxsize=1)
+def _encoder() -> Ge2eSpeakerEncoder:
+    """The reference speaker encoder, loaded once per measuring process."""
+    return Ge2eSpeakerEncoder()
+
+
+@functools.lru_cache(maxsize=STOCK_SCRIPTS)
+def _stock_said(script: str, language: str) -> StockVoice:
+    return stock_voice(script, language, _encoder())
+
+
+def measure_voice(
+    fetcher: ObjectFetcher, speech: SpeechTrack, script: str, language: str, cameo: EnrolledVoice
+) -> dict[str, Any]:
+    """A rendered speech's voice report (see voice_report), by the process's encoder; the
+    stock voice saying a script is measured once per process (a batch's script said by many
+    cameos)."""
+    return voice_report(
+        fetcher.store,
+        cameo,
+        speech,
+        script,
+        language,
+        _encoder(),
+        lambda s, lang, _: _stock_said(s, lang),
+    )
+
+
+def measure_dialogue(speakers: list[int], *lines: SpeechTrack) -> dict[str, Any]:
+    """Whether a dialogue's two voices are told apart (see dialogue_report)."""
+    return dialogue_report(lines, speakers, _encoder())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
-from cameofarm.actors.pools import OnDone, ResultLostError, StageCallError, StagePools
+from cameofarm.actors.pools import OnDone, StagePools
 from cameofarm.cameos import get_cameo
 from cameofarm.configs import FarmConfig, StageName
 from cameofarm.models.data import FrameSpec, ProvenanceClaim, SpeechTrack
@@ -22,7 +22,7 @@ from cameofarm.pipelines.captions import CAPTION_TYPES, captions_for
 from cameofarm.pipelines.dialogue import SPEAKERS, DialogueError, join_lines, parse_dialogue
 from cameofarm.pipelines.face_quality import FaceMeasure, face_measure
 from cameofarm.pipelines.prompt_scenes import ScenePrompt, generation_request
-from cameofarm.pipelines.quality import EnrolledVoice
+from cameofarm.pipelines.quality import EnrolledVoice, measure_dialogue, measure_voice
 from cameofarm.pipelines.streaming import (
     FRAMES,
     Step,
@@ -31,6 +31,7 @@ from cameofarm.pipelines.streaming import (
     stream_chunks,
 )
 from cameofarm.storage import FarmStorage
+from cameofarm.storage.fetch import ObjectFetcher
 from cameofarm.storage.keys import caption_keys
 
 log = logging.getLogger("cameofarm.render")
@@ -113,21 +114,16 @@ def output_key(job_id: str) -> str:
     return f"{OUTPUT_PREFIX}/{job_id}.mp4"
 
 
-def _measured(
-    pools: StagePools, method: str, calls: list[tuple[Any, ...]], order: tuple[float, ...]
-) -> list[dict[str, Any]]:
-    """Voice measurements (StageActor.measure_voice or measure_dialogue), each report as a
-    dict, made on the voice replicas beside their voice calls (in the job's `order` among the
-    measurements waiting there): never in the scheduler's process, where their CPU would hold
-    up every job's chunks. One the replicas cannot make says so in its report; the render
-    goes on."""
+def _measured(pools: StagePools, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """A voice report (quality.measure_voice or measure_dialogue) made in a process of its
+    own: in the scheduler's, its CPU held up every job's chunks; on a voice replica, that
+    replica's voice lines. One that cannot be made says why in the report; the render goes
+    on."""
     try:
-        handles, _ = pools.map(StageName.VOICE, method, calls, priority=order)
-        reports: list[dict[str, Any]] = pools.fetch(handles)
-    except (StageCallError, ResultLostError) as exc:
-        log.warning("the voice replicas could not measure the speech: %s", exc)
-        return [{"unmeasured": f"the voice replicas could not measure it: {exc}"} for _ in calls]
-    return reports
+        return pools.elsewhere(fn, *args)
+    except Exception as exc:
+        log.warning("the speech could not be measured: %s", exc)
+        return {"unmeasured": f"the speech could not be measured: {type(exc).__name__}: {exc}"}
 
 
 def _scene(storage: FarmStorage, job: RenderJob, width: int, height: int) -> dict[str, Any]:
@@ -302,13 +298,22 @@ def render_job(
         calls += timings
     spoken: list[SpeechTrack] = pools.fetch(handles)
     quality: dict[str, Any] = {}
+    fetcher = ObjectFetcher(config.storage, storage.data_dir)  # the measuring process's store
     if len(cameos) == 1:
         speech, speech_arg = spoken[0], handles[0]  # the stages read the stored track
         own: list[Any] = [handles[0]]
 
         def voice_reports() -> dict[str, Any]:
-            asked = (handles[0], job.script, job.language, EnrolledVoice.of(cameo))
-            return {"voice": _measured(pools, "measure_voice", [asked], order)[0]}
+            voice = _measured(
+                pools,
+                measure_voice,
+                fetcher,
+                handles[0],
+                job.script,
+                job.language,
+                EnrolledVoice.of(cameo),
+            )
+            return {"voice": voice}
 
     else:  # the lines one after another; each actor's lips follow its own lines only
         speech, tracks = join_lines(spoken, speakers, len(cameos))
@@ -316,19 +321,26 @@ def render_job(
 
         def voice_reports() -> dict[str, Any]:
             said = [" ".join(text for who, text in lines if who == k) for k in range(len(cameos))]
-            asked = [
-                (tracks[k], said[k], job.language, EnrolledVoice.of(c))
+            voices = [
+                _measured(
+                    pools,
+                    measure_voice,
+                    fetcher,
+                    tracks[k],
+                    said[k],
+                    job.language,
+                    EnrolledVoice.of(c),
+                )
                 for k, c in enumerate(cameos)
             ]
-            voices = _measured(pools, "measure_voice", asked, order)
             cast = [
                 {"cameo": c.id, "speaker": SPEAKERS[k], "voice": voices[k]}
                 for k, c in enumerate(cameos)
             ]
-            (apart,) = _measured(pools, "measure_dialogue", [(speakers, *handles)], order)
+            apart = _measured(pools, measure_dialogue, speakers, *handles)
             return {"cast": cast, "dialogue": apart}
 
-    # The speech's speaker similarity is measured (on the voice replicas) while the chunks
+    # The speech's speaker similarity is measured (in a process of its own) while the chunks
     # render.
     voice_measured = _in_background(f"{job.job_id}-voice", voice_reports)
     # Captions from the words as spoken (WebVTT and SRT sidecars, referenced by the manifest).

@@ -225,9 +225,6 @@ def test_every_output_gets_a_voice_report_that_cameofarm_quality_reproduces(
     )
     stored = get_job(storage.db, job.job_id).quality["voice"]
     assert stored["encoder"] == "resemblyzer:ge2e@1"
-    # Measured on the voice replica (the speech, then its measurement), not in the render's
-    # process.
-    assert pools.actors[StageName.VOICE].health()["calls"] == 2
     for figure in ("to_cameo", "base_to_cameo", "to_base"):
         assert -1.0 <= stored[figure] <= 1.0
     # The CLI measures the published file itself (after AAC) against the same cameo.
@@ -247,17 +244,14 @@ def test_every_output_gets_a_voice_report_that_cameofarm_quality_reproduces(
 def test_a_voice_measurement_the_replicas_cannot_make_does_not_stop_the_video(
     farm_config, storage, cameo, pools
 ):
-    from cameofarm.actors.pools import StageCallError
     from cameofarm.cluster.jobs import dispatch_job, finish_published, get_job
 
     class LosingMeasurements:
         def __getattr__(self, name):
             return getattr(pools, name)
 
-        def map(self, stage, method, calls, *args, **kwargs):
-            if method == "measure_voice":
-                raise StageCallError(stage, "chunk 0 failed on 3 tries: replica lost", True)
-            return pools.map(stage, method, calls, *args, **kwargs)
+        def elsewhere(self, fn, *args):
+            raise RuntimeError("the worker died while measuring")
 
     job = _job(storage, farm_config, cameo, "The video goes out all the same.")
     assert dispatch_job(storage.db, farm_config, job.job_id) is not None
@@ -270,7 +264,7 @@ def test_a_voice_measurement_the_replicas_cannot_make_does_not_stop_the_video(
     )
     assert storage.objects.exists(result.output_key)
     voice = get_job(storage.db, job.job_id).quality["voice"]
-    assert "could not measure" in voice["unmeasured"] and "replica lost" in voice["unmeasured"]
+    assert "could not be measured" in voice["unmeasured"] and "worker died" in voice["unmeasured"]
 
 
 def test_quality_outside_a_farm_says_where_to_run_it(tmp_path, monkeypatch):
@@ -285,43 +279,14 @@ def test_quality_outside_a_farm_says_where_to_run_it(tmp_path, monkeypatch):
     assert not (tmp_path / "nofarm").exists()
 
 
-def test_a_voice_line_never_waits_behind_a_measurement(pools, cameo, monkeypatch):
-    """Measurements take turns beside the stage's calls: a Plus job's voice line is spoken
-    while another job's speech is still being measured on the same replica."""
-    import math
-    import threading
-
-    voice = pools.actors[StageName.VOICE]
-    holding, release = threading.Event(), threading.Event()
-
-    def held_report(*_args):
-        holding.set()
-        release.wait(timeout=300)
-        return {"held": True}
-
-    monkeypatch.setattr("cameofarm.pipelines.quality.voice_report", held_report)
-    measured = []
-    measuring = threading.Thread(
-        target=lambda: measured.append(
-            voice.call("measure_voice", (math.inf,), None, "Earlier job.", "en", None)
-        )
-    )
-    measuring.start()
-    assert holding.wait(timeout=120)
-    track, _ = voice.call("voice", (5.0, 0.0, -1), "Hello there.", cameo.assets_key, "en")
-    assert track.duration > 0.5 and not measured  # spoken while the measurement is at work
-    assert voice.health()["running_for"] is not None  # which shows as a call at work
-    release.set()
-    measuring.join(timeout=120)
-    assert measured[0][0] == {"held": True}
-    assert voice.health()["running_for"] is None
-
-
-def test_a_voice_replica_measures_a_scripts_stock_voice_once(pools, cameo, monkeypatch):
+def test_a_measuring_process_measures_a_scripts_stock_voice_once(
+    farm_config, storage, pools, cameo, monkeypatch
+):
     """The stock voice saying a script is the same for every cameo: a batch's script said by
-    many cameos has it measured once per replica."""
+    many cameos has it measured once per measuring process."""
     from cameofarm.pipelines import quality
-    from cameofarm.pipelines.quality import EnrolledVoice
+    from cameofarm.pipelines.quality import EnrolledVoice, measure_voice
+    from cameofarm.storage.fetch import ObjectFetcher
 
     made = []
     real = quality.stock_voice
@@ -331,13 +296,14 @@ def test_a_voice_replica_measures_a_scripts_stock_voice_once(pools, cameo, monke
         return real(script, language, encoder)
 
     monkeypatch.setattr(quality, "stock_voice", counted)
+    quality._stock_said.cache_clear()
+    fetcher = ObjectFetcher(farm_config.storage, storage.data_dir)
     voice = pools.actors[StageName.VOICE]
     enrolled = EnrolledVoice.of(cameo)
     reports = []
     for script in ("Welcome to the team, we are glad you are here.",) * 2 + ("Goodbye now.",):
         track, _ = voice.call("voice", (5.0, 0.0, -1), script, cameo.assets_key, "en")
-        report, _ = voice.call("measure_voice", (5.0, 0.0), track, script, "en", enrolled)
-        reports.append(report)
+        reports.append(measure_voice(fetcher, track, script, "en", enrolled))
     assert made == ["Welcome to the team, we are glad you are here.", "Goodbye now."]
     assert reports[0]["base_to_cameo"] == reports[1]["base_to_cameo"]
     assert reports[0]["base_words_recovered"] == reports[1]["base_words_recovered"]
