@@ -67,7 +67,8 @@ class VoiceQuality:
 @dataclass(frozen=True)
 class EnrolledVoice:
     """Where a cameo's enrolled speech is: its embeddings in the cameo's summary (by encoder
-    name), else its stored speech or recording. Small, so it goes to a replica with the call."""
+    name), else its stored speech or recording. Small: it goes with the call to the measuring
+    process."""
 
     voices: dict[str, list[float]]
     assets_key: str
@@ -99,7 +100,8 @@ def enrolled_voice(
 class StockVoice:
     """The stock voice saying a script, as a report compares with it: its speaker embedding,
     and the share of the script's words a recogniser recovers from it (None: not English).
-    The same for every cameo: a replica keeps it for scripts said again (a batch's)."""
+    The same for every cameo: a measuring process keeps it for scripts said again (a
+    batch's)."""
 
     embedding: np.ndarray
     words_recovered: float | None

@@ -241,7 +241,7 @@ def test_every_output_gets_a_voice_report_that_cameofarm_quality_reproduces(
     assert "similar to the cameo's enrolled speech" in text.output
 
 
-def test_a_voice_measurement_the_replicas_cannot_make_does_not_stop_the_video(
+def test_a_voice_measurement_that_cannot_be_made_does_not_stop_the_video(
     farm_config, storage, cameo, pools
 ):
     from cameofarm.cluster.jobs import dispatch_job, finish_published, get_job
