@@ -38,6 +38,7 @@ class FaceAnalyzer(Protocol):
     embedding_size: int
     metric: str  # how its vectors are compared: "euclidean" or "cosine"
     same_person: float  # distance at or under which two faces are one person
+    human_face: float  # detection score at or over which a face is a human one, not an animal
 
     def detect(self, frame: np.ndarray) -> list[FaceObservation]: ...
     def embed(self, frame: np.ndarray, face: FaceObservation) -> IdentityEmbedding: ...

@@ -40,6 +40,8 @@ REMEDY = {
     "motion": "record yourself live on camera, speaking: a still photo or a frozen picture is "
     "not a calibration recording",
     "face_found": "face the camera, frontal, with nothing covering the face, one person only",
+    "human_face": "the person enrolling records themselves: the face found does not look like a "
+    "human face (an animal, a mask or a picture of one)",
     "one_face": "make sure only one person is in the picture",
     "face_size": "sit closer: the face should fill at least a sixth of the frame's height",
     "frontal": "look straight into the camera while speaking",
@@ -163,7 +165,7 @@ def _face_checks(
     count = max(1, info.frame_count)
     indices = sorted(set(np.linspace(0, count - 1, min(cfg.sampled_frames, count)).astype(int)))
     frames = read_frames(video, [int(i) for i in indices])
-    one, many, heights, yaws, lumas, sides = 0, 0, [], [], [], []
+    one, many, heights, yaws, lumas, sides, scores = 0, 0, [], [], [], [], []
     shapes = []
     for frame in frames.values():
         faces = analyzer.detect(frame)
@@ -173,6 +175,7 @@ def _face_checks(
             continue
         one += 1
         face = faces[0]
+        scores.append(face.score)
         h, w = frame.shape[:2]
         heights.append((face.box[3] - face.box[1]) / h)
         marks = face.landmarks.astype(np.float64)
@@ -203,7 +206,15 @@ def _face_checks(
     motion = float(np.stack(shapes).std(axis=0).mean()) if len(shapes) >= 2 else 0.0
     size, yaw = float(np.median(heights)), float(np.median(yaws))
     luma, side = float(np.median(lumas)), float(np.median(sides))
+    human = float(np.median(scores))
     checks += [
+        # How human the face looks to the detector: an animal's face scores low (README).
+        _check(
+            "human_face",
+            human >= analyzer.human_face,
+            f"face detector's median score {human:.2f} ({analyzer.name})",
+            f">= {analyzer.human_face:g}",
+        ),
         _check(
             "motion",
             motion >= cfg.min_face_motion,

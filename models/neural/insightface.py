@@ -20,6 +20,10 @@ from cameofarm.models.registry import BackendContext, ModelFiles
 # weights can be brought to this machine): set `same_person` in the analyzer's config.
 ARCFACE_SAME_PERSON = 0.6
 DETECT_SIZE = (640, 640)
+# SCRFD returns only faces at or over its own threshold (0.5, insightface's default), so
+# enrollment's human-face check adds nothing to it. Not measured on animals here (no real
+# weights on this machine).
+SCRFD_HUMAN_FACE = 0.5
 MAX_FACES = 8  # faces kept per frame, the largest and most central first
 
 
@@ -43,6 +47,7 @@ class InsightfaceAnalyzer:
 
     landmark_count = 5
     metric = "cosine"
+    human_face = SCRFD_HUMAN_FACE
 
     def __init__(self, ctx: BackendContext) -> None:
         detector = ctx.model("detector", "insightface")
