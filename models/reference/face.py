@@ -15,7 +15,7 @@ DLIB_SAME_PERSON = 0.62
 # The HOG detector's score (its SVM margin) is how human a face looks to it. Measured here
 # (README): people talking to camera score 0.96 or more per frame (medians 1.7-2.1), photos of
 # people 1.4-2.7; a capuchin monkey 0.18 and a dog 0.0. Drawn and painted faces score like
-# people (a 3D cartoon 1.64, paintings 1.5-2.8): this detector cannot tell those.
+# people (a 3D cartoon 1.64, paintings 1.7-2.8, a statue 1.52): this detector cannot tell those.
 DLIB_HUMAN_FACE = 0.8
 
 
