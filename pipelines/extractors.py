@@ -94,12 +94,19 @@ def load_extractors(
     mouth = build_mouth_model(
         cfg.mouth_model.backend, backend_context(cfg.mouth_model, keys_dir, [], store)
     )
+    return Extractors(tuple(analyzers), profiler, mouth, speaker_encoder(cfg, store, keys_dir))
+
+
+def speaker_encoder(
+    cfg: EnrollmentConfig, store: ModelStore | None, keys_dir: Path
+) -> SpeakerEncoder:
+    """The farm's speaker encoder (enrollment.speaker_encoder): enrollment's same-speaker
+    check, and every output's "sounds like the cameo" score (pipelines.quality)."""
     spk = cfg.speaker_encoder
     same = spk.same_person or (cfg.max_speaker_distance if spk.backend == "reference" else None)
-    speaker = build_speaker_encoder(
+    return build_speaker_encoder(
         spk.backend, backend_context(spk, keys_dir, [], store, same_person=same)
     )
-    return Extractors(tuple(analyzers), profiler, mouth, speaker)
 
 
 def farm_extractors(config: FarmConfig, storage: FarmStorage | None) -> Extractors:

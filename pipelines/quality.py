@@ -1,7 +1,8 @@
-"""How good an output is, measured the way the field measures it. Voice: GE2E speaker
-similarity of the rendered speech to the cameo's enrolled speech, and of the un-converted
-base voice (flite or espeak-ng speaking the same script) to the cameo — the conversion must add
-clearly more than the stock voice already has.
+"""How good an output is, measured the way the field measures it. Voice: speaker similarity,
+by the farm's speaker encoder (enrollment.speaker_encoder: GE2E on the reference path, TitaNet
+on the NeMo path), of the rendered speech to the cameo's enrolled speech, and of the
+un-converted base voice (flite or espeak-ng speaking the same script) to the cameo — the
+conversion must add clearly more than the stock voice already has.
 
 Stored with each job (`quality` on the job) and recomputed from any published video by
 `cameofarm quality VIDEO`.
@@ -18,11 +19,15 @@ from typing import Any
 
 import numpy as np
 from cameofarm.cameos import CameoRecord
+from cameofarm.configs import EnrollmentConfig
+from cameofarm.models.contracts import SpeakerEncoder
 from cameofarm.models.data import SpeechTrack
 from cameofarm.models.media import read_audio
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
 from cameofarm.models.reference.unit_voice import base_speech
 from cameofarm.models.reference.voice import SAMPLE_RATE
+from cameofarm.models.store import ModelStore
+from cameofarm.pipelines.extractors import speaker_encoder
 from cameofarm.storage.fetch import ObjectFetcher
 from cameofarm.storage.objects import ObjectStore
 
@@ -81,7 +86,7 @@ class EnrolledVoice:
 
 
 def enrolled_voice(
-    objects: ObjectStore, cameo: EnrolledVoice, encoder: Ge2eSpeakerEncoder
+    objects: ObjectStore, cameo: EnrolledVoice, encoder: SpeakerEncoder
 ) -> np.ndarray:
     """The cameo's enrolled speech embedded by the encoder: from its summary, or (a cameo
     enrolled with another encoder) from its stored speech."""
@@ -107,7 +112,7 @@ class StockVoice:
     words_recovered: float | None
 
 
-def stock_voice(script: str, language: str, encoder: Ge2eSpeakerEncoder) -> StockVoice:
+def stock_voice(script: str, language: str, encoder: SpeakerEncoder) -> StockVoice:
     from cameofarm.models.reference.recognizer import recovered, transcribe
 
     base = base_speech(script, language, timed=False)
@@ -117,7 +122,7 @@ def stock_voice(script: str, language: str, encoder: Ge2eSpeakerEncoder) -> Stoc
     return StockVoice(encoder.embed(base.samples, base.sample_rate), words)
 
 
-StockOf = Callable[[str, str, Ge2eSpeakerEncoder], StockVoice]
+StockOf = Callable[[str, str, SpeakerEncoder], StockVoice]
 
 
 def voice_report(
@@ -126,7 +131,7 @@ def voice_report(
     speech: SpeechTrack,
     script: str,
     language: str,
-    encoder: Ge2eSpeakerEncoder,
+    encoder: SpeakerEncoder,
     stock_of: StockOf = stock_voice,
 ) -> dict[str, Any]:
     """A rendered speech's report (VoiceQuality as a dict), or why it could not be measured
@@ -143,7 +148,7 @@ def voice_report(
 
 
 def dialogue_report(
-    lines: Sequence[SpeechTrack], speakers: Sequence[int], encoder: Ge2eSpeakerEncoder
+    lines: Sequence[SpeechTrack], speakers: Sequence[int], encoder: SpeakerEncoder
 ) -> dict[str, Any]:
     """Whether a dialogue's voices are told apart: the speaker similarity of the two cameos'
     speech, against that of the two halves of each cameo's own speech."""
@@ -170,7 +175,7 @@ def voice_quality(
     script: str,
     language: str,
     enrolled: np.ndarray,
-    encoder: Ge2eSpeakerEncoder | None = None,
+    encoder: SpeakerEncoder | None = None,
     stock: StockVoice | None = None,
 ) -> VoiceQuality:
     """Score rendered speech against the cameo's enrolled voice and the stock voice (`stock`:
@@ -198,35 +203,49 @@ def voice_quality(
 
 STOCK_SCRIPTS = 256  # scripts whose stock voice a measuring process keeps measured
 
+_ENCODERS: dict[str, SpeakerEncoder] = {}
 
-@functools.lru_cache(maxsize=1)
-def _encoder() -> Ge2eSpeakerEncoder:
-    """The reference speaker encoder, loaded once per measuring process."""
-    return Ge2eSpeakerEncoder()
+
+def _encoder(fetcher: ObjectFetcher, cfg: EnrollmentConfig) -> str:
+    """The farm's speaker encoder, loaded once per measuring process (its model, if any, from
+    the model store); returns its key in _ENCODERS."""
+    key = cfg.speaker_encoder.model_dump_json()
+    if key not in _ENCODERS:
+        store = ModelStore(fetcher.store) if cfg.speaker_encoder.models else None
+        _ENCODERS[key] = speaker_encoder(cfg, store, Path(fetcher.data_dir) / "keys")
+    return key
 
 
 @functools.lru_cache(maxsize=STOCK_SCRIPTS)
-def _stock_said(script: str, language: str) -> StockVoice:
-    return stock_voice(script, language, _encoder())
+def _stock_said(script: str, language: str, encoder: str) -> StockVoice:
+    return stock_voice(script, language, _ENCODERS[encoder])
 
 
 def measure_voice(
-    fetcher: ObjectFetcher, speech: SpeechTrack, script: str, language: str, cameo: EnrolledVoice
+    fetcher: ObjectFetcher,
+    enrollment: EnrollmentConfig,
+    speech: SpeechTrack,
+    script: str,
+    language: str,
+    cameo: EnrolledVoice,
 ) -> dict[str, Any]:
-    """A rendered speech's voice report (see voice_report), by the process's encoder; the
-    stock voice saying a script is measured once per process (a batch's script said by many
-    cameos)."""
+    """A rendered speech's voice report (see voice_report) by the farm's speaker encoder
+    (`enrollment.speaker_encoder`); the stock voice saying a script is measured once per
+    process (a batch's script said by many cameos)."""
+    key = _encoder(fetcher, enrollment)
     return voice_report(
         fetcher.store,
         cameo,
         speech,
         script,
         language,
-        _encoder(),
-        lambda s, lang, _: _stock_said(s, lang),
+        _ENCODERS[key],
+        lambda s, lang, _: _stock_said(s, lang, key),
     )
 
 
-def measure_dialogue(speakers: list[int], *lines: SpeechTrack) -> dict[str, Any]:
+def measure_dialogue(
+    fetcher: ObjectFetcher, enrollment: EnrollmentConfig, speakers: list[int], *lines: SpeechTrack
+) -> dict[str, Any]:
     """Whether a dialogue's two voices are told apart (see dialogue_report)."""
-    return dialogue_report(lines, speakers, _encoder())
+    return dialogue_report(lines, speakers, _ENCODERS[_encoder(fetcher, enrollment)])

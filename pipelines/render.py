@@ -308,6 +308,7 @@ def render_job(
                 pools,
                 measure_voice,
                 fetcher,
+                config.enrollment,
                 handles[0],
                 job.script,
                 job.language,
@@ -326,6 +327,7 @@ def render_job(
                     pools,
                     measure_voice,
                     fetcher,
+                    config.enrollment,
                     tracks[k],
                     said[k],
                     job.language,
@@ -337,7 +339,9 @@ def render_job(
                 {"cameo": c.id, "speaker": SPEAKERS[k], "voice": voices[k]}
                 for k, c in enumerate(cameos)
             ]
-            apart = _measured(pools, measure_dialogue, speakers, *handles)
+            apart = _measured(
+                pools, measure_dialogue, fetcher, config.enrollment, speakers, *handles
+            )
             return {"cast": cast, "dialogue": apart}
 
     # The speech's speaker similarity is measured (in a process of its own) while the chunks

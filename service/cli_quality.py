@@ -37,8 +37,9 @@ def quality(
 
     Face: on each measured frame, whether a face is found and its identity distance to the
     cameo and to the template scene's original actor (the farm's primary face analyzer), and
-    how the mouth's opening follows the speech's loudness (correlation, best lag). Voice: GE2E
-    speaker similarity of the video's speech to the cameo's enrolled speech, and
+    how the mouth's opening follows the speech's loudness (correlation, best lag). Voice:
+    speaker similarity by the farm's speaker encoder (enrollment.speaker_encoder: GE2E by
+    default, TitaNet on the NeMo path) of the video's speech to the cameo's enrolled speech, and
     of the stock voice (flite or espeak-ng saying the same script) to the cameo. Run it in the
     farm's folder: the cameo and the job come from the farm's records. Also shows the report
     the farm stored when it published the job. Read-only.
@@ -47,8 +48,9 @@ def quality(
     from cameofarm.cluster.jobs import get_job
     from cameofarm.models.media import MediaError, read_audio
     from cameofarm.models.reference.provenance import verify_mp4
-    from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
     from cameofarm.models.reference.voice import SAMPLE_RATE
+    from cameofarm.models.store import ModelStore
+    from cameofarm.pipelines.extractors import speaker_encoder
     from cameofarm.pipelines.face_quality import measure_face, scene_track_key
     from cameofarm.pipelines.quality import EnrolledVoice, enrolled_voice, voice_quality
 
@@ -84,7 +86,8 @@ def quality(
     try:
         cameo = get_cameo(storage.db, cameo_id)
         samples = read_audio(video, SAMPLE_RATE)
-        encoder = Ge2eSpeakerEncoder()
+        models = ModelStore(storage.objects) if config.enrollment.speaker_encoder.models else None
+        encoder = speaker_encoder(config.enrollment, models, Path(config.data_dir) / "keys")
         enrolled = enrolled_voice(storage.objects, EnrolledVoice.of(cameo), encoder)
         voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)
         track = scene_track_key(storage, job.scene_id, job.quality) if job else None

@@ -303,7 +303,9 @@ def test_a_measuring_process_measures_a_scripts_stock_voice_once(
     reports = []
     for script in ("Welcome to the team, we are glad you are here.",) * 2 + ("Goodbye now.",):
         track, _ = voice.call("voice", (5.0, 0.0, -1), script, cameo.assets_key, "en")
-        reports.append(measure_voice(fetcher, track, script, "en", enrolled))
+        reports.append(
+            measure_voice(fetcher, farm_config.enrollment, track, script, "en", enrolled)
+        )
     assert made == ["Welcome to the team, we are glad you are here.", "Goodbye now."]
     assert reports[0]["base_to_cameo"] == reports[1]["base_to_cameo"]
     assert reports[0]["base_words_recovered"] == reports[1]["base_words_recovered"]
