@@ -185,6 +185,12 @@ def _reference_composite(ctx: BackendContext) -> CompositorBackend:
     return FfmpegCompositor(ensure_signing_chain(ctx.keys_dir))
 
 
+def _gfpgan_composite(ctx: BackendContext) -> CompositorBackend:
+    from cameofarm.models.neural.gfpgan import RestoringCompositor
+
+    return RestoringCompositor(ctx, _reference_composite(ctx), lambda: _reference_analyzer(ctx))
+
+
 STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
     # reference: the cameo's own speech frames rebuild a stock voice's timbre; world: only its
     # average envelope and pitch (the earlier reference, kept for comparison).
@@ -193,7 +199,8 @@ STAGES: dict[StageName, dict[str, Factory[StageBackend]]] = {
     StageName.BASE_VIDEO: {"reference": _reference_base_video, "diffusers": _diffusers_base_video},
     StageName.FACE_SWAP: {"reference": _reference_face_swap, "insightface": _insightface_face_swap},
     StageName.LIP_SYNC: {"reference": _reference_lip_sync, "wav2lip": _wav2lip_lip_sync},
-    StageName.COMPOSITE: {"reference": _reference_composite},
+    # gfpgan: faces restored (a GFPGAN-family network) before the reference's watermark.
+    StageName.COMPOSITE: {"reference": _reference_composite, "gfpgan": _gfpgan_composite},
 }
 ANALYZERS: dict[str, Factory[FaceAnalyzer]] = {
     "reference": _reference_analyzer,

@@ -15,6 +15,7 @@ from tests import tiny_models
 pytestmark = pytest.mark.neural
 ROLES = {"detector": "scrfd-tiny", "recognizer": "arcface-tiny", "swapper": "inswapper-tiny"}
 LIPSYNC = "wav2lip-tiny"
+RESTORER = "gfpgan-tiny"
 VOICE = {"spectrogram": "fastpitch-tiny", "vocoder": "hifigan-tiny", "speaker": "titanet-tiny"}
 
 
@@ -34,6 +35,12 @@ def tiny_onnx(tmp_path_factory) -> dict[str, Path]:
 def tiny_wav2lip(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     return tiny_models.wav2lip(tmp_path_factory.mktemp("w2l") / "wav2lip.pth")
+
+
+@pytest.fixture(scope="module")
+def tiny_gfpgan(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    return tiny_models.gfpgan(tmp_path_factory.mktemp("gfpgan") / "gfpgan_1.4.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def _import_models(data_dir: Path, tiny: dict[str, Path]) -> list[str]:
                 "import",
                 str(path),
                 "--name",
-                {**ROLES, **VOICE}.get(role, LIPSYNC),
+                {**ROLES, **VOICE, "restorer": RESTORER}.get(role, LIPSYNC),
                 "--version",
                 "1",
                 "--licence",
@@ -220,6 +227,68 @@ def test_wav2lip_loads_the_published_checkpoint_format_and_redraws_the_lower_fac
         load_network(str(bogus), "cpu", "fp32")
 
 
+def test_restoring_compositor_restores_the_faces_only_then_composites(
+    storage, cameo, analyzer, tiny_gfpgan, tiny_onnx, tmp_path
+):
+    """The composite stage's gfpgan backend: the published restorer format from the store,
+    each face aligned by 5 points (carried as 5 or 68, or found when the chunk carries none),
+    only the face's surroundings changed; then the reference's watermark and encoding. A model
+    of another signature is refused, naming it."""
+    from cameofarm.configs import PoolConfig, StageName
+    from cameofarm.models.data import FrameSpec, VideoChunk
+    from cameofarm.models.media import read_frames
+    from cameofarm.models.neural.gfpgan import RestoringCompositor
+    from cameofarm.models.placement import backend_context
+    from cameofarm.models.registry import build_backend
+    from cameofarm.models.store import ModelStore
+
+    _import_models(
+        storage.data_dir, {"restorer": tiny_gfpgan, "recognizer": tiny_onnx["recognizer"]}
+    )
+    store = ModelStore(storage.objects)
+    pool = PoolConfig(backend="gfpgan", models={"restorer": f"{RESTORER}@1"})
+    ctx = backend_context(pool, storage.keys_dir, [], store)
+    restorer = build_backend(StageName.COMPOSITE, "gfpgan", ctx)
+    assert isinstance(restorer, RestoringCompositor)
+    assert (restorer.size, restorer.batch, restorer.provider) == (512, 1, "CPU")
+
+    clip = storage.objects.locate(cameo.recording_key)
+    frames = np.stack(list(read_frames(clip, [10, 11]).values()))
+    faces = [analyzer.detect(f)[0] for f in frames]
+    blank = np.full_like(frames[0], 90)
+    frames = np.concatenate([frames, blank[None]])  # a frame without a face
+    nan = np.full((1, 68, 2), np.nan, np.float32)
+    sixty_eight = np.concatenate([np.stack([f.landmarks for f in faces]), nan])
+    five = np.concatenate([np.stack([f.points5 for f in faces]), nan[:, :5]])
+    for chunk in (
+        VideoChunk(0, 10, frames, sixty_eight, "dlib@resnet-v1"),
+        VideoChunk(0, 10, frames, five, "insightface:x@1"),
+        VideoChunk(0, 10, frames),  # none carried: found by the reference analyzer
+    ):
+        out = restorer.restore(chunk)
+        assert out.shape == frames.shape and out.dtype == np.uint8
+        assert np.array_equal(out[2], frames[2])  # no face: unchanged
+        for i, face in enumerate(faces):
+            x0, y0, x1, y1 = face.box
+            w, h = x1 - x0, y1 - y0
+            outside = np.ones(frames.shape[1:3], bool)
+            outside[max(0, y0 - h // 2) : y1 + h // 2, max(0, x0 - w // 2) : x1 + w // 2] = False
+            assert np.array_equal(out[i][outside], frames[i][outside])  # only around the face
+            centre = out[i][y0 + h // 3 : y1 - h // 3, x0 + w // 3 : x1 - w // 3].astype(int)
+            before = frames[i][y0 + h // 3 : y1 - h // 3, x0 + w // 3 : x1 - w // 3]
+            assert np.abs(centre - before).mean() > 1.0  # the face itself went through it
+
+    spec = FrameSpec(width=frames.shape[2], height=frames.shape[1], fps=25)
+    segment = restorer.encode(VideoChunk(0, 0, frames, sixty_eight, "dlib@resnet-v1"), spec)
+    assert len(segment) > 1000  # an H.264 chunk, as the reference encodes
+
+    wrong = PoolConfig(backend="gfpgan", models={"restorer": "arcface-tiny@1"})
+    with pytest.raises(ValueError, match=r"arcface-tiny@1 is not a face restoration network"):
+        build_backend(
+            StageName.COMPOSITE, "gfpgan", backend_context(wrong, storage.keys_dir, [], store)
+        )
+
+
 def test_nemo_voice_speaks_from_the_cameos_reference_with_word_and_ipa_timings(
     farm_config, storage, cameo, tiny_nemo
 ):
@@ -266,7 +335,7 @@ def test_nemo_voice_speaks_from_the_cameos_reference_with_word_and_ipa_timings(
             storage.objects.get_bytes(f"{cameo.assets_key}/voice.npz")))  # fmt: skip
 
 
-def test_enrollment_checks_one_speaker_throughout_with_titanet_and_stores_its_embedding(
+def test_titanet_checks_enrollment_stores_its_embedding_and_scores_outputs(
     farm_config, storage, sample_clip, tiny_nemo
 ):
     from cameofarm.configs import AnalyzerConfig
@@ -295,6 +364,25 @@ def test_enrollment_checks_one_speaker_throughout_with_titanet_and_stores_its_em
     record = enroll(2.0)  # (cosine distance is at most 2: every stretch is one speaker)
     voice = record.summary["voices"]["titanet:titanet-tiny@1"]
     assert len(voice) == 192 and abs(np.linalg.norm(voice) - 1) < 1e-3
+
+    # Every output's "sounds like the cameo" score is TitaNet's too, against the stored vector.
+    from cameofarm.models.reference.speech import similarity
+    from cameofarm.models.reference.voice import plain_speech
+    from cameofarm.pipelines import quality
+    from cameofarm.storage.fetch import ObjectFetcher
+
+    speaker = AnalyzerConfig(backend="nemo", models={"speaker": "titanet-tiny@1"})
+    enrollment = farm_config.enrollment.model_copy(update={"speaker_encoder": speaker})
+    script = "The quarterly safety briefing starts in the main hall at nine."
+    output = plain_speech(script, "en")
+    fetcher = ObjectFetcher(farm_config.storage, storage.data_dir)
+    cameo = quality.EnrolledVoice.of(record)
+    report = quality.measure_voice(fetcher, enrollment, output, script, "en", cameo)
+    assert report["encoder"] == "titanet:titanet-tiny@1", report
+    titanet = quality._ENCODERS[quality._encoder(fetcher, enrollment)]
+    mine = titanet.embed(output.samples, output.sample_rate)
+    assert report["to_cameo"] == pytest.approx(similarity(mine, np.asarray(voice)), abs=1e-3)
+    assert 0.0 <= report["words_recovered"] <= 1.0
 
 
 def _espeak(engine_cls):
@@ -449,17 +537,17 @@ def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
 
 @pytest.mark.integration
 def test_farm_switches_to_its_neural_backends_and_renders(
-    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tiny_nemo, tmp_path
+    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tiny_nemo, tiny_gfpgan, tmp_path
 ):
-    """A farm up on the reference backends; voice switched to NeMo, face swap to insightface
-    and lip sync to wav2lip refuses to start while their models are missing (the old pools
-    keep serving), starts once they are imported (status names backend, models, device and
-    provider), renders a Plus job to a valid MP4 with timing rows for each, and refuses a
-    corrupt model version at `up`. (Base video's diffusers backend renders in test_prompt_scenes.py;
-    compositing has no neural backend.)"""
+    """A farm up on the reference backends; voice switched to NeMo, face swap to insightface,
+    lip sync to wav2lip and compositing to gfpgan refuses to start while their models are
+    missing (the old pools keep serving), starts once they are imported (status names backend,
+    models, device and provider), renders a Plus job to a valid MP4 with timing rows for each,
+    and refuses a corrupt model version at `up`. (Base video's diffusers backend renders in
+    test_prompt_scenes.py.)"""
     from cameofarm.cluster.bootstrap import FarmError, farm_down, farm_status, farm_up
     from cameofarm.cluster.jobs import JobStatus
-    from cameofarm.configs import PoolConfig, StageName
+    from cameofarm.configs import AnalyzerConfig, PoolConfig, StageName
     from cameofarm.models.reference.provenance import verify_mp4
     from cameofarm.service.cli import cli
     from cameofarm.service.jobs_api import submit_render, wait_for_job
@@ -480,7 +568,14 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         pools[StageName.VOICE] = PoolConfig(
             backend="nemo", models={r: f"{VOICE[r]}@1" for r in ("spectrogram", "vocoder")}
         )
-        return farm_config.model_copy(update={"pools": pools})
+        pools[StageName.COMPOSITE] = PoolConfig(
+            replicas=1, backend="gfpgan", models={"restorer": f"{RESTORER}@1"}
+        )
+        # TitaNet scores every output's voice (the cameo was enrolled with GE2E: the measuring
+        # process embeds its stored speech)
+        speaker = AnalyzerConfig(backend="nemo", models={"speaker": f"{VOICE['speaker']}@1"})
+        enrollment = farm_config.enrollment.model_copy(update={"speaker_encoder": speaker})
+        return farm_config.model_copy(update={"pools": pools, "enrollment": enrollment})
 
     neural = with_neural()
     try:
@@ -490,16 +585,22 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         # 1. Models missing: refused before any replica changes, naming each model.
         with pytest.raises(FarmError) as refused:
             farm_up(neural, progress=lambda _: None)
-        for name in [*ROLES.values(), LIPSYNC, VOICE["spectrogram"], VOICE["vocoder"]]:
+        for name in [*ROLES.values(), LIPSYNC, VOICE["spectrogram"], VOICE["vocoder"], RESTORER]:
             assert name in str(refused.value)
         assert "cameofarm models import PATH --name scrfd-tiny --version 1" in str(refused.value)
         assert {p["backend"] for p in replicas(farm_config, "face_swap")} == {"reference"}
 
         # 2. Imported: `up` replaces the replicas and the new backends serve.
-        _import_models(storage.data_dir, {**tiny_onnx, "lipsync": tiny_wav2lip, **tiny_nemo})
+        tiny = {**tiny_onnx, "lipsync": tiny_wav2lip, **tiny_nemo, "restorer": tiny_gfpgan}
+        _import_models(storage.data_dir, tiny)
         lines: list[str] = []
         farm_up(neural, progress=lines.append)
-        neural_pools = (("voice", "nemo"), ("face_swap", "insightface"), ("lip_sync", "wav2lip"))
+        neural_pools = (
+            ("voice", "nemo"),
+            ("face_swap", "insightface"),
+            ("lip_sync", "wav2lip"),
+            ("composite", "gfpgan"),
+        )
         for name, backend in neural_pools:
             wanted = f"cameofarm-{name}-0: replaced (backend 'reference' → '{backend}'"
             assert any(wanted in x for x in lines), lines
@@ -512,6 +613,9 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         (voice,) = replicas(neural, "voice")
         assert voice["backend"] == "nemo" and voice["provider"].startswith("nemo torch")
         assert voice["models"] == {"spectrogram": "fastpitch-tiny@1", "vocoder": "hifigan-tiny@1"}
+        (composite,) = replicas(neural, "composite")
+        assert composite["backend"] == "gfpgan" and composite["provider"] == "CPU"
+        assert composite["models"] == {"restorer": f"{RESTORER}@1"}
         env = {
             "CAMEOFARM__DATA_DIR": neural.data_dir,
             "CAMEOFARM__DATABASE__URL": neural.database.url,
@@ -529,8 +633,11 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         assert done.status is JobStatus.SUCCEEDED, done.error
         root = (storage.keys_dir / "root.pem").read_bytes()
         assert verify_mp4(storage.objects.get_bytes(done.output_key), root).valid
+        voice_report = done.quality["voice"]
+        assert voice_report["encoder"] == "titanet:titanet-tiny@1", voice_report
+        assert -1.0 <= voice_report["to_cameo"] <= 1.0 and voice_report["speech_seconds"] > 0
         with storage.db.session() as s:
-            for stage in ("voice", "face_swap", "lip_sync"):
+            for stage in ("voice", "face_swap", "lip_sync", "composite"):
                 rows = s.query(StageTimingRow).filter_by(job_id=job.id, stage=stage).all()
                 assert rows and (stage == "voice" or sum(r.frames for r in rows) > 0), stage
 

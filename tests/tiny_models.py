@@ -154,6 +154,28 @@ def inswapper(path: Path, seed: int = 2) -> Path:
     return _save(graph, path)
 
 
+def gfpgan(path: Path, size: int = 512, seed: int = 4) -> Path:
+    """GFPGAN v1.4 as exported for onnxruntime: input "input" [1, 3, 512, 512] (RGB in [-1, 1]),
+    output "output" of the same shape. Here a 1x1 convolution near identity, then Tanh: it
+    changes every pixel of the crop a little, as a restorer does."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    weight = np.eye(3, dtype=np.float32)[:, :, None, None] + rng.normal(0, 0.05, (3, 3, 1, 1))
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"]),
+        helper.make_node("Tanh", ["c"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gfpgan_tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, size, size])],
+        [_tensor("w", weight), _tensor("b", rng.normal(0, 0.05, 3))],
+    )
+    return _save(graph, path)
+
+
 def wav2lip(path: Path, width: int = 2, seed: int = 3) -> Path:
     """A Wav2Lip checkpoint as published ({"state_dict": {"module.<layer>": tensor}} plus
     training counters), at 2/16 of the channels: the same layers and keys, ~0.6 M weights."""

@@ -157,7 +157,7 @@ class InswapperFaceSwap:
         mask = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (blur, blur), 0)
         mask_full = cv2.warpAffine(mask, back, (w, h), borderValue=0.0)[..., None]
         merged = mask_full * fake_full + (1.0 - mask_full) * frame
-        frame[:] = np.clip(merged, 0, 255).astype(np.uint8)
+        frame[:] = np.clip(np.rint(merged), 0, 255).astype(np.uint8)
 
     def swap(self, chunk: VideoChunk, identity: FaceIdentity) -> VideoChunk:
         """Swap every frame of the chunk; frames without a face pass through unchanged."""
