@@ -16,6 +16,7 @@ pytestmark = pytest.mark.neural
 ROLES = {"detector": "scrfd-tiny", "recognizer": "arcface-tiny", "swapper": "inswapper-tiny"}
 LIPSYNC = "wav2lip-tiny"
 RESTORER = "gfpgan-tiny"
+PIPELINE = "wan-tiny"
 VOICE = {"spectrogram": "fastpitch-tiny", "vocoder": "hifigan-tiny", "speaker": "titanet-tiny"}
 
 
@@ -44,6 +45,12 @@ def tiny_gfpgan(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_wan(tmp_path_factory) -> Path:
+    pytest.importorskip("diffusers")
+    return tiny_models.wan_pipeline(tmp_path_factory.mktemp("t2v") / "wan")
+
+
+@pytest.fixture(scope="module")
 def tiny_nemo(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("nemo.collections.tts")
     root = tmp_path_factory.mktemp("nemo")
@@ -69,7 +76,7 @@ def _import_models(data_dir: Path, tiny: dict[str, Path]) -> list[str]:
                 "import",
                 str(path),
                 "--name",
-                {**ROLES, **VOICE, "restorer": RESTORER}.get(role, LIPSYNC),
+                {**ROLES, **VOICE, "restorer": RESTORER, "pipeline": PIPELINE}.get(role, LIPSYNC),
                 "--version",
                 "1",
                 "--licence",
@@ -537,14 +544,14 @@ def test_the_first_analyzer_must_give_the_checks_their_68_landmarks(
 
 @pytest.mark.integration
 def test_farm_switches_to_its_neural_backends_and_renders(
-    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tiny_nemo, tiny_gfpgan, tmp_path
+    farm_config, storage, cameo, tiny_onnx, tiny_wav2lip, tiny_nemo, tiny_gfpgan, tiny_wan, tmp_path
 ):
-    """A farm up on the reference backends; voice switched to NeMo, face swap to insightface,
-    lip sync to wav2lip and compositing to gfpgan refuses to start while their models are
-    missing (the old pools keep serving), starts once they are imported (status names backend,
-    models, device and provider), renders a Plus job to a valid MP4 with timing rows for each,
-    and refuses a corrupt model version at `up`. (Base video's diffusers backend renders in
-    test_prompt_scenes.py.)"""
+    """A farm up on the reference backends; every pool switched to its neural backend (voice
+    to NeMo, base video to diffusers, face swap to insightface, lip sync to wav2lip,
+    compositing to gfpgan) refuses to start while their models are missing (the old pools keep
+    serving), starts once they are imported (status names backend, models, device and
+    provider), renders a Plus prompt job (the scene generated) to a valid MP4 with timing rows
+    for each and TitaNet's voice report, and refuses a corrupt model version at `up`."""
     from cameofarm.cluster.bootstrap import FarmError, farm_down, farm_status, farm_up
     from cameofarm.cluster.jobs import JobStatus
     from cameofarm.configs import AnalyzerConfig, PoolConfig, StageName
@@ -571,11 +578,17 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         pools[StageName.COMPOSITE] = PoolConfig(
             replicas=1, backend="gfpgan", models={"restorer": f"{RESTORER}@1"}
         )
+        pools[StageName.BASE_VIDEO] = PoolConfig(
+            backend="diffusers", models={"pipeline": f"{PIPELINE}@1"}
+        )
+        small = {"width": 160, "height": 96, "fps": 8, "seconds": 1.5, "steps": 2}  # CPU-quick
+        scenes = farm_config.prompt_scenes.model_copy(update=small)
         # TitaNet scores every output's voice (the cameo was enrolled with GE2E: the measuring
         # process embeds its stored speech)
         speaker = AnalyzerConfig(backend="nemo", models={"speaker": f"{VOICE['speaker']}@1"})
         enrollment = farm_config.enrollment.model_copy(update={"speaker_encoder": speaker})
-        return farm_config.model_copy(update={"pools": pools, "enrollment": enrollment})
+        update = {"pools": pools, "enrollment": enrollment, "prompt_scenes": scenes}
+        return farm_config.model_copy(update=update)
 
     neural = with_neural()
     try:
@@ -585,13 +598,20 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         # 1. Models missing: refused before any replica changes, naming each model.
         with pytest.raises(FarmError) as refused:
             farm_up(neural, progress=lambda _: None)
-        for name in [*ROLES.values(), LIPSYNC, VOICE["spectrogram"], VOICE["vocoder"], RESTORER]:
+        needed = [*ROLES.values(), LIPSYNC, VOICE["spectrogram"], VOICE["vocoder"], RESTORER]
+        for name in [*needed, PIPELINE]:
             assert name in str(refused.value)
         assert "cameofarm models import PATH --name scrfd-tiny --version 1" in str(refused.value)
         assert {p["backend"] for p in replicas(farm_config, "face_swap")} == {"reference"}
 
         # 2. Imported: `up` replaces the replicas and the new backends serve.
-        tiny = {**tiny_onnx, "lipsync": tiny_wav2lip, **tiny_nemo, "restorer": tiny_gfpgan}
+        tiny = {
+            **tiny_onnx,
+            "lipsync": tiny_wav2lip,
+            **tiny_nemo,
+            "restorer": tiny_gfpgan,
+            "pipeline": tiny_wan,
+        }
         _import_models(storage.data_dir, tiny)
         lines: list[str] = []
         farm_up(neural, progress=lines.append)
@@ -600,6 +620,7 @@ def test_farm_switches_to_its_neural_backends_and_renders(
             ("face_swap", "insightface"),
             ("lip_sync", "wav2lip"),
             ("composite", "gfpgan"),
+            ("base_video", "diffusers"),
         )
         for name, backend in neural_pools:
             wanted = f"cameofarm-{name}-0: replaced (backend 'reference' → '{backend}'"
@@ -625,19 +646,23 @@ def test_farm_switches_to_its_neural_backends_and_renders(
         assert "device=cpu provider=CPU" in shown.output, shown.output
         assert f"backend=wav2lip lipsync={LIPSYNC}@1 device=cpu provider=torch" in shown.output
 
-        # 3. A Plus render through them.
-        job = submit_render(
-            neural, storage, [cameo.id], "Hello from the neural pools.", "plus", "tester"
-        )
-        done = wait_for_job(storage, job.id, timeout=600)
+        # 3. A Plus prompt render through them (the generated noise holds nobody: the cameo
+        # presents in front of it).
+        from cameofarm.pipelines.prompt_scenes import ScenePrompt
+
+        prompt = ScenePrompt("a person talking in a garden", "wide", "joy", 7)
+        script = "Hello from the neural pools."
+        job = submit_render(neural, storage, [cameo.id], script, "plus", "tester", prompt=prompt)
+        done = wait_for_job(storage, job.id, timeout=900)
         assert done.status is JobStatus.SUCCEEDED, done.error
+        assert done.quality["scene"]["generator"] == f"{PIPELINE}@1"
         root = (storage.keys_dir / "root.pem").read_bytes()
         assert verify_mp4(storage.objects.get_bytes(done.output_key), root).valid
         voice_report = done.quality["voice"]
         assert voice_report["encoder"] == "titanet:titanet-tiny@1", voice_report
         assert -1.0 <= voice_report["to_cameo"] <= 1.0 and voice_report["speech_seconds"] > 0
         with storage.db.session() as s:
-            for stage in ("voice", "face_swap", "lip_sync", "composite"):
+            for stage in ("voice", "base_video", "face_swap", "lip_sync", "composite"):
                 rows = s.query(StageTimingRow).filter_by(job_id=job.id, stage=stage).all()
                 assert rows and (stage == "voice" or sum(r.frames for r in rows) > 0), stage
 
