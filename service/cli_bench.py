@@ -4,6 +4,7 @@ its figures; the drills exit 1 when a figure that must be 0 is not."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -122,6 +123,31 @@ def bench_policy(obj: Ctx, sizes: str, customers: int, repeats: int, slots: int 
     if not counts or min(counts) < 1 or max(counts) > 2_000_000:
         fail("--sizes: give 1 to 2,000,000 jobs per size")
     measure_policy(obj.config, counts, customers, repeats, echo=click.echo, slots=slots)
+
+
+@bench.command("recognizer")
+@click.argument(
+    "folders",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+def bench_recognizer(folders: tuple[Path, ...]) -> None:
+    """Measure the offline recogniser on real, transcribed speech: the liveness phrase
+    recogniser (its grammar plus each recording's words) and the general transcript the voice
+    report uses, as word error rates.
+
+    Each FOLDER holds a Sphinx `transcription` file (`<s> words </s> (fileid)` lines, with
+    fileid.wav beside it) or NAME.txt beside each NAME.wav. Real ones from the package index:
+    `pip download --no-deps --no-binary :all: pocketsphinx==5.1.1`, untar, and give its
+    test/data/librivox and test/data/cards.
+    """
+    from cameofarm.pipelines.recognizer_bench import measure_recognizer
+
+    try:
+        measure_recognizer(list(folders), echo=click.echo)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @bench.command("cancels")
