@@ -36,6 +36,15 @@ def _cameo_for(obj: Ctx, tier: str, cameo_id: str | None) -> tuple[Any, str]:
     "tier's 20 s, shows what the longest Pro job holds in the object store.",
 )
 @click.option(
+    "--plus-every",
+    type=click.FloatRange(0, 600),
+    default=0.0,
+    show_default=True,
+    help="Submit the Plus jobs one every this many seconds during the Pro render (0: all at "
+    "once). Spaced so they do not overlap, each shows when a Plus job submitted during a Pro "
+    "render makes its first call.",
+)
+@click.option(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False),
@@ -50,6 +59,7 @@ def bench(
     n_pro: int,
     cameo_id: str | None,
     pro_script: str | None,
+    plus_every: float,
     report_dir: str | None,
 ) -> None:
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
@@ -73,6 +83,7 @@ def bench(
             echo=click.echo,
             report=report_dir,
             pro_script=pro_script or PRO_SCRIPT,
+            plus_every=plus_every,
         )
     except DemoError as exc:
         fail(str(exc))

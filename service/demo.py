@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -265,11 +266,14 @@ def run_bench(
     echo: Echo,
     report: str | None = None,
     pro_script: str = PRO_SCRIPT,
+    plus_every: float = 0.0,
 ) -> None:
     """Submit n_pro + n_plus jobs to the running farm, wait, print the benchmark report (and
     write it with plots into `report`, given a folder). The Plus jobs are submitted once a
-    Pro job is rendering its frames, to show when a Plus job gets going beside it; the
-    report says how much of Ray's object store spilled to disk during the run."""
+    Pro job is rendering its frames, to show when a Plus job gets going beside it — all at
+    once, or one every `plus_every` seconds (each then meets the Pro render, not the other
+    Plus jobs); the report says how much of Ray's object store spilled to disk during the
+    run."""
     from cameofarm.cluster.bootstrap import FarmError, farm_status
     from cameofarm.monitoring.bench import build_report, format_report
     from cameofarm.service.jobs_api import SubmitError, submit_render, wait_for_job
@@ -293,10 +297,11 @@ def run_bench(
     if jobs and n_plus:
         stage = _await_rendering(storage, jobs[0].id)
         echo(f"submitted {n_pro} pro jobs; {jobs[0].id} is rendering ({stage}): now the plus jobs")
-    jobs += [
-        submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", owner)
-        for _ in range(n_plus)
-    ]
+    for k in range(n_plus):
+        if k and plus_every > 0:
+            time.sleep(plus_every)  # the experiment's spacing, not a wait for a condition
+            echo(f"  plus job {k + 1} of {n_plus}, {plus_every:g} s after the last")
+        jobs.append(submit_render(config, storage, [cameo_id], PLUS_SCRIPT, "plus", owner))
     echo(f"submitted {n_plus} plus + {n_pro} pro jobs; waiting...")
     for job in jobs:
         done = wait_for_job(storage, job.id, 3600)
