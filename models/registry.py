@@ -175,7 +175,7 @@ def _reference_lip_sync(ctx: BackendContext) -> LipSyncBackend:
 def _wav2lip_lip_sync(ctx: BackendContext) -> LipSyncBackend:
     from cameofarm.models.neural.wav2lip import Wav2LipSync
 
-    return Wav2LipSync(ctx, _reference_analyzer(ctx))
+    return Wav2LipSync(ctx, lambda: _reference_analyzer(ctx))
 
 
 def _reference_composite(ctx: BackendContext) -> CompositorBackend:

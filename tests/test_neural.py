@@ -197,7 +197,7 @@ def test_wav2lip_loads_the_published_checkpoint_format_and_redraws_the_lower_fac
     _import_models(storage.data_dir, {"lipsync": tiny_wav2lip})
     pool = PoolConfig(backend="wav2lip", models={"lipsync": f"{LIPSYNC}@1"}, batch_size=4)
     ctx = backend_context(pool, storage.keys_dir, [0], ModelStore(storage.objects))
-    sync = Wav2LipSync(ctx, analyzer)
+    sync = Wav2LipSync(ctx, lambda: analyzer)
     assert sync.width == 2 and sync.batch_size == 4 and sync.provider.endswith("cpu fp32")
     # The published network is the same code at width 16.
     assert sum(p.numel() for p in build_network(16).parameters()) == 36_298_035
@@ -220,6 +220,11 @@ def test_wav2lip_loads_the_published_checkpoint_format_and_redraws_the_lower_fac
             upper = frame[y0 : y0 + (y1 - y0) // 3, x0:x1]
             assert np.array_equal(upper, frames[i][y0 : y0 + (y1 - y0) // 3, x0:x1])
             assert not np.array_equal(frame[y1 - 10 : y1, x0:x1], frames[i][y1 - 10 : y1, x0:x1])
+
+    # dlib is loaded only for a chunk that carries no landmarks, to find its faces.
+    assert sync._analyzer is None
+    out = sync.sync(VideoChunk(0, 10, frames), speech, 25, atlas=None)  # type: ignore[arg-type]
+    assert sync._analyzer is analyzer and not np.array_equal(out.frames, frames)
 
     from cameofarm.models.neural.wav2lip import load_network
 

@@ -6,7 +6,7 @@ the full-size network and a narrow test one load the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -203,7 +203,7 @@ def face_box(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int,
 class Wav2LipSync:
     """The lip-sync stage on a Wav2Lip-family network, batched over frames."""
 
-    def __init__(self, ctx: BackendContext, analyzer: FaceAnalyzer) -> None:
+    def __init__(self, ctx: BackendContext, analyzer: Callable[[], FaceAnalyzer]) -> None:
         import torch
 
         if ctx.device == "cpu":
@@ -212,7 +212,8 @@ class Wav2LipSync:
         self.network, self.width = load_network(str(model.path(".pth")), ctx.device, ctx.precision)
         self.device, self.batch_size = ctx.device, ctx.batch_size
         self.dtype = next(self.network.parameters()).dtype
-        self.analyzer = analyzer  # finds faces when the chunk carries none
+        self._analyzer_factory = analyzer  # finds faces when the chunk carries none: loaded
+        self._analyzer: FaceAnalyzer | None = None  # then only (dlib's models are ~120 MB)
         self.provider = f"torch {torch.__version__} {ctx.device} {ctx.precision}"
 
     def _boxes(self, chunk: VideoChunk) -> list[tuple[int, int, int, int] | None]:
@@ -222,7 +223,9 @@ class Wav2LipSync:
             ]
         boxes: list[tuple[int, int, int, int] | None] = []
         for frame in chunk.frames:
-            faces = self.analyzer.detect(frame)
+            if self._analyzer is None:
+                self._analyzer = self._analyzer_factory()
+            faces = self._analyzer.detect(frame)
             boxes.append(face_box(faces[0].landmarks, frame.shape) if faces else None)
         return boxes
 
