@@ -47,6 +47,7 @@ class JobStats:
     stage_time: float
     stage_walls_sum: float
     first_call: float = 0.0  # from submitted to its first stage call starting
+    queued: float = 0.0  # from submitted to dispatched: waiting for a slot of its tier
 
     @property
     def overhead(self) -> float:
@@ -187,6 +188,7 @@ def report_of(jobs: dict[str, JobRow], by_job: dict[str, list[StageTimingRow]]) 
             _union(list(spans.values())),
             sum(w for w, _, _ in stage_walls.values()),
             min((r.started_at for r in rows), default=submitted) - submitted,
+            span_of[job.id][0] - submitted,
         )
         job_stats.append(stats)
         if stats.stage_time > 0:
@@ -246,12 +248,13 @@ def format_report(report: BenchReport) -> str:
         )
     lines.append("")
     lines.append(
-        f"{'job':<17} {'tier':<6} {'first call s':>12} {'run s':>7} {'critical path s':>16} "
+        f"{'job':<17} {'tier':<6} {'queued s':>8} {'first call s':>12} {'run s':>7} "
+        f"{'critical path s':>16} "
         f"{'stage time s':>13} {'sum of stage walls s':>21} {'streaming':>10}"
     )
     for j in sorted(report.jobs, key=lambda j: (j.tier, j.job_id)):
         lines.append(
-            f"{j.job_id:<17} {j.tier:<6} {j.first_call:>12.2f} {j.run:>7.2f} "
+            f"{j.job_id:<17} {j.tier:<6} {j.queued:>8.2f} {j.first_call:>12.2f} {j.run:>7.2f} "
             f"{j.critical_path:>16.2f} {j.stage_time:>13.2f} {j.stage_walls_sum:>21.2f} "
             f"{j.streaming:>10.3f}"
         )
@@ -262,7 +265,8 @@ def format_report(report: BenchReport) -> str:
     lines.append(
         "critical path = slowest voice line + work before the chunks + slowest chunk through "
         "every stage + assembly, at each call's own seconds; first call = submitted → its "
-        "first stage call started (queue wait included)"
+        "first stage call started (queue wait included); queued = submitted → dispatched (waiting "
+        "for a slot of its tier)"
     )
     lines.append(
         "overhead = job run time (dispatch → published) / stage time (the time any of its "

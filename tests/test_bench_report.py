@@ -75,6 +75,7 @@ def test_a_streamed_jobs_critical_path_stage_time_and_overlap():
     (stats,) = report.jobs
     assert stats.run == 13.0 and stats.critical_path == pytest.approx(9.0)
     assert stats.first_call == pytest.approx(2.5)  # submitted → its voice call started
+    assert stats.queued == pytest.approx(2.5)  # submitted → dispatched (the voice at once)
     assert stats.stage_time == pytest.approx(12.0)  # 0-12, no gap between the stages
     assert stats.overhead == pytest.approx(13.0 / 12.0)
     # walls: voice 1, base video 4 (1-5), face swap 4, lip sync 3, composite 5 (7-12)
