@@ -73,6 +73,18 @@ def primary_analyzer(config: FarmConfig, storage: FarmStorage | None) -> FaceAna
     return _PRIMARY[key]
 
 
+def primary_analyzer_name(config: FarmConfig, storage: FarmStorage | None) -> str:
+    """The name the primary analyzer tags identities with. The reference analyzer's is fixed,
+    so it is read without loading dlib's models (~120 MB, about 2 s during which Python's
+    other threads barely run: in the scheduler's process that held up dispatch); a neural
+    analyzer's depends on its model version, known once it is built."""
+    if config.enrollment.analyzers[0].backend == "reference":
+        from cameofarm.models.reference.face import DlibFaceAnalyzer
+
+        return DlibFaceAnalyzer.name
+    return primary_analyzer(config, storage).name
+
+
 def load_extractors(
     cfg: EnrollmentConfig, storage: FarmStorage | None, keys_dir: Path
 ) -> Extractors:

@@ -322,18 +322,18 @@ def face_measure(
     from cameofarm.pipelines.extractors import (
         analyzer_same_person,
         identities_of,
-        primary_analyzer,
+        primary_analyzer_name,
     )
 
     spec = config.enrollment.analyzers[0]
-    analyzer = primary_analyzer(config, storage)
-    identity = identities_of(cameo.summary).get(analyzer.name)
+    name = primary_analyzer_name(config, storage)  # (the replicas measure, not this process)
+    identity = identities_of(cameo.summary).get(name)
     if identity is None:
         return None
     actor = None
     if track_key is not None:
         track = codec.scene_tracks_from_bytes(storage.objects.get_bytes(track_key))[actor_index]
-        actor = track.actor if track.actor.analyzer == analyzer.name else None
+        actor = track.actor if track.actor.analyzer == name else None
     same = analyzer_same_person(spec, config.enrollment)
     place = (actor_index, actors)
     return FaceMeasure(spec, same, identity, actor, place, measure_stride(frame_count))

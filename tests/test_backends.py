@@ -41,6 +41,20 @@ def test_face_analyzer_finds_no_face_in_dog(analyzer):
     assert analyzer.detect(dog) == []
 
 
+def test_the_reference_analyzers_name_is_read_without_loading_it(farm_config, storage, cameo):
+    """The render reads the primary analyzer's name in the scheduler's process: for the
+    reference analyzer without loading dlib's models (seconds with the GIL held)."""
+    from cameofarm.pipelines import extractors
+    from cameofarm.pipelines.face_quality import face_measure
+
+    before = dict(extractors._PRIMARY)
+    name = extractors.primary_analyzer_name(farm_config, storage)
+    measure = face_measure(farm_config, storage, cameo, None, 100)
+    assert before == extractors._PRIMARY  # nothing was built
+    assert name == "dlib@resnet-v1" == extractors.primary_analyzer(farm_config, storage).name
+    assert measure is not None and measure.cameo.analyzer == name
+
+
 def test_enrollment_extracts_identity_voice_and_atlas(storage, cameo):
     identity, voice, atlas = _assets(storage, cameo)
     assert list(identity.embeddings) == ["dlib@resnet-v1"]
