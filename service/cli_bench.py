@@ -1,5 +1,5 @@
-"""`cameofarm bench ...`: render, enrollment, policy, cancel and fault benchmarks. Each prints
-its figures; the drills exit 1 when a figure that must be 0 is not."""
+"""`cameofarm bench ...`: render, enrollment, policy, recogniser, cancel and fault benchmarks.
+Each prints its figures; the drills exit 1 when a figure that must be 0 is not."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def bench(
 ) -> None:
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
 
-    Subcommands: `enroll` times enrollment, `policy` the dispatch decision, `cancels` runs
+    Subcommands: `enroll` times enrollment, `policy` the dispatch decision, `recognizer` the
+    recogniser's word error rate on transcribed speech, `cancels` runs
     submit→cancel pairs over HTTP, `faults` is the kill -9 drill, `status` times the status
     report during a long render.
     """
