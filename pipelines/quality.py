@@ -206,14 +206,14 @@ STOCK_SCRIPTS = 256  # scripts whose stock voice a measuring process keeps measu
 _ENCODERS: dict[str, SpeakerEncoder] = {}
 
 
-def _encoder(fetcher: ObjectFetcher, cfg: EnrollmentConfig) -> str:
-    """The farm's speaker encoder, loaded once per measuring process (its model, if any, from
-    the model store); returns its key in _ENCODERS."""
+def _encoder(fetcher: ObjectFetcher, cfg: EnrollmentConfig) -> tuple[str, SpeakerEncoder]:
+    """The farm's speaker encoder and its key, loaded once per measuring process (its model,
+    if any, from the model store)."""
     key = cfg.speaker_encoder.model_dump_json()
     if key not in _ENCODERS:
-        store = ModelStore(fetcher.store) if cfg.speaker_encoder.models else None
+        store = ModelStore(fetcher.store)
         _ENCODERS[key] = speaker_encoder(cfg, store, Path(fetcher.data_dir) / "keys")
-    return key
+    return key, _ENCODERS[key]
 
 
 @functools.lru_cache(maxsize=STOCK_SCRIPTS)
@@ -232,14 +232,14 @@ def measure_voice(
     """A rendered speech's voice report (see voice_report) by the farm's speaker encoder
     (`enrollment.speaker_encoder`); the stock voice saying a script is measured once per
     process (a batch's script said by many cameos)."""
-    key = _encoder(fetcher, enrollment)
+    key, encoder = _encoder(fetcher, enrollment)
     return voice_report(
         fetcher.store,
         cameo,
         speech,
         script,
         language,
-        _ENCODERS[key],
+        encoder,
         lambda s, lang, _: _stock_said(s, lang, key),
     )
 
@@ -248,4 +248,4 @@ def measure_dialogue(
     fetcher: ObjectFetcher, enrollment: EnrollmentConfig, speakers: list[int], *lines: SpeechTrack
 ) -> dict[str, Any]:
     """Whether a dialogue's two voices are told apart (see dialogue_report)."""
-    return dialogue_report(lines, speakers, _ENCODERS[_encoder(fetcher, enrollment)])
+    return dialogue_report(lines, speakers, _encoder(fetcher, enrollment)[1])

@@ -36,10 +36,6 @@ class Heard:
     transcript_errors: int
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(re.findall(r"[a-z']+", text.lower()))
-
-
 def transcribed_recordings(folder: Path) -> list[tuple[Path, str]]:
     """(recording, its words) for every transcribed recording in `folder` (see the module)."""
     if not folder.is_dir():
@@ -74,13 +70,14 @@ def hear_recording(audio: Path, text: str) -> Heard:
     from cameofarm.models.reference.recognizer import (
         RATE,
         PhraseRecognizer,
-        recovered,
+        edit_distance,
+        script_words,
         transcribe,
         word_errors,
     )
     from cameofarm.pipelines.liveness import phrase_vocabulary
 
-    words = _words(text)
+    words = tuple(script_words(text))
     if not words:
         raise ValueError(f"{audio.name}: its transcript has no words")
     samples = read_audio(audio, RATE)
@@ -96,7 +93,7 @@ def hear_recording(audio: Path, text: str) -> Heard:
         tuple(phrase),
         word_errors(list(words), phrase),
         tuple(transcript),
-        round((1.0 - recovered(" ".join(words), transcript)) * len(words)),
+        edit_distance(words, transcript),
     )
 
 

@@ -86,7 +86,7 @@ def quality(
     try:
         cameo = get_cameo(storage.db, cameo_id)
         samples = read_audio(video, SAMPLE_RATE)
-        models = ModelStore(storage.objects) if config.enrollment.speaker_encoder.models else None
+        models = ModelStore(storage.objects)
         encoder = speaker_encoder(config.enrollment, models, Path(config.data_dir) / "keys")
         enrolled = enrolled_voice(storage.objects, EnrolledVoice.of(cameo), encoder)
         voice = voice_quality(samples, SAMPLE_RATE, script, language, enrolled, encoder)

@@ -391,7 +391,7 @@ def test_titanet_checks_enrollment_stores_its_embedding_and_scores_outputs(
     cameo = quality.EnrolledVoice.of(record)
     report = quality.measure_voice(fetcher, enrollment, output, script, "en", cameo)
     assert report["encoder"] == "titanet:titanet-tiny@1", report
-    titanet = quality._ENCODERS[quality._encoder(fetcher, enrollment)]
+    _, titanet = quality._encoder(fetcher, enrollment)
     mine = titanet.embed(output.samples, output.sample_rate)
     assert report["to_cameo"] == pytest.approx(similarity(mine, np.asarray(voice)), abs=1e-3)
     assert 0.0 <= report["words_recovered"] <= 1.0

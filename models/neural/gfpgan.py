@@ -47,7 +47,9 @@ def face_mask(size: int) -> np.ndarray:
     return cv2.GaussianBlur(mask, (blur, blur), 0)
 
 
-def faces_in(chunk: VideoChunk, detect: Callable[[np.ndarray], Sequence[np.ndarray]]) -> list:
+def faces_in(
+    chunk: VideoChunk, detect: Callable[[np.ndarray], Sequence[np.ndarray]]
+) -> list[list[np.ndarray]]:
     """Each frame's faces as 5 alignment points: from the landmarks the chunk carries (the 5
     points themselves, or 68 iBUG landmarks), for every actor; found with `detect` when the
     chunk carries none, or another scheme."""
@@ -59,7 +61,7 @@ def faces_in(chunk: VideoChunk, detect: Callable[[np.ndarray], Sequence[np.ndarr
     schemes = {marks.shape[1] for marks, _ in carried}
     if not carried or not schemes <= {5, 68}:
         return [list(detect(frame)) for frame in chunk.frames]
-    out: list[list[np.ndarray]] = []
+    out = []
     for i in range(len(chunk)):
         points = []
         for marks, _ in carried:

@@ -83,14 +83,15 @@ def transcribe(samples: np.ndarray, sample_rate: int) -> list[str]:
     return hyp.hypstr.split() if hyp is not None and hyp.hypstr else []
 
 
-def recovered(script: str, heard: Sequence[str]) -> float:
-    """Share of the script's words a transcript recovers, in order (1 - word error rate,
-    at least 0)."""
+def script_words(script: str) -> list[str]:
+    """A script's words as the recogniser spells them (lower case, apostrophes kept)."""
     import re
 
-    expected = re.findall(r"[a-z']+", script.lower())
-    if not expected:
-        return 1.0
+    return re.findall(r"[a-z']+", script.lower())
+
+
+def edit_distance(expected: Sequence[str], heard: Sequence[str]) -> int:
+    """Word substitutions, insertions and deletions turning `expected` into `heard`."""
     n, m = len(expected), len(heard)
     table = np.zeros((n + 1, m + 1), int)
     table[:, 0], table[0, :] = np.arange(n + 1), np.arange(m + 1)
@@ -101,7 +102,16 @@ def recovered(script: str, heard: Sequence[str]) -> float:
                 table[i - 1, j] + 1,
                 table[i, j - 1] + 1,
             )
-    return max(0.0, 1.0 - table[n, m] / n)
+    return int(table[n, m])
+
+
+def recovered(script: str, heard: Sequence[str]) -> float:
+    """Share of the script's words a transcript recovers, in order (1 - word error rate,
+    at least 0)."""
+    expected = script_words(script)
+    if not expected:
+        return 1.0
+    return max(0.0, 1.0 - edit_distance(expected, heard) / len(expected))
 
 
 def word_errors(expected: Sequence[str], heard: Sequence[str]) -> int:
