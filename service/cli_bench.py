@@ -65,7 +65,8 @@ def bench(
     """Render benchmark on the running farm: p50/p95 per tier and stage, overhead ratio.
 
     Subcommands: `enroll` times enrollment, `policy` the dispatch decision, `recognizer` the
-    recogniser's word error rate on transcribed speech, `cancels` runs
+    recogniser's word error rate on transcribed speech, `voice` the reference voice on real
+    speakers, `cancels` runs
     submit→cancel pairs over HTTP, `faults` is the kill -9 drill, `status` times the status
     report during a long render.
     """
@@ -158,6 +159,39 @@ def bench_recognizer(folders: tuple[Path, ...]) -> None:
 
     try:
         measure_recognizer(list(folders), echo=click.echo)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@bench.command("voice")
+@click.argument("speakers", nargs=-1, required=True)
+@click.option(
+    "--script",
+    "scripts",
+    multiple=True,
+    help="A script to speak as every speaker (repeat it; default: five workplace scripts).",
+)
+@click.pass_obj
+def bench_voice(obj: Ctx, speakers: tuple[str, ...], scripts: tuple[str, ...]) -> None:
+    """Measure the reference voice on real people: every script spoken as every speaker,
+    scored as each job's voice report scores it (GE2E similarity to the speaker and of the
+    stock voice, words a recogniser recovers, the nearest other speaker), against the farm's
+    targets (>= 0.75 and >= the stock voice + 0.1). English.
+
+    Each SPEAKER is a recording of one person's speech, or FILE.rttm:SPEAKER — that
+    speaker's turns where nobody else speaks, in the URI.wav files beside the RTTM. Real ones
+    from the package index: `pip download --no-deps --no-binary :all: pyannote.audio==4.0.7`,
+    untar, and give e.g. tests/data/debug.train.rttm:FEE083.
+    """
+    from cameofarm.pipelines.voice_bench import SCRIPTS, measure_voice
+
+    try:
+        measure_voice(
+            speakers,
+            scripts or SCRIPTS,
+            obj.config.enrollment.min_speech_seconds,
+            echo=click.echo,
+        )
     except ValueError as exc:
         fail(str(exc))
 
