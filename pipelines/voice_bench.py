@@ -114,6 +114,7 @@ def measure_voice(
     speakers: Sequence[str],
     scripts: Sequence[str] = SCRIPTS,
     min_speech_seconds: float = 30.0,
+    timbre: float = 0.75,
     echo: Callable[[str], None] = print,
 ) -> list[Rendered]:
     """Speak every script as every speaker and measure it (see the module); print each row,
@@ -130,7 +131,7 @@ def measure_voice(
     if len(set(names)) != len(names):
         raise ValueError(f"two speakers have one name: {', '.join(names)}; rename a file")
     encoder = Ge2eSpeakerEncoder()
-    voice = UnitVoiceBackend()
+    voice = UnitVoiceBackend(timbre)
     profiles, enrolled = {}, {}
     for name, speech in heard:
         try:

@@ -171,8 +171,18 @@ def bench_recognizer(folders: tuple[Path, ...]) -> None:
     multiple=True,
     help="A script to speak as every speaker (repeat it; default: five workplace scripts).",
 )
+@click.option(
+    "--timbre",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.75,
+    show_default=True,
+    help="Share of the envelope taken from the speaker's own speech (the farm's: 0.75); more "
+    "sounds more like them and less clear.",
+)
 @click.pass_obj
-def bench_voice(obj: Ctx, speakers: tuple[str, ...], scripts: tuple[str, ...]) -> None:
+def bench_voice(
+    obj: Ctx, speakers: tuple[str, ...], scripts: tuple[str, ...], timbre: float
+) -> None:
     """Measure the reference voice on real people: every script spoken as every speaker,
     scored as each job's voice report scores it (GE2E similarity to the speaker and of the
     stock voice, words a recogniser recovers, the nearest other speaker), against the farm's
@@ -190,6 +200,7 @@ def bench_voice(obj: Ctx, speakers: tuple[str, ...], scripts: tuple[str, ...]) -
             speakers,
             scripts or SCRIPTS,
             obj.config.enrollment.min_speech_seconds,
+            timbre,
             echo=click.echo,
         )
     except ValueError as exc:

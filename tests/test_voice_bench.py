@@ -66,6 +66,8 @@ def test_bad_speakers_are_refused_by_name(tmp_path):
     (tmp_path / "noise.wav").write_bytes(b"RIFF not really a wav")
     out = _bench(tmp_path / "noise.wav")
     assert out.exit_code != 0 and "noise.wav" in out.output and "decode" in out.output
+    out = _bench(tmp_path / "noise.wav", "--timbre", "1.5")
+    assert out.exit_code == 2 and "--timbre" in out.output
     write_wav(tmp_path / "silence.wav", np.zeros(5 * RATE, np.float32), RATE)
     out = _bench(tmp_path / "silence.wav")
     assert out.exit_code != 0 and "silence: too little speech" in out.output
