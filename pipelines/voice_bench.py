@@ -106,8 +106,12 @@ class Rendered:
     closest_other: float | None  # the output's similarity to the nearest other speaker
 
     @property
+    def gain(self) -> float:
+        return self.to_cameo - self.base_to_cameo
+
+    @property
     def meets(self) -> bool:
-        return self.to_cameo >= TO_CAMEO and self.to_cameo >= self.base_to_cameo + GAIN
+        return self.to_cameo >= TO_CAMEO and self.gain >= GAIN
 
 
 def measure_voice(
@@ -168,7 +172,7 @@ def measure_voice(
             other = f", nearest other {row.closest_other:.3f}" if others else ""
             echo(
                 f"  {name}: {row.to_cameo:.3f} to the speaker (stock {row.base_to_cameo:.3f}, "
-                f"gain {row.to_cameo - row.base_to_cameo:+.3f}){other}; "
+                f"gain {row.gain:+.3f}){other}; "
                 f"{_share(row.words_recovered)} of the words recovered"
                 f"{'' if row.meets else '  [below target]'}  — {_clip(script)}"
             )
@@ -179,7 +183,7 @@ def measure_voice(
         echo(
             f"  {name}: to the speaker {np.mean([r.to_cameo for r in mine]):.3f} avg "
             f"(min {min(r.to_cameo for r in mine):.3f}), gain min "
-            f"{min(r.to_cameo - r.base_to_cameo for r in mine):+.3f}, words recovered "
+            f"{min(r.gain for r in mine):+.3f}, words recovered "
             f"{_share(_mean([r.words_recovered for r in mine]))} avg; "
             f"{sum(r.meets for r in mine)}/{len(mine)} on target"
         )
