@@ -86,6 +86,7 @@ def voice_to_bytes(profile: AnyVoiceProfile) -> bytes:
             "f0_log_mean": profile.f0_log_mean,
             "f0_log_std": profile.f0_log_std,
             "speech_seconds": profile.speech_seconds,
+            "timbre": profile.timbre,
         }
         return _pack(
             mcep=profile.mcep.astype(np.float32),
@@ -134,6 +135,7 @@ def voice_from_bytes(data: bytes) -> AnyVoiceProfile:
             float(meta["f0_log_std"]),
             float(meta["speech_seconds"]),
             d["phones"].astype(np.int8),
+            float(meta.get("timbre", 0.75)),  # profiles from before calibration: the default
         )
     if meta.get("kind") == "reference-mel":
         return SpeakerReference(meta["profiler"], int(meta["sr"]), d["mel"])

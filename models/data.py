@@ -120,6 +120,7 @@ class VoiceFrames:
     f0_log_std: float
     speech_seconds: float
     phones: np.ndarray  # (N,) int8: a recogniser's phone per frame (index into a phone set), -1
+    timbre: float = 0.75  # share of the envelope renders take from these frames (calibrated)
 
 
 AnyVoiceProfile = VoiceProfile | SpeakerReference | VoiceFrames

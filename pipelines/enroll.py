@@ -294,7 +294,12 @@ def enroll_recording(
         if isinstance(voice, VoiceProfile | VoiceFrames)
         else ""
     )
-    progress(f"voice ({ex.profiler.name}): {speech_seconds:.1f} s speech{pitch}")
+    timbre = (
+        f", renders take {voice.timbre:.0%} of its timbre (calibrated)"
+        if isinstance(voice, VoiceFrames)
+        else ""
+    )
+    progress(f"voice ({ex.profiler.name}): {speech_seconds:.1f} s speech{pitch}{timbre}")
 
     # 6. Store assets, then the record; nothing is left behind if any write fails.
     cameo_id = new_cameo_id()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cameofarm.models.reference.unit_voice import GAIN, TO_CAMEO
 
 SCRIPTS = (
     "Please remember to lock your screen whenever you leave your desk, even for a short break.",
@@ -28,7 +29,6 @@ SCRIPTS = (
     "Our quarterly results are in, and every region grew faster than we planned.",
     "Never share your password with anyone, not even someone who says they work in support.",
 )
-TO_CAMEO, GAIN = 0.75, 0.1  # the farm's targets for the reference voice
 GAP_SECONDS = 0.2  # silence put between one speaker's turns
 
 
@@ -118,11 +118,12 @@ def measure_voice(
     speakers: Sequence[str],
     scripts: Sequence[str] = SCRIPTS,
     min_speech_seconds: float = 30.0,
-    timbre: float = 0.75,
+    timbre: float | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[Rendered]:
     """Speak every script as every speaker and measure it (see the module); print each row,
-    each speaker's summary and the total."""
+    each speaker's summary and the total. `timbre`: the share of each speaker's envelope
+    renders take; None: each speaker's calibrated share, as enrollment sets it."""
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
     from cameofarm.models.reference.unit_voice import UnitVoiceBackend, WorldFramesProfiler
     from cameofarm.models.reference.voice import SAMPLE_RATE
@@ -139,7 +140,8 @@ def measure_voice(
     profiles, enrolled = {}, {}
     for name, speech in heard:
         try:
-            profiles[name] = WorldFramesProfiler().profile(speech, SAMPLE_RATE)
+            profiler = WorldFramesProfiler(calibrated=timbre is None)
+            profiles[name] = profiler.profile(speech, SAMPLE_RATE)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
         enrolled[name] = encoder.embed(speech, SAMPLE_RATE)
@@ -149,7 +151,9 @@ def measure_voice(
             if seconds < min_speech_seconds
             else ""
         )
-        echo(f"{name}: {seconds:.1f} s of speech{short}")
+        share = profiles[name].timbre if timbre is None else timbre
+        how = "calibrated" if timbre is None else "as given"
+        echo(f"{name}: {seconds:.1f} s of speech{short}; {share:.0%} of the timbre ({how})")
     stock = {script: stock_voice(script, "en", encoder) for script in scripts}
     rows: list[Rendered] = []
     for name in names:

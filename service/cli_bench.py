@@ -174,14 +174,14 @@ def bench_recognizer(folders: tuple[Path, ...]) -> None:
 @click.option(
     "--timbre",
     type=click.FloatRange(0.0, 1.0),
-    default=0.75,
-    show_default=True,
-    help="Share of the envelope taken from the speaker's own speech (the farm's: 0.75); more "
-    "sounds more like them and less clear.",
+    default=None,
+    help="Share of the envelope taken from the speaker's own speech; more sounds more like "
+    "them and less clear. Default: each speaker's calibrated share, as enrollment sets it "
+    "(the lowest of 0.4-0.75 whose calibration renders clear the targets).",
 )
 @click.pass_obj
 def bench_voice(
-    obj: Ctx, speakers: tuple[str, ...], scripts: tuple[str, ...], timbre: float
+    obj: Ctx, speakers: tuple[str, ...], scripts: tuple[str, ...], timbre: float | None
 ) -> None:
     """Measure the reference voice on real people: every script spoken as every speaker,
     scored as each job's voice report scores it (GE2E similarity to the speaker and of the

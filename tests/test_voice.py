@@ -9,7 +9,12 @@ import pytest
 from cameofarm.models.media import read_audio
 from cameofarm.models.reference import flite
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
-from cameofarm.models.reference.unit_voice import UnitVoiceBackend, WorldFramesProfiler
+from cameofarm.models.reference.unit_voice import (
+    CALIBRATION_SHARES,
+    TIMBRE,
+    UnitVoiceBackend,
+    WorldFramesProfiler,
+)
 from cameofarm.models.reference.voice import SAMPLE_RATE
 from cameofarm.pipelines.quality import voice_quality
 
@@ -36,7 +41,9 @@ def test_the_reference_voice_sounds_like_each_real_speaker_and_stays_intelligibl
     enrolled = {who: encoder.embed(speech, SAMPLE_RATE) for who, speech in people.items()}
     voice = UnitVoiceBackend()
     for who, speech in people.items():
-        profile = WorldFramesProfiler().profile(speech, SAMPLE_RATE)
+        profile = WorldFramesProfiler().profile(speech, SAMPLE_RATE)  # calibrated
+        print(who, f"renders take {profile.timbre:.0%} of the timbre")
+        assert profile.timbre in (*CALIBRATION_SHARES, TIMBRE)
         other = next(o for o in people if o != who)
         for script in SCRIPTS:
             track = voice.synthesize(script, profile, "en")
@@ -91,3 +98,53 @@ def test_a_real_cameo_renders_in_its_own_voice_by_cameofarm_quality(
     )["voice"]
     assert measured["to_cameo"] >= 0.75, measured
     assert measured["to_cameo"] >= measured["base_to_cameo"] + 0.1, measured
+
+
+def test_each_cameo_gets_the_clearest_share_of_its_timbre_that_still_sounds_like_them():
+    from cameofarm.models.reference.unit_voice import TIMBRE, Calibration, pick_timbre
+
+    tried = [
+        Calibration(0.4, 0.76, 0.20),  # under the target + margin (0.77)
+        Calibration(0.5, 0.80, 0.11),  # gain under 0.1 + margin
+        Calibration(0.6, 0.80, 0.15),  # the clearest that clears both
+        Calibration(TIMBRE, 0.84, 0.19),
+    ]
+    assert pick_timbre(tried) == 0.6
+    assert pick_timbre(list(reversed(tried))) == 0.6  # order does not matter
+    # None clears: the farm's share, never more (past it the words go).
+    assert pick_timbre([Calibration(0.4, 0.6, 0.0), Calibration(TIMBRE, 0.74, 0.2)]) == TIMBRE
+    assert pick_timbre([]) == TIMBRE
+
+
+def test_a_profiles_share_survives_storage_and_older_profiles_read_as_the_farms():
+    import io
+
+    import numpy as np
+    from cameofarm.models import codec
+    from cameofarm.models.data import VoiceFrames
+    from cameofarm.models.reference.unit_voice import TIMBRE
+
+    n = 50
+    profile = VoiceFrames(
+        "world-frames@1",
+        SAMPLE_RATE,
+        1024,
+        np.zeros((n, 40), np.float32),
+        np.zeros((n, 2), np.float32),
+        np.ones(n, bool),
+        5.0,
+        0.2,
+        3.0,
+        np.zeros(n, np.int8),
+        timbre=0.4,
+    )
+    assert codec.voice_from_bytes(codec.voice_to_bytes(profile)).timbre == 0.4
+    # A profile stored before calibration existed has no share in its metadata.
+    with np.load(io.BytesIO(codec.voice_to_bytes(profile))) as d:
+        arrays = {k: d[k] for k in d.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["timbre"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    old = io.BytesIO()
+    np.savez(old, **arrays)
+    assert codec.voice_from_bytes(old.getvalue()).timbre == TIMBRE
