@@ -135,7 +135,8 @@ def voice_from_bytes(data: bytes) -> AnyVoiceProfile:
             float(meta["f0_log_std"]),
             float(meta["speech_seconds"]),
             d["phones"].astype(np.int8),
-            float(meta.get("timbre", 0.75)),  # profiles from before calibration: the default
+            # Profiles stored before calibration have no share: they take the default.
+            **({"timbre": float(meta["timbre"])} if "timbre" in meta else {}),
         )
     if meta.get("kind") == "reference-mel":
         return SpeakerReference(meta["profiler"], int(meta["sr"]), d["mel"])

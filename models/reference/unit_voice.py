@@ -45,7 +45,9 @@ VOICED_WEIGHT = 3.0  # a voiced stretch matches a voiced one
 PHONE_WEIGHT = 3.0  # and a stretch of the same phones (as the recogniser labelled them)
 
 TO_CAMEO, GAIN = 0.75, 0.1  # the farm's targets: GE2E to the cameo, and over the stock voice
-TIMBRE = 0.75  # the most of the cameo's envelope a render takes (past it, words are lost)
+# The most of the cameo's envelope a render takes (past it, words are lost); uncalibrated
+# profiles take it too.
+TIMBRE = VoiceFrames.timbre
 CALIBRATION_SHARES = (0.4, 0.5, 0.6)  # the clearer shares enrollment tries below TIMBRE
 CALIBRATION_MARGIN = 0.02  # other scripts score a little either side of the calibration's
 CALIBRATION_SCRIPTS = (
