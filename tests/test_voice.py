@@ -101,7 +101,7 @@ def test_a_real_cameo_renders_in_its_own_voice_by_cameofarm_quality(
 
 
 def test_each_cameo_gets_the_clearest_share_of_its_timbre_that_still_sounds_like_them():
-    from cameofarm.models.reference.unit_voice import TIMBRE, Calibration, pick_timbre
+    from cameofarm.models.reference.unit_voice import Calibration, pick_timbre
 
     tried = [
         Calibration(0.4, 0.76, 0.20),  # under the target + margin (0.77)
@@ -122,7 +122,6 @@ def test_a_profiles_share_survives_storage_and_older_profiles_read_as_the_farms(
     import numpy as np
     from cameofarm.models import codec
     from cameofarm.models.data import VoiceFrames
-    from cameofarm.models.reference.unit_voice import TIMBRE
 
     n = 50
     profile = VoiceFrames(
