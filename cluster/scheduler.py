@@ -23,6 +23,7 @@ from cameofarm.cluster.autoscale import Autoscaler, ScaleBounds, ScaleDecision
 from cameofarm.cluster.jobs import (
     JobChanged,
     JobStatus,
+    JobView,
     describe_running,
     dispatch_job,
     end_failed_attempt,
@@ -59,6 +60,7 @@ from cameofarm.monitoring.metrics import (
     POOL_RESIZES,
     PURGES_DONE,
     QUEUE_WAIT_SECONDS,
+    count_voices,
     declare_scheduler_series,
     serve_metrics,
 )
@@ -372,9 +374,7 @@ class Scheduler:
                 self.storage,
                 progress=lambda stage, frac: record_progress(db, job_id, str(stage), frac),
                 still_wanted=lambda: get_job(db, job_id).status is JobStatus.RUNNING,
-                finalize=lambda key, quality: finish_published(
-                    db, self.config, job_id, key, quality
-                ),
+                finalize=lambda key, quality: self._published(job_id, tier, key, quality),
                 stage_progress=lambda stage, done, total: self._note_stage(
                     job_id, stage, done, total
                 ),
@@ -397,6 +397,14 @@ class Scheduler:
         log.info("run ended %s after %.1f s", ended, seconds)
         with self._stages_lock:
             self._stages.pop(job_id, None)
+
+    def _published(
+        self, job_id: str, tier: str, key: str, quality: dict[str, Any] | None
+    ) -> JobView:
+        """Publish a rendered job (finish_published) and count its voices' verdicts."""
+        view = finish_published(self.storage.db, self.config, job_id, key, quality)
+        count_voices(tier, quality)
+        return view
 
     def _note_stage(self, job_id: str, stage: str, done: int, total: int) -> None:
         with self._stages_lock:

@@ -95,6 +95,11 @@ DASHBOARDS = (
                 "{{tier}} {{status}}",
             ),
             Panel(
+                "Voices published (1 h), by tier and verdict against the farm's voice targets",
+                "sum by (tier, verdict) (increase(cameofarm_voice_renders_total[1h]))",
+                "{{tier}} {{verdict}}",
+            ),
+            Panel(
                 "Jobs submitted per minute, by organisation",
                 "sum by (organisation) (rate(cameofarm_jobs_submitted_total[15m])) * 60",
                 "{{organisation}}",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -39,6 +40,13 @@ JOB_RUN_SECONDS = Histogram(
     "Dispatch to end of one run of a job, by how it ended",
     ["tier", "status"],
     buckets=_SECONDS,
+)
+VOICE_RENDERS = Counter(
+    "cameofarm_voice_renders",
+    "Voices in published videos (a dialogue has two), by their voice report's verdict "
+    "against the farm's targets: meets, below, or unjudged (not measured, or no targets "
+    "for the speaker encoder)",
+    ["tier", "verdict"],
 )
 STAGE_SECONDS = Histogram(
     "cameofarm_stage_seconds",
@@ -117,6 +125,7 @@ API_RATE_LIMITED = Counter(
 )
 
 JOB_END_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED", "REQUEUED")
+VOICE_VERDICTS = ("meets", "below", "unjudged")
 WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "refused")
 RATE_LIMITS = ("key", "auth_failures", "client_requests", "jobs_per_day")
 
@@ -131,8 +140,20 @@ def declare_scheduler_series(tiers: Iterable[str], stages: Iterable[str]) -> Non
         QUEUE_WAIT_SECONDS.labels(tier=tier)
         for status in JOB_END_STATUSES:
             JOB_RUN_SECONDS.labels(tier=tier, status=status)
+        for verdict in VOICE_VERDICTS:
+            VOICE_RENDERS.labels(tier=tier, verdict=verdict)
     for outcome in WEBHOOK_OUTCOMES:
         WEBHOOK_ATTEMPTS.labels(outcome=outcome)
+
+
+def count_voices(tier: str, quality: dict[str, Any] | None) -> None:
+    """Count a published video's voices by their reports' verdicts (VOICE_RENDERS)."""
+    quality = quality or {}
+    cast = quality.get("cast") or [quality]
+    for part in cast:
+        meets = (part.get("voice") or {}).get("meets_targets")
+        verdict = "unjudged" if meets is None else "meets" if meets else "below"
+        VOICE_RENDERS.labels(tier=tier, verdict=verdict).inc()
 
 
 def declare_api_series() -> None:

@@ -6,6 +6,11 @@ conversion must add clearly more than the stock voice already has.
 
 Stored with each job (`quality` on the job) and recomputed from any published video by
 `cameofarm quality VIDEO`.
+
+Each report says whether the voice meets the farm's targets (`TARGETS`): set for the encoder
+they were measured with (GE2E: >= 0.75 to the cameo, >= the stock voice + 0.1); another
+encoder's figures are reported without a verdict, since its similarities run on another
+scale.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ from cameofarm.models.contracts import SpeakerEncoder
 from cameofarm.models.data import SpeechTrack
 from cameofarm.models.media import read_audio
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
-from cameofarm.models.reference.unit_voice import base_speech
+from cameofarm.models.reference.unit_voice import GAIN, TO_CAMEO, base_speech
 from cameofarm.models.reference.voice import SAMPLE_RATE
 from cameofarm.models.store import ModelStore
 from cameofarm.pipelines.extractors import speaker_encoder
 from cameofarm.storage.fetch import ObjectFetcher
 from cameofarm.storage.objects import ObjectStore
+
+# The farm's voice targets (to the cameo, gain over the stock voice), by the speaker encoder
+# they were measured with (README, "Voice").
+TARGETS = {Ge2eSpeakerEncoder.name: (TO_CAMEO, GAIN)}
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,17 @@ class VoiceQuality:
         """What the cameo's voice adds over the stock voice."""
         return self.to_cameo - self.base_to_cameo
 
+    @property
+    def meets_targets(self) -> bool | None:
+        """Whether the voice meets the farm's targets; None: none are set for this encoder."""
+        if self.encoder not in TARGETS:
+            return None
+        to_cameo, gain = TARGETS[self.encoder]
+        return self.to_cameo >= to_cameo and self.gain >= gain
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {**figures, "meets_targets": self.meets_targets}
 
     def describe(self) -> str:
         text = (
@@ -66,7 +84,16 @@ class VoiceQuality:
                 f"; a recogniser recovers {self.words_recovered:.0%} of the script's words "
                 f"(stock voice {self.base_words_recovered:.0%})"
             )
-        return text
+        return text + verdict(self.encoder, self.meets_targets)
+
+
+def verdict(encoder: str, meets: bool | None) -> str:
+    """How a report names its verdict against the farm's targets (appended to its figures)."""
+    if meets is None:
+        return f"; no targets are set for {encoder} (the farm's are GE2E's)"
+    to_cameo, gain = TARGETS[encoder]
+    targets = f"the farm's voice targets (>= {to_cameo:g} to the cameo, >= stock + {gain:g})"
+    return f"; meets {targets}" if meets else f"; BELOW {targets}"
 
 
 @dataclass(frozen=True)

@@ -152,12 +152,17 @@ def _face_line(face: dict[str, Any]) -> str:
 def _voice_line(voice: dict[str, Any]) -> str:
     if "to_cameo" not in voice:
         return f"voice: not measured ({voice.get('unmeasured', 'no report')})"
+    from cameofarm.pipelines.quality import verdict
+
     words = voice.get("words_recovered")
-    return (
+    line = (
         f"voice: {voice['to_cameo']:.3f} like the cameo (stock voice "
         f"{voice['base_to_cameo']:.3f})"
         + (f", {words:.0%} of the words recovered" if words is not None else "")
     )
+    if "meets_targets" in voice:  # reports stored before verdicts have none
+        line += verdict(voice["encoder"], voice["meets_targets"])
+    return line
 
 
 def describe_quality(quality: dict[str, Any] | None) -> list[str]:

@@ -192,7 +192,21 @@ def test_status_cancel_retry_and_results(api, storage, farm_config):
     sheet = api.batch_results(TESTER, bid)["rows"]
     first, second, third, _ = (r["job_id"] for r in sheet)
     set_job_status(storage.db, first, JobStatus.RUNNING, "dispatched")
-    set_job_status(storage.db, first, JobStatus.SUCCEEDED, "published", output_key="o/1.mp4")
+    voice = {  # a stored voice report (VoiceQuality.to_dict): under the gain target
+        "encoder": "resemblyzer:ge2e@1",
+        "to_cameo": 0.78,
+        "base_to_cameo": 0.72,
+        "words_recovered": 0.8,
+        "meets_targets": False,
+    }
+    set_job_status(
+        storage.db,
+        first,
+        JobStatus.SUCCEEDED,
+        "published",
+        output_key="o/1.mp4",
+        quality={"voice": voice},
+    )
     set_job_status(storage.db, second, JobStatus.RUNNING, "dispatched")
     set_job_status(storage.db, second, JobStatus.FAILED, "the face swap broke")
     set_job_status(storage.db, third, JobStatus.RUNNING, "dispatched")
@@ -220,6 +234,11 @@ def test_status_cancel_retry_and_results(api, storage, farm_config):
     results = api.batch_results(TESTER, bid)
     assert [r["row"] for r in results["rows"]] == [2, 3, 4, 5]
     assert results["rows"][0]["output_key"] == "o/1.mp4"
+    published = results["rows"][0]  # its voice's figures and verdict, to filter the sheet on
+    assert published["voice_to_cameo"] == 0.78 and published["voice_gain"] == 0.06
+    assert published["voice_words_recovered"] == 0.8
+    assert published["voice_meets_targets"] is False
+    assert results["rows"][1]["voice_gain"] is None  # nothing published: no voice
     text = results_csv(results).splitlines()
     assert text[0].startswith("row,output,job_id,status,error")
     assert text[1].startswith("2,welcome-0,")
@@ -398,6 +417,7 @@ def test_a_batch_renders_on_the_farm_and_another_organisation_gets_the_next_slot
         manifest = verify_mp4(storage.objects.get_bytes(r["output_key"]), root)
         assert manifest.valid and manifest.extra["captions"]["vtt"] == r["captions_vtt"]
         assert r["c2pa_manifest"] == manifest.manifest_id
+        assert isinstance(r["voice_meets_targets"], bool) and r["voice_gain"] is not None
     ja = storage.objects.get_bytes(results[2]["captions_vtt"]).decode()
     assert "ようこそ、はなこさん。" in ja
 

@@ -135,6 +135,7 @@ SERIES = [
     'cameofarm_job_run_seconds_count{tier="plus", status="SUCCEEDED"} > 0',
     'cameofarm_stage_seconds_count{tier="plus", stage="lip_sync", backend="reference"} > 0',
     'cameofarm_stage_frame_seconds_count{stage="face_swap"} > 0',
+    "sum(cameofarm_voice_renders_total) >= 1",  # each published voice, by its verdict
     "rate(cameofarm_replica_busy_seconds_total[1m])",
     "cameofarm_replica_in_flight_calls",
     "cameofarm_replica_up == 1",

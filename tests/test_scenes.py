@@ -332,6 +332,12 @@ def test_the_demo_prints_one_line_per_measured_part():
         "0.73; same person <= 0.62); lip sync r = 0.47 at -40 ms",
         "voice: 0.762 like the cameo (stock voice 0.636)",
     ]
+    # A report with the farm's verdict says it (the one above was stored before verdicts).
+    judged = {**voice, "encoder": "resemblyzer:ge2e@1", "meets_targets": True}
+    assert describe_quality({"face": face, "voice": judged})[1] == (
+        "voice: 0.762 like the cameo (stock voice 0.636); meets the farm's voice targets "
+        "(>= 0.75 to the cameo, >= stock + 0.1)"
+    )
     unseen = {**face, "recognised": 0.0, "to_cameo": None, "lip_sync": None}
     assert describe_quality({"face": unseen}) == [
         "face: the cameo's in 0% of 118 frames",

@@ -147,3 +147,21 @@ def test_a_profiles_share_survives_storage_and_older_profiles_read_as_the_farms(
     old = io.BytesIO()
     np.savez(old, **arrays)
     assert codec.voice_from_bytes(old.getvalue()).timbre == TIMBRE
+
+
+def test_a_voice_report_says_whether_it_meets_the_farms_targets():
+    """The verdict is the farm's targets (GE2E: >= 0.75 to the cameo, >= stock + 0.1), in the
+    stored report and in what `cameofarm quality` prints; other encoders get none."""
+    from cameofarm.pipelines.quality import VoiceQuality
+
+    ge2e = Ge2eSpeakerEncoder.name
+    meets = VoiceQuality(ge2e, 0.80, 0.66, 0.7, 4.0, 0.9, 0.9)
+    assert meets.meets_targets is True and meets.to_dict()["meets_targets"] is True
+    assert "; meets the farm's voice targets (>= 0.75" in meets.describe()
+    close_stock = VoiceQuality(ge2e, 0.80, 0.72, 0.8, 4.0)  # gains only 0.08
+    unlike = VoiceQuality(ge2e, 0.74, 0.50, 0.6, 4.0)  # gains 0.24 but is under 0.75
+    for below in (close_stock, unlike):
+        assert below.meets_targets is False and "; BELOW the farm's" in below.describe()
+    other = VoiceQuality("titanet:speaker@1", 0.62, 0.30, 0.4, 4.0)  # another scale
+    assert other.meets_targets is None and other.to_dict()["meets_targets"] is None
+    assert "no targets are set for titanet:speaker@1" in other.describe()

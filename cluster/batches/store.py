@@ -36,6 +36,9 @@ RESULT_COLUMNS = (
     "face_recognised",
     "lip_sync",
     "voice_to_cameo",
+    "voice_gain",
+    "voice_words_recovered",
+    "voice_meets_targets",
 )
 
 
@@ -229,6 +232,13 @@ def retry_failed(
     return {"batch_id": batch_id, "retried": retried, "refused": refused}
 
 
+def _gain(voice: dict[str, Any]) -> float | None:
+    """What the cameo's voice adds over the stock voice, from a stored voice report."""
+    if voice.get("to_cameo") is None or voice.get("base_to_cameo") is None:
+        return None
+    return round(voice["to_cameo"] - voice["base_to_cameo"], 4)
+
+
 def batch_results(db: Database, batch_id: str, viewer: str | None = None) -> list[dict[str, Any]]:
     """The results sheet: one line per row (RESULT_COLUMNS)."""
     with db.session() as s:
@@ -261,6 +271,9 @@ def batch_results(db: Database, batch_id: str, viewer: str | None = None) -> lis
                 "face_recognised": face.get("recognised"),
                 "lip_sync": face.get("lip_sync"),
                 "voice_to_cameo": voice.get("to_cameo"),
+                "voice_gain": _gain(voice),
+                "voice_words_recovered": voice.get("words_recovered"),
+                "voice_meets_targets": voice.get("meets_targets"),
             }
         )
     return sheet
