@@ -70,7 +70,9 @@ class VoiceQuality:
 
     def to_dict(self) -> dict[str, Any]:
         figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
-        return {**figures, "meets_targets": self.meets_targets}
+        targets = TARGETS.get(self.encoder)
+        judged_by = None if targets is None else {"to_cameo": targets[0], "gain": targets[1]}
+        return {**figures, "meets_targets": self.meets_targets, "targets": judged_by}
 
     def describe(self) -> str:
         text = (
@@ -84,16 +86,22 @@ class VoiceQuality:
                 f"; a recogniser recovers {self.words_recovered:.0%} of the script's words "
                 f"(stock voice {self.base_words_recovered:.0%})"
             )
-        return text + verdict(self.encoder, self.meets_targets)
+        return text + verdict(self.to_dict())
 
 
-def verdict(encoder: str, meets: bool | None) -> str:
-    """How a report names its verdict against the farm's targets (appended to its figures)."""
-    if meets is None:
-        return f"; no targets are set for {encoder} (the farm's are GE2E's)"
-    to_cameo, gain = TARGETS[encoder]
-    targets = f"the farm's voice targets (>= {to_cameo:g} to the cameo, >= stock + {gain:g})"
-    return f"; meets {targets}" if meets else f"; BELOW {targets}"
+def verdict(report: dict[str, Any]) -> str:
+    """A voice report's verdict against the targets it was judged by, to append to its
+    figures ("" for a report stored before verdicts)."""
+    if "meets_targets" not in report:
+        return ""
+    targets = report.get("targets")
+    if report["meets_targets"] is None or not targets:
+        return f"; no targets are set for {report.get('encoder')} (the farm's are GE2E's)"
+    bar = (
+        f"the farm's voice targets (>= {targets['to_cameo']:g} to the cameo, "
+        f">= stock + {targets['gain']:g})"
+    )
+    return f"; meets {bar}" if report["meets_targets"] else f"; BELOW {bar}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from cameofarm.service.cli_bench import bench
 from cameofarm.service.cli_common import Ctx, fail, json_option
 from cameofarm.service.cli_consent import COMMANDS
 from cameofarm.service.cli_models import models
-from cameofarm.service.cli_quality import quality
+from cameofarm.service.cli_quality import describe_quality, quality
 from cameofarm.service.cli_scenes import scenes
 from cameofarm.service.cli_simulate import simulate
 from cameofarm.service.cli_top import top
@@ -574,7 +574,8 @@ def submit(
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds to wait.")
 @click.pass_obj
 def wait(obj: Ctx, job_id: str, timeout: float) -> None:
-    """Follow a job's progress until it ends; print where to get the video."""
+    """Follow a job's progress until it ends; print its quality report (face, lip sync,
+    voice and whether it meets the farm's voice targets) and, last, where to get the video."""
     import time
 
     from cameofarm.service.farm_api import job_is_over
@@ -599,7 +600,9 @@ def wait(obj: Ctx, job_id: str, timeout: float) -> None:
             time.sleep(0.5)
         if job["status"] != "SUCCEEDED":
             _fail(f"job {job_id} ended {job['status']}: {job['error']}")
-        click.echo(client.download(job_id)["url"])
+        for measured in describe_quality(job.get("quality")):
+            click.echo(measured)
+        click.echo(client.download(job_id)["url"])  # the last line: scripts take it
     except ApiError as exc:
         _fail(exc.message)
 

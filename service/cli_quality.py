@@ -1,9 +1,11 @@
-"""`cameofarm quality VIDEO`: measure a published video against its cameo (read-only)."""
+"""`cameofarm quality VIDEO`: measure a published video against its cameo (read-only); and
+how a job's stored quality report reads, a line per measured part (`wait`, the demo)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from cameofarm.service.cli_common import Ctx, fail, json_option
@@ -114,3 +116,55 @@ def quality(
     click.echo(f"  {voice.describe()}")
     if job and job.quality:
         click.echo(f"  stored at publish: {json.dumps(job.quality)}")
+
+
+def _face_line(face: dict[str, Any]) -> str:
+    if "recognised" not in face:
+        return f"face: not measured ({face.get('unmeasured', 'no report')})"
+    line = f"face: the cameo's in {face['recognised']:.0%} of {face['frames']} frames"
+    if face.get("to_cameo") is not None:
+        line += f" (median distance {face['to_cameo']:.2f}"
+        if face.get("to_actor") is not None:
+            line += f", to the scene's actor {face['to_actor']:.2f}"
+        line += f"; same person <= {face['same_person']:g})"
+    if face.get("lip_sync") is not None:
+        line += f"; lip sync r = {face['lip_sync']:.2f} at {face['lip_lag_ms']:+.0f} ms"
+    return line
+
+
+def _voice_line(voice: dict[str, Any]) -> str:
+    if "to_cameo" not in voice:
+        return f"voice: not measured ({voice.get('unmeasured', 'no report')})"
+    words = voice.get("words_recovered")
+    line = (
+        f"voice: {voice['to_cameo']:.3f} like the cameo (stock voice "
+        f"{voice['base_to_cameo']:.3f})"
+        + (f", {words:.0%} of the words recovered" if words is not None else "")
+    )
+    if "meets_targets" in voice:  # reports stored before verdicts have none
+        from cameofarm.pipelines.quality import verdict
+
+        line += verdict(voice)
+    return line
+
+
+def describe_quality(quality: dict[str, Any] | None) -> list[str]:
+    """One line per measured part of a job's stored quality report (per cameo in a dialogue,
+    and how far apart its two voices are)."""
+    quality = quality or {}
+    if "cast" not in quality:
+        return [_face_line(quality.get("face") or {}), _voice_line(quality.get("voice") or {})]
+    lines = []
+    for cast in quality["cast"]:
+        who = f"{cast['speaker']} ({cast['cameo']}) "
+        lines += [who + _face_line(cast.get("face") or {}), who + _voice_line(cast["voice"])]
+    apart = quality.get("dialogue") or {}
+    if "between_speakers" in apart:
+        within = ", ".join(f"{v:.3f}" for v in apart["within"])
+        lines.append(
+            f"dialogue: the two voices are {apart['between_speakers']:.3f} alike; each "
+            f"cameo's own speech {within}"
+        )
+    else:
+        lines.append(f"dialogue: voices not compared ({apart.get('unmeasured', 'no report')})")
+    return lines

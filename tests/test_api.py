@@ -304,6 +304,15 @@ def test_download_is_presigned_and_carries_provenance(farm, cameo, published, tm
     env = {"CAMEOFARM__DATA_DIR": farm.config.data_dir}
     out = CliRunner().invoke(cli, ["verify", str(video)], env=env)
     assert out.exit_code == 0 and f"cameos: {cameo}" in out.output, out.output
+    # `cameofarm wait` on it, over HTTP: the quality report, then (last) the download link.
+    env |= {"CAMEOFARM_API_URL": farm.url, "CAMEOFARM_API_KEY": farm.keys["olive"]}
+    waited = CliRunner().invoke(cli, ["wait", job_id], env=env)
+    assert waited.exit_code == 0, waited.output
+    lines = waited.output.splitlines()
+    assert lines[0].startswith(f"{job_id} SUCCEEDED") and "/v1/files/" in lines[-1]
+    assert any(line.startswith("face: the cameo's in ") for line in lines), lines
+    voice = next(line for line in lines if line.startswith("voice: "))
+    assert " like the cameo (stock voice " in voice and "the farm's voice targets" in voice
 
 
 def test_idempotent_submit(farm, cameo):

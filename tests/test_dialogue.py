@@ -142,7 +142,7 @@ def test_a_two_cameo_dialogue_casts_each_cameo_onto_its_actor_in_its_own_voice(
     from cameofarm.pipelines.render import RenderJob
     from cameofarm.pipelines.scene_library import add_scene
     from cameofarm.service.cli import cli
-    from cameofarm.service.demo import describe_quality
+    from cameofarm.service.cli_quality import describe_quality
     from click.testing import CliRunner
 
     from tests.conftest import render_published

@@ -322,7 +322,7 @@ def test_lip_sync_lag_is_found_where_the_mouth_follows_the_sound():
 
 
 def test_the_demo_prints_one_line_per_measured_part():
-    from cameofarm.service.demo import describe_quality
+    from cameofarm.service.cli_quality import describe_quality
 
     face = {"frames": 118, "recognised": 1.0, "to_cameo": 0.38, "to_actor": 0.73}
     face |= {"same_person": 0.62, "lip_sync": 0.47, "lip_lag_ms": -40.0}
@@ -334,6 +334,7 @@ def test_the_demo_prints_one_line_per_measured_part():
     ]
     # A report with the farm's verdict says it (the one above was stored before verdicts).
     judged = {**voice, "encoder": "resemblyzer:ge2e@1", "meets_targets": True}
+    judged["targets"] = {"to_cameo": 0.75, "gain": 0.1}  # what it was judged by
     assert describe_quality({"face": face, "voice": judged})[1] == (
         "voice: 0.762 like the cameo (stock voice 0.636); meets the farm's voice targets "
         "(>= 0.75 to the cameo, >= stock + 0.1)"
