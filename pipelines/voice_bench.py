@@ -104,14 +104,11 @@ class Rendered:
     base_to_cameo: float
     words_recovered: float | None
     closest_other: float | None  # the output's similarity to the nearest other speaker
+    meets: bool  # the voice report's verdict against the farm's targets
 
     @property
     def gain(self) -> float:
         return self.to_cameo - self.base_to_cameo
-
-    @property
-    def meets(self) -> bool:
-        return self.to_cameo >= TO_CAMEO and self.gain >= GAIN
 
 
 def measure_voice(
@@ -171,6 +168,7 @@ def measure_voice(
                 q.base_to_cameo,
                 q.words_recovered,
                 max(others) if others else None,
+                bool(q.meets_targets),
             )
             rows.append(row)
             other = f", nearest other {row.closest_other:.3f}" if others else ""
