@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import numpy as np
 from cameofarm.models.data import (
@@ -87,6 +88,7 @@ def voice_to_bytes(profile: AnyVoiceProfile) -> bytes:
             "f0_log_std": profile.f0_log_std,
             "speech_seconds": profile.speech_seconds,
             "timbre": profile.timbre,
+            "calibrated": None if profile.calibrated is None else list(profile.calibrated),
         }
         return _pack(
             mcep=profile.mcep.astype(np.float32),
@@ -120,6 +122,10 @@ def voice_to_bytes(profile: AnyVoiceProfile) -> bytes:
     )
 
 
+def _figures(value: Any) -> tuple[float, float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]), float(value[2]))
+
+
 def voice_from_bytes(data: bytes) -> AnyVoiceProfile:
     d = _unpack(data)
     meta = json.loads(str(d["meta"]))
@@ -137,6 +143,7 @@ def voice_from_bytes(data: bytes) -> AnyVoiceProfile:
             d["phones"].astype(np.int8),
             # Profiles stored before calibration have no share: they take the default.
             **({"timbre": float(meta["timbre"])} if "timbre" in meta else {}),
+            calibrated=_figures(meta.get("calibrated")),
         )
     if meta.get("kind") == "reference-mel":
         return SpeakerReference(meta["profiler"], int(meta["sr"]), d["mel"])

@@ -121,6 +121,10 @@ class VoiceFrames:
     speech_seconds: float
     phones: np.ndarray  # (N,) int8: a recogniser's phone per frame (index into a phone set), -1
     timbre: float = 0.75  # share of the envelope renders take from these frames (calibrated)
+    # How renders at `timbre` scored at calibration, over its scripts: speaker similarity to
+    # the enrolled speech, gain over the stock voice, share of the words a recogniser
+    # recovers. None: not measured (too little speech, or a profile from before calibration).
+    calibrated: tuple[float, float, float] | None = None
 
 
 AnyVoiceProfile = VoiceProfile | SpeakerReference | VoiceFrames

@@ -27,6 +27,7 @@ from cameofarm.models.media import MediaError, probe_video, read_audio, read_fra
 from cameofarm.models.reference.base_video import presenter_box
 from cameofarm.models.reference.speech import speech_frames
 from cameofarm.models.reference.speech import speech_seconds as count_speech
+from cameofarm.models.reference.unit_voice import calibration_report, describe_calibration
 from cameofarm.models.reference.voice import SAMPLE_RATE, speaker_distance
 from cameofarm.pipelines.checks import RecordingReport, check_recording
 from cameofarm.pipelines.extractors import (
@@ -294,8 +295,9 @@ def enroll_recording(
         if isinstance(voice, VoiceProfile | VoiceFrames)
         else ""
     )
+    calibration = calibration_report(voice) if isinstance(voice, VoiceFrames) else None
     timbre = (
-        f", renders take {voice.timbre:.0%} of its timbre (calibrated)"
+        f", {describe_calibration(calibration, voice.timbre)}"
         if isinstance(voice, VoiceFrames)
         else ""
     )
@@ -319,6 +321,8 @@ def enroll_recording(
         # Who speaks, by encoder: what an output's "sounds like the cameo" is measured against.
         "voices": {ex.speaker.name: [round(float(v), 6) for v in speaker]},
         "speech_seconds": round(speech_seconds, 2),
+        # How renders in the cameo's voice scored when enrollment calibrated it.
+        **({"voice_calibration": calibration} if calibration else {}),
     }
     written: list[str] = []
     try:

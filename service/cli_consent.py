@@ -194,6 +194,10 @@ def _cameo_text(c: dict[str, Any]) -> str:
         f"  approved: {', '.join(c['approved']) or '-'}\n"
         f"  restrictions: {', '.join(c['restrictions']) or '-'}"
     )
+    if c.get("voice"):
+        from cameofarm.models.reference.unit_voice import describe_calibration
+
+        text += f"\n  voice: {describe_calibration(c['voice'], c['voice']['timbre'])}"
     if c.get("cancelled_jobs"):
         text += f"\n  cancelled jobs no longer allowed: {', '.join(c['cancelled_jobs'])}"
     if c.get("purge_deadline"):
@@ -236,7 +240,7 @@ def _cameo_cmd(name: str, help_text: str, call: Any, *params: Any) -> None:
 
 _cameo_cmd(
     "show",
-    "Show a cameo's status, permission, allow list and restrictions.",
+    "Show a cameo's status, permission, allow list, restrictions and how its voice renders.",
     lambda c, cid: c.get_cameo(cid),
 )
 _cameo_cmd(

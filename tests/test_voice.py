@@ -4,6 +4,7 @@ than the stock voice does, and stay intelligible; measured the way `cameofarm qu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from cameofarm.models.media import read_audio
@@ -14,6 +15,8 @@ from cameofarm.models.reference.unit_voice import (
     TIMBRE,
     UnitVoiceBackend,
     WorldFramesProfiler,
+    calibration_report,
+    describe_calibration,
 )
 from cameofarm.models.reference.voice import SAMPLE_RATE
 from cameofarm.pipelines.quality import voice_quality
@@ -42,8 +45,16 @@ def test_the_reference_voice_sounds_like_each_real_speaker_and_stays_intelligibl
     voice = UnitVoiceBackend()
     for who, speech in people.items():
         profile = WorldFramesProfiler().profile(speech, SAMPLE_RATE)  # calibrated
-        print(who, f"renders take {profile.timbre:.0%} of the timbre")
+        report = calibration_report(profile)
+        told = describe_calibration(report, profile.timbre)
+        print(who, told)  # what enrollment tells the owner
         assert profile.timbre in (*CALIBRATION_SHARES, TIMBRE)
+        assert report is not None and report["meets_targets"], told
+        if who == "man":
+            assert report["clear"] and "the words are clear" in told, told
+        else:  # 4 s of speech: enrollment tells her owner the words suffer, and what helps
+            assert report["clear"] is False, told
+            assert "HARD TO FOLLOW" in told and "more clear speech" in told, told
         other = next(o for o in people if o != who)
         for script in SCRIPTS:
             track = voice.synthesize(script, profile, "en")
@@ -74,6 +85,15 @@ def test_a_real_cameo_renders_in_its_own_voice_by_cameofarm_quality(
     from tests.test_checks import enroll_real_man
 
     cameo = enroll_real_man(storage, analyzer, farm_config, tmp_path)
+    # Its owner sees how its voice calibrated at enrollment.
+    from cameofarm.cameos.accounts import Principal
+    from cameofarm.service.areas.cameos import CameosArea
+    from cameofarm.service.cli_consent import _cameo_text
+
+    shown = CameosArea(farm_config, storage).get_cameo(Principal("tester", "acme"), cameo.id)
+    assert shown["voice"]["meets_targets"] and shown["voice"]["clear"], shown["voice"]
+    assert "\n  voice: renders take " in _cameo_text(shown), _cameo_text(shown)
+    assert "the words are clear" in _cameo_text(shown)
     script = SCRIPTS[0]  # 4.8 s: a Plus job
     view = submit_job(
         storage.db, farm_config, cameo_ids=[cameo.id], script=script, tier="plus", customer="tester"
@@ -138,15 +158,18 @@ def test_a_profiles_share_survives_storage_and_older_profiles_read_as_the_farms(
         timbre=0.4,
     )
     assert codec.voice_from_bytes(codec.voice_to_bytes(profile)).timbre == 0.4
+    measured = replace(profile, calibrated=(0.8, 0.15, 0.7))
+    assert codec.voice_from_bytes(codec.voice_to_bytes(measured)).calibrated == (0.8, 0.15, 0.7)
     # A profile stored before calibration existed has no share in its metadata.
     with np.load(io.BytesIO(codec.voice_to_bytes(profile))) as d:
         arrays = {k: d[k] for k in d.files}
     meta = json.loads(str(arrays["meta"]))
-    del meta["timbre"]
+    del meta["timbre"], meta["calibrated"]
     arrays["meta"] = np.array(json.dumps(meta))
     old = io.BytesIO()
     np.savez(old, **arrays)
     assert codec.voice_from_bytes(old.getvalue()).timbre == TIMBRE
+    assert codec.voice_from_bytes(old.getvalue()).calibrated is None  # nothing to tell
 
 
 def test_a_voice_report_says_whether_it_meets_the_farms_targets():

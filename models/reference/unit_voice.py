@@ -21,8 +21,9 @@ rises from the base voice's ~0.69 to ~0.82 while a recogniser still recovers mos
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from cameofarm.models.contracts import VoiceProfiler
@@ -49,6 +50,7 @@ TO_CAMEO, GAIN = 0.75, 0.1  # the farm's targets: GE2E to the cameo, and over th
 # profiles take it too.
 TIMBRE = VoiceFrames.timbre
 CALIBRATION_SHARES = (0.4, 0.5, 0.6)  # the clearer shares enrollment tries below TIMBRE
+CLEAR_WORDS = 0.5  # a render a recogniser recovers fewer of the words from is hard to follow
 CALIBRATION_MARGIN = 0.02  # other scripts score a little either side of the calibration's
 CALIBRATION_SCRIPTS = (
     "Please read the safety notes before you start, and ask your manager if anything is unclear.",
@@ -118,9 +120,12 @@ class WorldFramesProfiler:
         if not self.calibrated:
             return profile
         try:
-            return replace(profile, timbre=pick_timbre(calibrate(profile, samples)))
+            tried = calibrate(profile, samples)
         except ValueError:  # too little speech to tell who speaks: the farm's share
             return profile
+        share = pick_timbre(tried)
+        at = next((c for c in tried if c.share == share), None)
+        return replace(profile, timbre=share, calibrated=None if at is None else at.figures())
 
 
 def base_speech(script: str, language: str, timed: bool = True) -> SpeechTrack:
@@ -281,16 +286,84 @@ def choose_units(
 @dataclass(frozen=True)
 class Calibration:
     """How a cameo's renders score at each share tried: the worst calibration script's
-    similarity to the cameo and its gain over the stock voice."""
+    similarity to the cameo and its gain over the stock voice (what the share is chosen by),
+    and per script (similarity, gain) with the rendered speech (what the owner is told)."""
 
     share: float
     to_cameo: float
     gain: float
+    scripts: tuple[tuple[float, float], ...] = ()
+    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def clears(self) -> bool:
         margin = CALIBRATION_MARGIN
         return self.to_cameo >= TO_CAMEO + margin and self.gain >= GAIN + margin
+
+    def figures(self) -> tuple[float, float, float]:
+        """(similarity, gain) averaged over the calibration scripts, and the share of their
+        words a recogniser recovers from the renders (English: the scripts are)."""
+        from cameofarm.models.reference.recognizer import recovered, transcribe
+
+        scored = self.scripts or ((self.to_cameo, self.gain),)
+        heard = [
+            recovered(script, transcribe(output, SAMPLE_RATE))
+            for script, output in zip(CALIBRATION_SCRIPTS, self.outputs, strict=False)
+        ]
+        return (
+            float(np.mean([t for t, _ in scored])),
+            float(np.mean([g for _, g in scored])),
+            float(np.mean(heard)) if heard else float("nan"),
+        )
+
+
+def calibration_report(profile: VoiceFrames) -> dict[str, Any] | None:
+    """The calibration at the profile's share, as stored with the cameo for its owner: the
+    figures over the calibration scripts, whether they meet the farm's voice targets and
+    whether a recogniser follows the words, and those bars. None: none was measured (too
+    little speech, or a profile from before calibration)."""
+    if profile.calibrated is None:
+        return None
+    to_cameo, gain, words = profile.calibrated
+    heard = None if np.isnan(words) else round(words, 3)
+    return {
+        "timbre": profile.timbre,
+        "to_cameo": round(to_cameo, 4),
+        "gain": round(gain, 4),
+        "words_recovered": heard,
+        "meets_targets": to_cameo >= TO_CAMEO and gain >= GAIN,
+        "clear": None if heard is None else heard >= CLEAR_WORDS,
+        "targets": {"to_cameo": TO_CAMEO, "gain": GAIN, "words_recovered": CLEAR_WORDS},
+    }
+
+
+def describe_calibration(report: dict[str, Any] | None, timbre: float) -> str:
+    """One line for the owner: the share renders take and, where calibration measured it,
+    whether renders sound like them and can be followed (and what helps when not)."""
+    share = f"renders take {timbre:.0%} of its timbre"
+    if report is None:
+        return f"{share} (not calibrated)"
+    bar = report["targets"]
+    figures = f"{report['to_cameo']:.2f} to the enrolled speech, {report['gain']:+.2f} over stock"
+    if report["words_recovered"] is not None:
+        figures += f", {report['words_recovered']:.0%} of the words recovered"
+    short = []
+    if not report["meets_targets"]:
+        short.append(
+            f"BELOW the farm's voice targets (>= {bar['to_cameo']} to the enrolled speech, "
+            f">= stock + {bar['gain']}): renders may not sound like them"
+        )
+    if report["clear"] is False:
+        short.append(
+            f"HARD TO FOLLOW (a recogniser recovers under {bar['words_recovered']:.0%} of the "
+            "words): renders lose words"
+        )
+    verdict = (
+        "; ".join(short) + "; re-enrolling with more clear speech (30 s or more) helps"
+        if short
+        else "meets the farm's voice targets, and the words are clear"
+    )
+    return f"{share} (calibrated: {figures}; {verdict})"
 
 
 def pick_timbre(tried: list[Calibration]) -> float:
@@ -322,16 +395,24 @@ def calibrate(profile: VoiceFrames, samples: np.ndarray) -> list[Calibration]:
     encoder = Ge2eSpeakerEncoder()
     enrolled = encoder.embed(samples, profile.sample_rate)
     scores: dict[float, list[tuple[float, float]]] = {}
+    outputs: dict[float, list[np.ndarray]] = {}
     for track, stock in _calibration_material():
         blend = choose_units(track.samples, profile, track.phonemes)
         if blend is None:
             continue
         base = similarity(stock, enrolled)
         for share in (*CALIBRATION_SHARES, TIMBRE):
-            output = encoder.embed(blend.mix(share), SAMPLE_RATE)
-            to_cameo = similarity(output, enrolled)
+            speech = blend.mix(share)
+            to_cameo = similarity(encoder.embed(speech, SAMPLE_RATE), enrolled)
             scores.setdefault(share, []).append((to_cameo, to_cameo - base))
+            outputs.setdefault(share, []).append(speech)
     return [
-        Calibration(share, min(t for t, _ in got), min(g for _, g in got))
+        Calibration(
+            share,
+            min(t for t, _ in got),
+            min(g for _, g in got),
+            tuple(got),
+            tuple(outputs[share]),
+        )
         for share, got in scores.items()
     ]

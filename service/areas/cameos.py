@@ -37,6 +37,8 @@ class CameosArea(Area):
             "permission": row.permission,
             "approved": approved_users(s, row.id),
             "restrictions": list(row.restrictions or []),
+            # How renders in its voice scored at enrollment (None: not calibrated).
+            "voice": (row.summary or {}).get("voice_calibration"),
         }
 
     def list_cameos(self, principal: Principal) -> dict[str, Any]:
