@@ -122,7 +122,12 @@ def measure_voice(
     each speaker's summary and the total. `timbre`: the share of each speaker's envelope
     renders take; None: each speaker's calibrated share, as enrollment sets it."""
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
-    from cameofarm.models.reference.unit_voice import UnitVoiceBackend, WorldFramesProfiler
+    from cameofarm.models.reference.unit_voice import (
+        UnitVoiceBackend,
+        WorldFramesProfiler,
+        calibration_report,
+        describe_calibration,
+    )
     from cameofarm.models.reference.voice import SAMPLE_RATE
     from cameofarm.pipelines.quality import stock_voice, voice_quality
 
@@ -148,9 +153,12 @@ def measure_voice(
             if seconds < min_speech_seconds
             else ""
         )
-        share = profiles[name].timbre if timbre is None else timbre
-        how = "calibrated" if timbre is None else "as given"
-        echo(f"{name}: {seconds:.1f} s of speech{short}; {share:.0%} of the timbre ({how})")
+        told = (  # what enrollment would tell this speaker
+            describe_calibration(calibration_report(profiles[name]), profiles[name].timbre)
+            if timbre is None
+            else f"renders take {timbre:.0%} of its timbre (as given)"
+        )
+        echo(f"{name}: {seconds:.1f} s of speech{short}; {told}")
     stock = {script: stock_voice(script, "en", encoder) for script in scripts}
     rows: list[Rendered] = []
     for name in names:

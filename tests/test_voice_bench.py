@@ -94,6 +94,9 @@ def test_real_speakers_from_an_rttm_are_measured_against_the_targets(tmp_path):
     print(out.output)  # the figures, in the test log
     assert out.exit_code == 0, out.output
     assert re.search(r"woman: \d\.\d s of speech — under enrollment's 30 s", out.output)
+    # Each speaker's line is what enrollment would tell them: the woman's words suffer.
+    assert re.search(r"woman: .*% of the words recovered; .*HARD TO FOLLOW", out.output)
+    assert re.search(r"man: .*the words are clear\)", out.output)
     row = re.search(
         r"  man: ([\d.]+) to the speaker \(stock ([\d.]+), gain [-+][\d.]+\), nearest other "
         r"([\d.]+); (\d+)% of the words recovered",
