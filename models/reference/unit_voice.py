@@ -359,7 +359,7 @@ def describe_calibration(report: dict[str, Any] | None, timbre: float) -> str:
             "words): renders lose words"
         )
     verdict = (
-        "; ".join(short) + "; re-enrolling with more clear speech (30 s or more) helps"
+        "; ".join(short) + "; re-enrolling with more clear speech helps"
         if short
         else "meets the farm's voice targets, and the words are clear"
     )
