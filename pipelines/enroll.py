@@ -27,7 +27,7 @@ from cameofarm.models.media import MediaError, probe_video, read_audio, read_fra
 from cameofarm.models.reference.base_video import presenter_box
 from cameofarm.models.reference.speech import speech_frames
 from cameofarm.models.reference.speech import speech_seconds as count_speech
-from cameofarm.models.reference.unit_voice import calibration_report, describe_calibration
+from cameofarm.models.reference.unit_voice import calibration_report, describe_voice
 from cameofarm.models.reference.voice import SAMPLE_RATE, speaker_distance
 from cameofarm.pipelines.checks import RecordingReport, check_recording
 from cameofarm.pipelines.extractors import (
@@ -296,11 +296,7 @@ def enroll_recording(
         else ""
     )
     calibration = calibration_report(voice) if isinstance(voice, VoiceFrames) else None
-    timbre = (
-        f", {describe_calibration(calibration, voice.timbre)}"
-        if isinstance(voice, VoiceFrames)
-        else ""
-    )
+    timbre = f", {describe_voice(voice)}" if isinstance(voice, VoiceFrames) else ""
     progress(f"voice ({ex.profiler.name}): {speech_seconds:.1f} s speech{pitch}{timbre}")
 
     # 6. Store assets, then the record; nothing is left behind if any write fails.

@@ -29,7 +29,7 @@ from cameofarm.models.contracts import SpeakerEncoder
 from cameofarm.models.data import SpeechTrack
 from cameofarm.models.media import read_audio
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
-from cameofarm.models.reference.unit_voice import GAIN, TO_CAMEO, base_speech
+from cameofarm.models.reference.unit_voice import GAIN, TO_CAMEO, base_speech, meets
 from cameofarm.models.reference.voice import SAMPLE_RATE
 from cameofarm.models.store import ModelStore
 from cameofarm.pipelines.extractors import speaker_encoder
@@ -65,8 +65,7 @@ class VoiceQuality:
         """Whether the voice meets the farm's targets; None: none are set for this encoder."""
         if self.encoder not in TARGETS:
             return None
-        to_cameo, gain = TARGETS[self.encoder]
-        return self.to_cameo >= to_cameo and self.gain >= gain
+        return meets(self.to_cameo, self.gain, TARGETS[self.encoder])
 
     def to_dict(self) -> dict[str, Any]:
         figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}

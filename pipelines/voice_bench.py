@@ -125,8 +125,7 @@ def measure_voice(
     from cameofarm.models.reference.unit_voice import (
         UnitVoiceBackend,
         WorldFramesProfiler,
-        calibration_report,
-        describe_calibration,
+        describe_voice,
     )
     from cameofarm.models.reference.voice import SAMPLE_RATE
     from cameofarm.pipelines.quality import stock_voice, voice_quality
@@ -154,7 +153,7 @@ def measure_voice(
             else ""
         )
         told = (  # what enrollment would tell this speaker
-            describe_calibration(calibration_report(profiles[name]), profiles[name].timbre)
+            describe_voice(profiles[name])
             if timbre is None
             else f"renders take {timbre:.0%} of its timbre (as given)"
         )

@@ -197,7 +197,7 @@ def _cameo_text(c: dict[str, Any]) -> str:
     if c.get("voice"):
         from cameofarm.models.reference.unit_voice import describe_calibration
 
-        text += f"\n  voice: {describe_calibration(c['voice'], c['voice']['timbre'])}"
+        text += f"\n  voice: {describe_calibration(c['voice'])}"
     if c.get("cancelled_jobs"):
         text += f"\n  cancelled jobs no longer allowed: {', '.join(c['cancelled_jobs'])}"
     if c.get("purge_deadline"):

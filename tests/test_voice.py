@@ -16,7 +16,7 @@ from cameofarm.models.reference.unit_voice import (
     UnitVoiceBackend,
     WorldFramesProfiler,
     calibration_report,
-    describe_calibration,
+    describe_voice,
 )
 from cameofarm.models.reference.voice import SAMPLE_RATE
 from cameofarm.pipelines.quality import voice_quality
@@ -46,7 +46,7 @@ def test_the_reference_voice_sounds_like_each_real_speaker_and_stays_intelligibl
     for who, speech in people.items():
         profile = WorldFramesProfiler().profile(speech, SAMPLE_RATE)  # calibrated
         report = calibration_report(profile)
-        told = describe_calibration(report, profile.timbre)
+        told = describe_voice(profile)
         print(who, told)  # what enrollment tells the owner
         assert profile.timbre in (*CALIBRATION_SHARES, TIMBRE)
         assert report is not None and report["meets_targets"], told
@@ -170,6 +170,15 @@ def test_a_profiles_share_survives_storage_and_older_profiles_read_as_the_farms(
     np.savez(old, **arrays)
     assert codec.voice_from_bytes(old.getvalue()).timbre == TIMBRE
     assert codec.voice_from_bytes(old.getvalue()).calibrated is None  # nothing to tell
+    # What enrollment and `cameo show` tell the owner, from the stored figures alone.
+    assert describe_voice(profile) == "renders take 40% of its timbre (not calibrated)"
+    told = describe_voice(measured)
+    assert told.startswith("renders take 40% of its timbre (calibrated: 0.80 to the enrolled")
+    assert told.endswith(
+        "70% of the words recovered; meets the farm's voice targets, and the words are clear)"
+    ), told
+    unclear = describe_voice(replace(profile, calibrated=(0.76, 0.09, 0.2)))  # gain under 0.1
+    assert "BELOW the farm's voice targets" in unclear and "HARD TO FOLLOW" in unclear, unclear
 
 
 def test_a_voice_report_says_whether_it_meets_the_farms_targets():

@@ -293,12 +293,11 @@ class Calibration:
     to_cameo: float
     gain: float
     scripts: tuple[tuple[float, float], ...] = ()
-    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
+    outputs: tuple[tuple[str, np.ndarray], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def clears(self) -> bool:
-        margin = CALIBRATION_MARGIN
-        return self.to_cameo >= TO_CAMEO + margin and self.gain >= GAIN + margin
+        return meets(self.to_cameo, self.gain, margin=CALIBRATION_MARGIN)
 
     def figures(self) -> tuple[float, float, float]:
         """(similarity, gain) averaged over the calibration scripts, and the share of their
@@ -307,14 +306,21 @@ class Calibration:
 
         scored = self.scripts or ((self.to_cameo, self.gain),)
         heard = [
-            recovered(script, transcribe(output, SAMPLE_RATE))
-            for script, output in zip(CALIBRATION_SCRIPTS, self.outputs, strict=False)
+            recovered(script, transcribe(output, SAMPLE_RATE)) for script, output in self.outputs
         ]
         return (
             float(np.mean([t for t, _ in scored])),
             float(np.mean([g for _, g in scored])),
             float(np.mean(heard)) if heard else float("nan"),
         )
+
+
+def meets(
+    to_cameo: float, gain: float, bar: tuple[float, float] = (TO_CAMEO, GAIN), margin: float = 0.0
+) -> bool:
+    """Whether a voice's similarity to the cameo and gain over the stock voice clear `bar`
+    (the farm's targets unless given) by `margin`: the one rule every verdict uses."""
+    return to_cameo >= bar[0] + margin and gain >= bar[1] + margin
 
 
 def calibration_report(profile: VoiceFrames) -> dict[str, Any] | None:
@@ -331,18 +337,25 @@ def calibration_report(profile: VoiceFrames) -> dict[str, Any] | None:
         "to_cameo": round(to_cameo, 4),
         "gain": round(gain, 4),
         "words_recovered": heard,
-        "meets_targets": to_cameo >= TO_CAMEO and gain >= GAIN,
+        "meets_targets": meets(to_cameo, gain),
         "clear": None if heard is None else heard >= CLEAR_WORDS,
         "targets": {"to_cameo": TO_CAMEO, "gain": GAIN, "words_recovered": CLEAR_WORDS},
     }
 
 
-def describe_calibration(report: dict[str, Any] | None, timbre: float) -> str:
-    """One line for the owner: the share renders take and, where calibration measured it,
-    whether renders sound like them and can be followed (and what helps when not)."""
-    share = f"renders take {timbre:.0%} of its timbre"
+def describe_voice(profile: VoiceFrames) -> str:
+    """What enrollment tells the owner about a profile's renders (`describe_calibration`),
+    or only the share they take where calibration measured nothing."""
+    report = calibration_report(profile)
     if report is None:
-        return f"{share} (not calibrated)"
+        return f"renders take {profile.timbre:.0%} of its timbre (not calibrated)"
+    return describe_calibration(report)
+
+
+def describe_calibration(report: dict[str, Any]) -> str:
+    """One line for the owner from a `calibration_report`: the share renders take, whether
+    they sound like them and can be followed, and what helps when not."""
+    share = f"renders take {report['timbre']:.0%} of its timbre"
     bar = report["targets"]
     figures = f"{report['to_cameo']:.2f} to the enrolled speech, {report['gain']:+.2f} over stock"
     if report["words_recovered"] is not None:
@@ -374,15 +387,15 @@ def pick_timbre(tried: list[Calibration]) -> float:
 
 
 @lru_cache(maxsize=1)
-def _calibration_material() -> tuple[tuple[SpeechTrack, np.ndarray], ...]:
-    """The calibration scripts in the stock voice, and that voice's GE2E embeddings."""
+def _calibration_material() -> tuple[tuple[str, SpeechTrack, np.ndarray], ...]:
+    """Each calibration script, in the stock voice, and that voice's GE2E embedding."""
     from cameofarm.models.reference.speech import Ge2eSpeakerEncoder
 
     encoder = Ge2eSpeakerEncoder()
     material = []
     for script in CALIBRATION_SCRIPTS:
         track = base_speech(script, "en")
-        material.append((track, encoder.embed(track.samples, track.sample_rate)))
+        material.append((script, track, encoder.embed(track.samples, track.sample_rate)))
     return tuple(material)
 
 
@@ -395,8 +408,8 @@ def calibrate(profile: VoiceFrames, samples: np.ndarray) -> list[Calibration]:
     encoder = Ge2eSpeakerEncoder()
     enrolled = encoder.embed(samples, profile.sample_rate)
     scores: dict[float, list[tuple[float, float]]] = {}
-    outputs: dict[float, list[np.ndarray]] = {}
-    for track, stock in _calibration_material():
+    outputs: dict[float, list[tuple[str, np.ndarray]]] = {}
+    for script, track, stock in _calibration_material():
         blend = choose_units(track.samples, profile, track.phonemes)
         if blend is None:
             continue
@@ -405,7 +418,7 @@ def calibrate(profile: VoiceFrames, samples: np.ndarray) -> list[Calibration]:
             speech = blend.mix(share)
             to_cameo = similarity(encoder.embed(speech, SAMPLE_RATE), enrolled)
             scores.setdefault(share, []).append((to_cameo, to_cameo - base))
-            outputs.setdefault(share, []).append(speech)
+            outputs.setdefault(share, []).append((script, speech))
     return [
         Calibration(
             share,
