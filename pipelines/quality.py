@@ -29,7 +29,14 @@ from cameofarm.models.contracts import SpeakerEncoder
 from cameofarm.models.data import SpeechTrack
 from cameofarm.models.media import read_audio
 from cameofarm.models.reference.speech import Ge2eSpeakerEncoder, similarity
-from cameofarm.models.reference.unit_voice import GAIN, TO_CAMEO, base_speech, meets
+from cameofarm.models.reference.unit_voice import (
+    CLEAR_WORDS,
+    GAIN,
+    TO_CAMEO,
+    base_speech,
+    clear,
+    meets,
+)
 from cameofarm.models.reference.voice import SAMPLE_RATE
 from cameofarm.models.store import ModelStore
 from cameofarm.pipelines.extractors import speaker_encoder
@@ -67,11 +74,20 @@ class VoiceQuality:
             return None
         return meets(self.to_cameo, self.gain, TARGETS[self.encoder])
 
+    @property
+    def clear(self) -> bool | None:
+        """Whether a recogniser follows the words (`unit_voice.clear`); None: not measured
+        (a language the recogniser does not know)."""
+        if self.words_recovered is None:
+            return None
+        return clear(self.words_recovered, self.base_words_recovered)
+
     def to_dict(self) -> dict[str, Any]:
         figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
         targets = TARGETS.get(self.encoder)
         judged_by = None if targets is None else {"to_cameo": targets[0], "gain": targets[1]}
-        return {**figures, "meets_targets": self.meets_targets, "targets": judged_by}
+        verdicts = {"meets_targets": self.meets_targets, "clear": self.clear}
+        return {**figures, **verdicts, "targets": judged_by}
 
     def describe(self) -> str:
         text = (
@@ -89,8 +105,17 @@ class VoiceQuality:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """A voice report's verdict against the targets it was judged by, to append to its
-    figures ("" for a report stored before verdicts)."""
+    """A voice report's verdicts, to append to its figures: against the targets it was judged
+    by, and whether its words can be followed ("" for a report stored before verdicts)."""
+    if report.get("clear") is False:
+        return _likeness(report) + (
+            f"; HARD TO FOLLOW (a recogniser recovers under {CLEAR_WORDS:.0%} of the words, "
+            "and fewer than from the stock voice)"
+        )
+    return _likeness(report)
+
+
+def _likeness(report: dict[str, Any]) -> str:
     if "meets_targets" not in report:
         return ""
     targets = report.get("targets")

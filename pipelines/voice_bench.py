@@ -105,6 +105,7 @@ class Rendered:
     words_recovered: float | None
     closest_other: float | None  # the output's similarity to the nearest other speaker
     meets: bool  # the voice report's verdict against the farm's targets
+    clear: bool | None  # and whether a recogniser follows its words (None: not measured)
 
     @property
     def gain(self) -> float:
@@ -176,6 +177,7 @@ def measure_voice(
                 q.words_recovered,
                 max(others) if others else None,
                 bool(q.meets_targets),
+                q.clear,
             )
             rows.append(row)
             other = f", nearest other {row.closest_other:.3f}" if others else ""
@@ -183,7 +185,8 @@ def measure_voice(
                 f"  {name}: {row.to_cameo:.3f} to the speaker (stock {row.base_to_cameo:.3f}, "
                 f"gain {row.gain:+.3f}){other}; "
                 f"{_share(row.words_recovered)} of the words recovered"
-                f"{'' if row.meets else '  [below target]'}  — {_clip(script)}"
+                f"{'' if row.meets else '  [below target]'}"
+                f"{'  [hard to follow]' if row.clear is False else ''}  — {_clip(script)}"
             )
     plural = "s" * (len(scripts) != 1)
     echo(f"per speaker, over {len(scripts)} script{plural} (targets {TO_CAMEO}, stock + {GAIN}):")
@@ -194,9 +197,14 @@ def measure_voice(
             f"(min {min(r.to_cameo for r in mine):.3f}), gain min "
             f"{min(r.gain for r in mine):+.3f}, words recovered "
             f"{_share(_mean([r.words_recovered for r in mine]))} avg; "
-            f"{sum(r.meets for r in mine)}/{len(mine)} on target"
+            f"{sum(r.meets for r in mine)}/{len(mine)} on target, "
+            f"{sum(r.clear is not False for r in mine)}/{len(mine)} clear"
         )
-    echo(f"{sum(r.meets for r in rows)}/{len(rows)} renders on target")
+    both = sum(r.meets and r.clear is not False for r in rows)
+    echo(
+        f"{sum(r.meets for r in rows)}/{len(rows)} renders on target, "
+        f"{sum(r.clear is not False for r in rows)}/{len(rows)} clear, {both}/{len(rows)} both"
+    )
     return rows
 
 

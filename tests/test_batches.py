@@ -198,6 +198,7 @@ def test_status_cancel_retry_and_results(api, storage, farm_config):
         "base_to_cameo": 0.72,
         "words_recovered": 0.8,
         "meets_targets": False,
+        "clear": True,
     }
     set_job_status(
         storage.db,
@@ -237,7 +238,7 @@ def test_status_cancel_retry_and_results(api, storage, farm_config):
     published = results["rows"][0]  # its voice's figures and verdict, to filter the sheet on
     assert published["voice_to_cameo"] == 0.78 and published["voice_gain"] == 0.06
     assert published["voice_words_recovered"] == 0.8
-    assert published["voice_meets_targets"] is False
+    assert published["voice_meets_targets"] is False and published["voice_clear"] is True
     assert results["rows"][1]["voice_gain"] is None  # nothing published: no voice
     text = results_csv(results).splitlines()
     assert text[0].startswith("row,output,job_id,status,error")
@@ -418,6 +419,7 @@ def test_a_batch_renders_on_the_farm_and_another_organisation_gets_the_next_slot
         assert manifest.valid and manifest.extra["captions"]["vtt"] == r["captions_vtt"]
         assert r["c2pa_manifest"] == manifest.manifest_id
         assert isinstance(r["voice_meets_targets"], bool) and r["voice_gain"] is not None
+        assert (r["voice_clear"] is None) == (r["language"] != "en")  # English words only
     ja = storage.objects.get_bytes(results[2]["captions_vtt"]).decode()
     assert "ようこそ、はなこさん。" in ja
 

@@ -196,4 +196,12 @@ def test_a_voice_report_says_whether_it_meets_the_farms_targets():
         assert below.meets_targets is False and "; BELOW the farm's" in below.describe()
     other = VoiceQuality("titanet:speaker@1", 0.62, 0.30, 0.4, 4.0)  # another scale
     assert other.meets_targets is None and other.to_dict()["meets_targets"] is None
+    assert other.clear is None and other.to_dict()["clear"] is None  # words not measured
+    # Clarity is judged apart: under half the words, and fewer than the stock voice's.
+    assert meets.clear is True and "HARD TO FOLLOW" not in meets.describe()
+    lost = VoiceQuality(ge2e, 0.80, 0.66, 0.7, 4.0, 0.2, 0.9)
+    assert lost.meets_targets is True and lost.clear is False and not lost.to_dict()["clear"]
+    assert "; meets the farm's" in lost.describe() and "; HARD TO FOLLOW" in lost.describe()
+    hard_script = VoiceQuality(ge2e, 0.80, 0.66, 0.7, 4.0, 0.3, 0.3)  # the stock voice's too
+    assert hard_script.clear is True
     assert "no targets are set for titanet:speaker@1" in other.describe()

@@ -39,6 +39,7 @@ RESULT_COLUMNS = (
     "voice_gain",
     "voice_words_recovered",
     "voice_meets_targets",
+    "voice_clear",
 )
 
 
@@ -274,6 +275,7 @@ def batch_results(db: Database, batch_id: str, viewer: str | None = None) -> lis
                 "voice_gain": _gain(voice),
                 "voice_words_recovered": voice.get("words_recovered"),
                 "voice_meets_targets": voice.get("meets_targets"),
+                "voice_clear": voice.get("clear"),
             }
         )
     return sheet
