@@ -100,6 +100,12 @@ DASHBOARDS = (
                 "{{tier}} {{verdict}}",
             ),
             Panel(
+                "Voices published (1 h) whose words a recogniser cannot follow, by tier",
+                "sum by (tier) (increase(cameofarm_voice_renders_total"
+                '{clarity="hard_to_follow"}[1h]))',
+                "{{tier}}",
+            ),
+            Panel(
                 "Jobs submitted per minute, by organisation",
                 "sum by (organisation) (rate(cameofarm_jobs_submitted_total[15m])) * 60",
                 "{{organisation}}",

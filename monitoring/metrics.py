@@ -44,9 +44,10 @@ JOB_RUN_SECONDS = Histogram(
 VOICE_RENDERS = Counter(
     "cameofarm_voice_renders",
     "Voices in published videos (a dialogue has two), by their voice report's verdict "
-    "against the farm's targets: meets, below, or unjudged (not measured, or no targets "
-    "for the speaker encoder)",
-    ["tier", "verdict"],
+    "against the farm's targets (meets, below, or unjudged: not measured, or no targets "
+    "for the speaker encoder) and whether a recogniser follows the words (clear, "
+    "hard_to_follow, or unjudged: not English, or not measured)",
+    ["tier", "verdict", "clarity"],
 )
 STAGE_SECONDS = Histogram(
     "cameofarm_stage_seconds",
@@ -126,6 +127,7 @@ API_RATE_LIMITED = Counter(
 
 JOB_END_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED", "REQUEUED")
 VOICE_VERDICTS = ("meets", "below", "unjudged")
+VOICE_CLARITIES = ("clear", "hard_to_follow", "unjudged")
 WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "refused")
 RATE_LIMITS = ("key", "auth_failures", "client_requests", "jobs_per_day")
 
@@ -141,7 +143,8 @@ def declare_scheduler_series(tiers: Iterable[str], stages: Iterable[str]) -> Non
         for status in JOB_END_STATUSES:
             JOB_RUN_SECONDS.labels(tier=tier, status=status)
         for verdict in VOICE_VERDICTS:
-            VOICE_RENDERS.labels(tier=tier, verdict=verdict)
+            for clarity in VOICE_CLARITIES:
+                VOICE_RENDERS.labels(tier=tier, verdict=verdict, clarity=clarity)
     for outcome in WEBHOOK_OUTCOMES:
         WEBHOOK_ATTEMPTS.labels(outcome=outcome)
 
@@ -151,9 +154,11 @@ def count_voices(tier: str, quality: dict[str, Any] | None) -> None:
     quality = quality or {}
     cast = quality.get("cast") or [quality]
     for part in cast:
-        meets = (part.get("voice") or {}).get("meets_targets")
+        voice = part.get("voice") or {}
+        meets, clear = voice.get("meets_targets"), voice.get("clear")
         verdict = "unjudged" if meets is None else "meets" if meets else "below"
-        VOICE_RENDERS.labels(tier=tier, verdict=verdict).inc()
+        clarity = "unjudged" if clear is None else "clear" if clear else "hard_to_follow"
+        VOICE_RENDERS.labels(tier=tier, verdict=verdict, clarity=clarity).inc()
 
 
 def declare_api_series() -> None:

@@ -312,21 +312,38 @@ def test_api_requests_are_counted_by_route_template_and_status(farm_config, stor
 
 def test_published_voices_are_counted_by_their_verdict():
     """Each voice in a published video counts once, by its report's verdict against the
-    farm's targets; a dialogue has two voices, and a report without a verdict is unjudged."""
-    from cameofarm.monitoring.metrics import VOICE_RENDERS, count_voices
+    farm's targets and whether its words can be followed; a dialogue has two voices, and a
+    report without a verdict is unjudged."""
+    from cameofarm.monitoring.metrics import (
+        VOICE_CLARITIES,
+        VOICE_RENDERS,
+        VOICE_VERDICTS,
+        count_voices,
+    )
 
     def counts():
-        return [
-            VOICE_RENDERS.labels(tier="pro", verdict=v)._value.get()
-            for v in ("meets", "below", "unjudged")
-        ]
+        return {
+            (v, c): VOICE_RENDERS.labels(tier="pro", verdict=v, clarity=c)._value.get()
+            for v in VOICE_VERDICTS
+            for c in VOICE_CLARITIES
+        }
 
     before = counts()
-    count_voices("pro", {"voice": {"to_cameo": 0.8, "meets_targets": True}})
-    count_voices("pro", {"voice": {"to_cameo": 0.7, "meets_targets": False}})
+    count_voices("pro", {"voice": {"to_cameo": 0.8, "meets_targets": True, "clear": True}})
+    count_voices("pro", {"voice": {"to_cameo": 0.7, "meets_targets": False, "clear": False}})
     count_voices("pro", {"voice": {"unmeasured": "under a second of speech"}})
     count_voices("pro", None)  # no report at all
-    dialogue = [{"voice": {"meets_targets": True}}, {"voice": {"meets_targets": False}}]
+    dialogue = [
+        {"voice": {"meets_targets": True, "clear": False}},
+        {"voice": {"meets_targets": False}},  # stored before clarity was judged
+    ]
     count_voices("pro", {"cast": dialogue, "dialogue": {}})
     after = counts()
-    assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 2]
+    moved = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert moved == {
+        ("meets", "clear"): 1,
+        ("below", "hard_to_follow"): 1,
+        ("unjudged", "unjudged"): 2,
+        ("meets", "hard_to_follow"): 1,
+        ("below", "unjudged"): 1,
+    }
