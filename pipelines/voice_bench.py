@@ -198,7 +198,8 @@ def measure_voice(
             f"{min(r.gain for r in mine):+.3f}, words recovered "
             f"{_share(_mean([r.words_recovered for r in mine]))} avg; "
             f"{sum(r.meets for r in mine)}/{len(mine)} on target, "
-            f"{sum(r.clear is not False for r in mine)}/{len(mine)} clear"
+            f"{sum(r.clear is not False for r in mine)}/{len(mine)} clear, "
+            f"{sum(r.meets and r.clear is not False for r in mine)}/{len(mine)} both"
         )
     both = sum(r.meets and r.clear is not False for r in rows)
     echo(

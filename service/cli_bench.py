@@ -186,7 +186,9 @@ def bench_voice(
     """Measure the reference voice on real people: every script spoken as every speaker,
     scored as each job's voice report scores it (GE2E similarity to the speaker and of the
     stock voice, words a recogniser recovers, the nearest other speaker), against the farm's
-    targets (>= 0.75 and >= the stock voice + 0.1). English.
+    targets (>= 0.75 and >= the stock voice + 0.1) and for clarity (a recogniser recovers at
+    least half of the words, or as many as from the stock voice). Prints each render, each
+    speaker's and the total count on target, clear, and both. English.
 
     Each SPEAKER is a recording of one person's speech, or FILE.rttm:SPEAKER — that
     speaker's turns where nobody else speaks, in the URI.wav files beside the RTTM. Real ones

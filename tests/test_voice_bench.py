@@ -106,7 +106,7 @@ def test_real_speakers_from_an_rttm_are_measured_against_the_targets(tmp_path):
     to_cameo, stock, other, words = map(float, row.groups())
     assert to_cameo >= 0.75 and to_cameo >= stock + 0.1 and other < to_cameo - 0.15
     assert words >= 50
-    assert re.search(r"  man: .*; 1/1 on target, 1/1 clear", out.output)
+    assert re.search(r"  man: .*; 1/1 on target, 1/1 clear, 1/1 both", out.output)
     # The woman's render loses its words, and the bench says so per render and in the total.
     assert re.search(r"  woman: .*\[hard to follow\]", out.output)
     assert re.search(r"  woman: .* on target, 0/1 clear", out.output)
