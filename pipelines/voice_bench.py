@@ -111,6 +111,12 @@ class Rendered:
     def gain(self) -> float:
         return self.to_cameo - self.base_to_cameo
 
+    @property
+    def both(self) -> bool:
+        """On target and not hard to follow (a render whose words were not measured counts
+        as followed)."""
+        return self.meets and self.clear is not False
+
 
 def measure_voice(
     speakers: Sequence[str],
@@ -198,15 +204,17 @@ def measure_voice(
             f"{min(r.gain for r in mine):+.3f}, words recovered "
             f"{_share(_mean([r.words_recovered for r in mine]))} avg; "
             f"{sum(r.meets for r in mine)}/{len(mine)} on target, "
-            f"{sum(r.clear is not False for r in mine)}/{len(mine)} clear, "
-            f"{sum(r.meets and r.clear is not False for r in mine)}/{len(mine)} both"
+            f"{_clear(mine)}/{len(mine)} clear, {sum(r.both for r in mine)}/{len(mine)} both"
         )
-    both = sum(r.meets and r.clear is not False for r in rows)
     echo(
         f"{sum(r.meets for r in rows)}/{len(rows)} renders on target, "
-        f"{sum(r.clear is not False for r in rows)}/{len(rows)} clear, {both}/{len(rows)} both"
+        f"{_clear(rows)}/{len(rows)} clear, {sum(r.both for r in rows)}/{len(rows)} both"
     )
     return rows
+
+
+def _clear(rows: list[Rendered]) -> int:
+    return sum(r.clear is not False for r in rows)
 
 
 def _mean(values: list[float | None]) -> float | None:
